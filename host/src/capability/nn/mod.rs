@@ -1,0 +1,163 @@
+//! wasi-nn for plugins: models named in the manifest, loaded once, served by name.
+//!
+//! At load time [`ModelSet::load`] reads every model a manifest declares and hands it to its
+//! backend to parse and optimise, once. Each instance then gets a [`WasiNnCtx`] whose registry
+//! shares those graphs, so `wasi:nn/graph.load-by-name` is a lookup, and a fresh instance after
+//! a trap reuses the optimised models. Loading raw model bytes from the guest
+//! (`wasi:nn/graph.load`) is refused: models must be declared, so they can be signed and
+//! are optimised once. Backends sit behind cargo features, one file each: `tract` (ONNX, the
+//! default).
+
+#[cfg(feature = "tract")]
+pub mod tract;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use edgewise_signing::ModelSpec;
+use wasmtime_wasi_nn::backend::{BackendError, BackendFromDir, BackendInner};
+use wasmtime_wasi_nn::wit::{ExecutionTarget, GraphEncoding, WasiNnCtx};
+use wasmtime_wasi_nn::{Backend, Graph, GraphRegistry, Registry};
+
+/// Why a model could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    /// The model file could not be read.
+    #[error("model `{model}`: cannot read {}: {source}", file.display())]
+    Read {
+        /// The model's name.
+        model: String,
+        /// Its file.
+        file: PathBuf,
+        /// The I/O failure.
+        source: std::io::Error,
+    },
+    /// No backend in this build serves the encoding.
+    #[error("model `{model}`: no backend for encoding `{encoding}` in this build")]
+    NoBackend {
+        /// The model's name.
+        model: String,
+        /// The encoding asked for.
+        encoding: String,
+    },
+    /// The backend refused the model: not a valid model, or shapes that do not fit.
+    #[error("model `{model}` ({}): {reason}", file.display())]
+    Invalid {
+        /// The model's name.
+        model: String,
+        /// Its file.
+        file: PathBuf,
+        /// The backend's account.
+        reason: String,
+    },
+}
+
+/// A backend that prepares models ahead of time from their bytes and declared input shapes.
+pub trait Preload: Send + Sync {
+    /// The encoding this backend serves.
+    fn encoding(&self) -> GraphEncoding;
+    /// Parses and optimises a model.
+    fn preload(&self, bytes: &[u8], spec: &ModelSpec) -> Result<Graph, String>;
+}
+
+/// The backends compiled into this build.
+pub fn backends() -> Vec<Arc<dyn Preload>> {
+    #[allow(unused_mut)]
+    let mut list: Vec<Arc<dyn Preload>> = Vec::new();
+    #[cfg(feature = "tract")]
+    list.push(Arc::new(tract::Tract));
+    list
+}
+
+/// The models of one plugin, loaded and optimised, shared by all its instances.
+#[derive(Clone, Default)]
+pub struct ModelSet {
+    graphs: Arc<HashMap<String, Graph>>,
+    encodings: Arc<[GraphEncoding]>,
+}
+
+impl ModelSet {
+    /// Loads every model in `specs`, with files relative to `dir`.
+    pub fn load(specs: &[ModelSpec], dir: &Path) -> Result<Self, ModelError> {
+        let backends = backends();
+        let mut graphs = HashMap::new();
+        for spec in specs {
+            let backend = backends
+                .iter()
+                .find(|b| b.encoding().to_string() == spec.encoding)
+                .ok_or_else(|| ModelError::NoBackend {
+                    model: spec.name.clone(),
+                    encoding: spec.encoding.clone(),
+                })?;
+            let file = dir.join(&spec.file);
+            let bytes = std::fs::read(&file).map_err(|source| ModelError::Read {
+                model: spec.name.clone(),
+                file: file.clone(),
+                source,
+            })?;
+            let graph = backend
+                .preload(&bytes, spec)
+                .map_err(|reason| ModelError::Invalid {
+                    model: spec.name.clone(),
+                    file,
+                    reason,
+                })?;
+            graphs.insert(spec.name.clone(), graph);
+        }
+        let encodings = backends.iter().map(|b| b.encoding()).collect();
+        Ok(Self {
+            graphs: Arc::new(graphs),
+            encodings,
+        })
+    }
+
+    /// The names of the loaded models.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.graphs.keys().map(String::as_str)
+    }
+
+    /// A wasi-nn context for one instance: these models by name, nothing else.
+    pub fn context(&self) -> WasiNnCtx {
+        let backends = self
+            .encodings
+            .iter()
+            .map(|&encoding| Backend::from(ByNameOnly(encoding)));
+        WasiNnCtx::new(backends, Registry::from(Shared(self.graphs.clone())))
+    }
+}
+
+/// The per-instance registry: a view of the plugin's shared graphs.
+struct Shared(Arc<HashMap<String, Graph>>);
+
+impl GraphRegistry for Shared {
+    fn get(&self, name: &str) -> Option<&Graph> {
+        self.0.get(name)
+    }
+
+    fn get_mut(&mut self, _name: &str) -> Option<&mut Graph> {
+        // Graphs are shared between instances and never changed.
+        None
+    }
+}
+
+/// Stands for a backend inside an instance, where only `load-by-name` is allowed: `load` from
+/// guest bytes is an error that tells the author what to do instead.
+struct ByNameOnly(GraphEncoding);
+
+impl BackendInner for ByNameOnly {
+    fn encoding(&self) -> GraphEncoding {
+        self.0
+    }
+
+    fn load(&mut self, _: &[&[u8]], _: ExecutionTarget) -> Result<Graph, BackendError> {
+        Err(BackendError::BackendAccess(wasmtime::format_err!(
+            "models are not loaded from plugin memory: declare the model under [[models]] in \
+             plugin.toml and use load-by-name"
+        )))
+    }
+
+    fn as_dir_loadable(&mut self) -> Option<&mut dyn BackendFromDir> {
+        None
+    }
+}

@@ -1,0 +1,279 @@
+//! The tract backend: ONNX models, parsed and optimised once, run on the CPU in pure Rust.
+//!
+//! Input shapes declared in the manifest are fixed before optimisation (tract optimises far
+//! better with concrete shapes). Tensors cross as little-endian bytes: f32, f64, i32, i64 and
+//! u8 in, the same out. Every error names the model input or output it is about. tract reports
+//! errors as `anyhow` (its `TractResult`), so this file builds on that.
+
+use std::sync::Arc;
+
+use anyhow::anyhow;
+use edgewise_signing::ModelSpec;
+use tract_onnx::prelude::*;
+use tract_onnx::tract_hir::infer::Factoid;
+use wasmtime_wasi_nn::backend::{
+    BackendError, BackendExecutionContext, BackendGraph, Id, NamedTensor,
+};
+use wasmtime_wasi_nn::wit::{GraphEncoding, TensorType};
+use wasmtime_wasi_nn::{ExecutionContext, Graph, Tensor};
+
+use super::Preload;
+
+/// The tract ONNX backend.
+pub struct Tract;
+
+impl Preload for Tract {
+    fn encoding(&self) -> GraphEncoding {
+        GraphEncoding::Onnx
+    }
+
+    fn preload(&self, bytes: &[u8], spec: &ModelSpec) -> Result<Graph, String> {
+        let model = TractModel::optimise(bytes, spec).map_err(|e| format!("{e:#}"))?;
+        Ok(Graph::from(Box::new(model) as Box<dyn BackendGraph>))
+    }
+}
+
+/// An optimised model and what it expects. Clones share the optimised plan.
+#[derive(Clone)]
+pub struct TractModel {
+    plan: Arc<TypedSimplePlan>,
+    inputs: Vec<Port>,
+    outputs: Vec<String>,
+}
+
+/// One model input: its name, element type and, when fixed, shape.
+#[derive(Clone)]
+struct Port {
+    name: String,
+    datum: DatumType,
+    shape: Option<Vec<usize>>,
+}
+
+impl TractModel {
+    /// Parses ONNX bytes, fixes the declared input shapes, and optimises.
+    pub fn optimise(bytes: &[u8], spec: &ModelSpec) -> TractResult<Self> {
+        let mut model = tract_onnx::onnx().model_for_read(&mut &*bytes)?;
+        let names = input_names(&model)?;
+        for (name, shape) in &spec.inputs {
+            let ix = names.iter().position(|n| n == name).ok_or_else(|| {
+                anyhow!("declared input `{name}` is not in the model; its inputs are {names:?}")
+            })?;
+            let datum = model
+                .input_fact(ix)?
+                .datum_type
+                .concretize()
+                .unwrap_or(f32::datum_type());
+            model.set_input_fact(ix, InferenceFact::dt_shape(datum, shape.as_slice()))?;
+        }
+        let typed = model.into_optimized()?;
+        let inputs = typed
+            .input_outlets()?
+            .iter()
+            .enumerate()
+            .map(|(ix, outlet)| {
+                let fact = typed.input_fact(ix)?;
+                Ok(Port {
+                    name: typed.node(outlet.node).name.clone(),
+                    datum: fact.datum_type,
+                    shape: fact.shape.as_concrete().map(<[usize]>::to_vec),
+                })
+            })
+            .collect::<TractResult<Vec<_>>>()?;
+        let outputs = typed
+            .output_outlets()?
+            .iter()
+            .map(|&o| {
+                typed
+                    .outlet_label(o)
+                    .unwrap_or(&typed.node(o.node).name)
+                    .to_owned()
+            })
+            .collect();
+        Ok(Self {
+            plan: typed.into_runnable()?,
+            inputs,
+            outputs,
+        })
+    }
+
+    /// The input names, in the model's order.
+    pub fn input_names(&self) -> impl Iterator<Item = &str> {
+        self.inputs.iter().map(|p| p.name.as_str())
+    }
+
+    /// Runs the model on wasi-nn tensors given by input name; outputs come back by name.
+    pub fn run(&self, inputs: Vec<NamedTensor>) -> TractResult<Vec<NamedTensor>> {
+        let mut slots: Vec<Option<TValue>> = vec![None; self.inputs.len()];
+        for NamedTensor { name, tensor } in inputs {
+            let ix = self
+                .inputs
+                .iter()
+                .position(|p| p.name == name)
+                .ok_or_else(|| {
+                    anyhow!(
+                        "the model has no input `{name}`; its inputs are {:?}",
+                        self.input_names().collect::<Vec<_>>()
+                    )
+                })?;
+            slots[ix] = Some(self.inputs[ix].convert(&tensor)?.into());
+        }
+        let inputs = slots
+            .into_iter()
+            .zip(&self.inputs)
+            .map(|(slot, port)| slot.ok_or_else(|| anyhow!("input `{}` was not given", port.name)))
+            .collect::<TractResult<TVec<_>>>()?;
+        let outputs = self.plan.run(inputs)?;
+        outputs
+            .into_iter()
+            .zip(&self.outputs)
+            .map(|(value, name)| {
+                Ok(NamedTensor {
+                    name: name.clone(),
+                    tensor: to_wasi(name, &value)?,
+                })
+            })
+            .collect()
+    }
+}
+
+impl Port {
+    fn convert(&self, t: &Tensor) -> TractResult<tract_onnx::prelude::Tensor> {
+        let shape: Vec<usize> = t.dimensions.iter().map(|&d| d as usize).collect();
+        if let Some(fixed) = &self.shape
+            && *fixed != shape
+        {
+            anyhow::bail!(
+                "input `{}` must have shape {fixed:?}, got {shape:?}",
+                self.name
+            );
+        }
+        let datum = datum_of(t.ty).ok_or_else(|| {
+            anyhow!(
+                "input `{}`: tensor type {:?} is not supported",
+                self.name,
+                t.ty
+            )
+        })?;
+        if datum != self.datum {
+            anyhow::bail!(
+                "input `{}` must be {:?}, got {datum:?}",
+                self.name,
+                self.datum
+            );
+        }
+        let count: usize = shape.iter().product();
+        let expected = count * datum.size_of();
+        if t.data.len() != expected {
+            anyhow::bail!(
+                "input `{}`: shape {shape:?} of {datum:?} needs {expected} bytes, got {}",
+                self.name,
+                t.data.len()
+            );
+        }
+        let b = &t.data;
+        Ok(match datum {
+            DatumType::F32 => tract_onnx::prelude::Tensor::from_shape(
+                &shape,
+                &le::<4, f32>(b, f32::from_le_bytes),
+            )?,
+            DatumType::F64 => tract_onnx::prelude::Tensor::from_shape(
+                &shape,
+                &le::<8, f64>(b, f64::from_le_bytes),
+            )?,
+            DatumType::I32 => tract_onnx::prelude::Tensor::from_shape(
+                &shape,
+                &le::<4, i32>(b, i32::from_le_bytes),
+            )?,
+            DatumType::I64 => tract_onnx::prelude::Tensor::from_shape(
+                &shape,
+                &le::<8, i64>(b, i64::from_le_bytes),
+            )?,
+            _ => tract_onnx::prelude::Tensor::from_shape(&shape, b.as_slice())?,
+        })
+    }
+}
+
+/// Decodes little-endian elements of `N` bytes.
+fn le<const N: usize, T>(bytes: &[u8], from: fn([u8; N]) -> T) -> Vec<T> {
+    bytes
+        .chunks_exact(N)
+        .map(|c| from(c.try_into().unwrap_or([0; N])))
+        .collect()
+}
+
+fn datum_of(ty: TensorType) -> Option<DatumType> {
+    Some(match ty {
+        TensorType::Fp32 => DatumType::F32,
+        TensorType::Fp64 => DatumType::F64,
+        TensorType::I32 => DatumType::I32,
+        TensorType::I64 => DatumType::I64,
+        TensorType::U8 => DatumType::U8,
+        TensorType::Fp16 | TensorType::Bf16 => return None,
+    })
+}
+
+fn to_wasi(name: &str, value: &TValue) -> TractResult<Tensor> {
+    let ty = match value.datum_type() {
+        DatumType::F32 => TensorType::Fp32,
+        DatumType::F64 => TensorType::Fp64,
+        DatumType::I32 => TensorType::I32,
+        DatumType::I64 => TensorType::I64,
+        DatumType::U8 | DatumType::Bool => TensorType::U8,
+        other => anyhow::bail!("output `{name}` is {other:?}, which wasi-nn cannot carry"),
+    };
+    let dimensions = value.shape().iter().map(|&d| d as u32).collect();
+    // On every target Edgewise runs on (and in wasm) memory is little-endian, as wasi-nn wants.
+    Ok(Tensor::new(dimensions, ty, value.as_bytes().to_vec()))
+}
+
+fn input_names(model: &InferenceModel) -> TractResult<Vec<String>> {
+    Ok(model
+        .input_outlets()?
+        .iter()
+        .map(|o| model.node(o.node).name.clone())
+        .collect())
+}
+
+impl BackendGraph for TractModel {
+    fn init_execution_context(&self) -> Result<ExecutionContext, BackendError> {
+        let context = TractContext {
+            model: self.clone(),
+        };
+        Ok(ExecutionContext::from(
+            Box::new(context) as Box<dyn BackendExecutionContext>
+        ))
+    }
+}
+
+/// One plugin's execution context over a shared model.
+struct TractContext {
+    model: TractModel,
+}
+
+impl BackendExecutionContext for TractContext {
+    fn set_input(&mut self, _: Id, _: &Tensor) -> Result<(), BackendError> {
+        Err(unsupported("set-input (use compute with named inputs)"))
+    }
+
+    fn get_output(&mut self, _: Id) -> Result<Tensor, BackendError> {
+        Err(unsupported("get-output (use compute with named inputs)"))
+    }
+
+    fn compute(
+        &mut self,
+        inputs: Option<Vec<NamedTensor>>,
+    ) -> Result<Option<Vec<NamedTensor>>, BackendError> {
+        let inputs = inputs.ok_or_else(|| unsupported("compute without inputs"))?;
+        self.model.run(inputs).map(Some).map_err(|e| {
+            // The guest sees only `runtime-error` and this text; the host log keeps the cause.
+            tracing::debug!("tract inference failed: {e:#}");
+            BackendError::BackendAccess(wasmtime::format_err!("{e:#}"))
+        })
+    }
+}
+
+fn unsupported(what: &str) -> BackendError {
+    BackendError::BackendAccess(wasmtime::format_err!(
+        "{what} is not supported by the tract backend"
+    ))
+}

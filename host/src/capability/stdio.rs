@@ -1,0 +1,128 @@
+//! A plugin's stdout and stderr, turned into log lines tagged with its name.
+//!
+//! Bytes are buffered until a newline and then logged as one line; a line longer than
+//! [`MAX_LINE`] is logged in pieces, so a plugin that prints without end cannot grow host memory.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
+use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
+use wasmtime_wasi_io::bytes::Bytes;
+
+/// Longest line logged in one piece.
+pub const MAX_LINE: usize = 4096;
+
+/// One of a plugin's output streams.
+#[derive(Clone)]
+pub struct LogStream {
+    plugin: Arc<str>,
+    stream: &'static str,
+    // Shared: WASI may open several handles on one stream and they must form one text.
+    pending: Arc<Mutex<Vec<u8>>>,
+}
+
+impl LogStream {
+    /// The stream `stream` ("stdout" or "stderr") of `plugin`.
+    pub fn new(plugin: Arc<str>, stream: &'static str) -> Self {
+        Self {
+            plugin,
+            stream,
+            pending: Arc::default(),
+        }
+    }
+
+    fn append(&self, bytes: &[u8]) {
+        let Ok(mut pending) = self.pending.lock() else {
+            return;
+        };
+        pending.extend_from_slice(bytes);
+        loop {
+            // (length of the line, bytes to drop after it)
+            let (len, skip) = match pending.iter().position(|&b| b == b'\n') {
+                Some(newline) if newline < MAX_LINE => (newline, 1),
+                _ if pending.len() >= MAX_LINE => (MAX_LINE, 0),
+                _ => break,
+            };
+            let line: Vec<u8> = pending.drain(..len + skip).take(len).collect();
+            self.emit(&line);
+        }
+    }
+
+    fn emit(&self, line: &[u8]) {
+        let text = String::from_utf8_lossy(line);
+        if text.trim().is_empty() {
+            return;
+        }
+        tracing::info!(target: "plugin", plugin = &*self.plugin, stream = self.stream, "{}", text.trim_end_matches('\r'));
+    }
+}
+
+impl Drop for LogStream {
+    fn drop(&mut self) {
+        // The last handle logs what was left without a newline.
+        if Arc::strong_count(&self.pending) == 1
+            && let Ok(pending) = self.pending.lock()
+            && !pending.is_empty()
+        {
+            self.emit(&pending);
+        }
+    }
+}
+
+impl IsTerminal for LogStream {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl StdoutStream for LogStream {
+    fn p2_stream(&self) -> Box<dyn OutputStream> {
+        Box::new(self.clone())
+    }
+
+    fn async_stream(&self) -> Box<dyn tokio::io::AsyncWrite + Send + Sync> {
+        Box::new(self.clone())
+    }
+}
+
+impl OutputStream for LogStream {
+    fn write(&mut self, bytes: Bytes) -> StreamResult<()> {
+        self.append(&bytes);
+        Ok(())
+    }
+
+    fn flush(&mut self) -> StreamResult<()> {
+        Ok(())
+    }
+
+    fn check_write(&mut self) -> StreamResult<usize> {
+        Ok(MAX_LINE)
+    }
+}
+
+#[async_trait::async_trait]
+impl Pollable for LogStream {
+    async fn ready(&mut self) {}
+}
+
+impl tokio::io::AsyncWrite for LogStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.append(buf);
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}

@@ -1,0 +1,45 @@
+//! The `edgewise` command line: argument parsing, logging set-up, exit codes.
+//!
+//! One file per subcommand. This is the only place `anyhow` is used: library errors get their
+//! context here and every error becomes exit code 1, printed once with its causes.
+
+mod replay;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+/// Edgewise: a WebAssembly plugin host for IoT edge gateways.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    Replay(replay::Args),
+}
+
+/// Parses arguments, runs the subcommand, and turns its outcome into an exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            EnvFilter::try_from_env("EDGEWISE_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .init();
+    let result = match cli.command {
+        Command::Replay(args) => replay::run(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,78 @@
+//! `edgewise replay <plugin-dir> [messages.jsonl]`.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{self, BufReader};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+
+use crate::plugin::CompiledPlugin;
+use crate::replay::replay;
+use crate::runtime::{Runtime, default_caps};
+use crate::supervisor::RestartPolicy;
+use crate::worker::Worker;
+
+/// Run one plugin over a JSON Lines file of messages and print what it publishes, no broker.
+#[derive(clap::Args)]
+pub struct Args {
+    /// The plugin directory (holding plugin.toml, the component and the models).
+    plugin: PathBuf,
+    /// JSON Lines of messages: {"topic": "...", "payload": ...}; `-` or nothing reads stdin.
+    messages: Option<PathBuf>,
+    /// Override a setting from the manifest's [settings], as KEY=VALUE (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE", value_parser = parse_setting)]
+    settings: Vec<(String, String)>,
+}
+
+fn parse_setting(s: &str) -> Result<(String, String), String> {
+    let (key, value) = s
+        .split_once('=')
+        .ok_or_else(|| format!("`{s}` is not KEY=VALUE"))?;
+    Ok((key.to_owned(), value.to_owned()))
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let runtime = Runtime::new(default_caps(), 16)?;
+    let settings: BTreeMap<_, _> = args.settings.into_iter().collect();
+    let plugin = CompiledPlugin::load(&runtime, &args.plugin, &settings)
+        .with_context(|| format!("loading plugin {}", args.plugin.display()))?;
+    let mut worker = Worker::new(Arc::new(plugin), RestartPolicy::default());
+    worker
+        .start()
+        .map_err(|failure| anyhow::anyhow!("plugin `{}`: {failure}", worker.plugin().name()))?;
+
+    let stdout = io::stdout();
+    let mut out = stdout.lock();
+    let summary = match args.messages.filter(|p| p.as_os_str() != "-") {
+        Some(path) => {
+            let file = File::open(&path).with_context(|| format!("opening {}", path.display()))?;
+            replay(
+                &mut worker,
+                BufReader::new(file),
+                &path.display().to_string(),
+                &mut out,
+            )?
+        }
+        None => replay(&mut worker, io::stdin().lock(), "<stdin>", &mut out)?,
+    };
+    let stats = worker.stats();
+    tracing::info!(
+        messages = summary.messages,
+        handled = summary.handled,
+        failed = summary.failed,
+        published = summary.published,
+        traps = stats.traps,
+        starts = stats.starts,
+        "replay finished"
+    );
+    if summary.malformed > 0 {
+        bail!(
+            "{} input line(s) could not be read (see above)",
+            summary.malformed
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

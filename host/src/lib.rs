@@ -1,0 +1,34 @@
+//! The Edgewise gateway host: runs third-party WebAssembly inference plugins in sandboxes.
+//!
+//! The path of one message through the host:
+//!
+//! 1. [`replay`] (or, later, the MQTT connection) turns input into a [`worker::Message`].
+//! 2. A [`worker::Worker`] owns one plugin: it admits the message (size, backoff), makes sure a
+//!    live [`instance::Instance`] exists, and calls the plugin's `on-message`.
+//! 3. Inside the call the plugin reaches the host only through [`capability`]: `publish` into
+//!    the per-message outbox, `log`, `config`, the clock, and wasi-nn backed by tract.
+//! 4. The worker returns the outbox as the message's outputs, or a [`worker::Failure`] that
+//!    names what went wrong; a trap drops the instance and the [`supervisor`] decides when a
+//!    fresh one may start.
+//!
+//! [`runtime::Runtime`] holds what all plugins share: the engine, the linker and the epoch
+//! ticker that enforces deadlines. [`plugin::CompiledPlugin`] is one plugin directory checked,
+//! compiled and linked once, with its models loaded.
+
+pub mod capability;
+pub mod cli;
+pub mod failure;
+pub mod instance;
+pub mod plugin;
+pub mod replay;
+pub mod runtime;
+pub mod supervisor;
+pub mod worker;
+
+/// Host-side bindings generated from `wit/`.
+mod bindings {
+    wasmtime::component::bindgen!({
+        world: "plugin",
+        path: "../wit",
+    });
+}

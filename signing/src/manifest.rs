@@ -1,0 +1,447 @@
+//! The plugin manifest, `plugin.toml`: what a plugin is, what it may touch, and its limits.
+//!
+//! Parsing is strict: an unknown key, a wrong type or an out-of-range value is an error that
+//! names the file, the key and what was expected. A parsed [`Manifest`] is plain data with
+//! validated fields, so a signature can later cover exactly these bytes and this meaning.
+//!
+//! ```toml
+//! name = "vibration-fault"
+//! version = "0.1.0"
+//! api = "0.1"                       # host API (WIT package) version the plugin targets
+//! component = "plugin.wasm"         # relative to this file
+//! subscribe = ["plant/+/vibration"]
+//! publish = ["plant/+/vibration/fault"]
+//!
+//! [[models]]
+//! name = "vibration"
+//! encoding = "onnx"
+//! file = "model/vibration.onnx"
+//! inputs = { features = [1, 8] }    # optional: fix input shapes by input name
+//!
+//! [limits]
+//! memory-mib = 16
+//!
+//! [settings]
+//! threshold = 0.5
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::{Component, Path, PathBuf};
+
+use semver::{Version, VersionReq};
+use serde::Deserialize;
+
+use crate::topic::{self, TopicFilter};
+
+/// The version of the `edgewise:plugin` WIT package this code implements.
+pub const HOST_API_VERSION: Version = Version::new(0, 1, 0);
+
+/// Why a manifest was refused. Every variant names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Io {
+        /// The manifest's path.
+        path: PathBuf,
+        /// The I/O failure.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML, has an unknown key, or a value of the wrong type.
+    #[error("{path}: {message}")]
+    Parse {
+        /// The manifest's path.
+        path: PathBuf,
+        /// The TOML parser's account, with line, column and key.
+        message: String,
+    },
+    /// A value has the right type but is not acceptable.
+    #[error("{path}: `{key}`: {problem}")]
+    Invalid {
+        /// The manifest's path.
+        path: PathBuf,
+        /// The offending key, e.g. `models[1].file`.
+        key: String,
+        /// What was expected.
+        problem: String,
+    },
+}
+
+/// A validated plugin manifest.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Manifest {
+    /// Plugin name: lowercase letters, digits and `-`, at most 64 characters.
+    pub name: String,
+    /// Plugin version.
+    pub version: Version,
+    /// Requirement on the host API version, e.g. `"0.1"`.
+    pub api: VersionReq,
+    /// The component file, relative to the manifest.
+    pub component: PathBuf,
+    /// MQTT topic filters the plugin receives messages from.
+    pub subscribe: Vec<String>,
+    /// MQTT topics (filters allowed) the plugin may publish to.
+    #[serde(default)]
+    pub publish: Vec<String>,
+    /// Models the host loads for the plugin and serves through `wasi:nn/graph.load-by-name`.
+    #[serde(default)]
+    pub models: Vec<ModelSpec>,
+    /// Sandbox limits; each is further capped by the gateway.
+    #[serde(default)]
+    pub limits: Limits,
+    /// Plugin settings, read by the plugin through `host.config`.
+    #[serde(default)]
+    pub settings: BTreeMap<String, Setting>,
+}
+
+/// One model the host loads for a plugin.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ModelSpec {
+    /// The name the plugin passes to `load-by-name`.
+    pub name: String,
+    /// The graph encoding; the gateway serves `onnx`.
+    pub encoding: String,
+    /// The model file, relative to the manifest.
+    pub file: PathBuf,
+    /// Fixed input shapes by input name. Fixed shapes let the backend optimise fully.
+    #[serde(default)]
+    pub inputs: BTreeMap<String, Vec<usize>>,
+}
+
+/// Per-plugin sandbox limits. Defaults are listed on each field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct Limits {
+    /// Linear memory cap in MiB (default 64). Growing past it fails like any `memory.grow`.
+    pub memory_mib: u32,
+    /// Wall-clock budget for one `on-message` call in milliseconds (default 100).
+    pub time_per_message_ms: u64,
+    /// Wall-clock budget for `init` in milliseconds (default 1000).
+    pub init_time_ms: u64,
+    /// Largest payload accepted in or published out, in bytes (default 262144).
+    pub max_payload_bytes: u32,
+    /// Most messages one `on-message` call may publish (default 64).
+    pub max_publishes_per_message: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            memory_mib: 64,
+            time_per_message_ms: 100,
+            init_time_ms: 1000,
+            max_payload_bytes: 256 * 1024,
+            max_publishes_per_message: 64,
+        }
+    }
+}
+
+impl Limits {
+    /// Each limit as the smaller of this one and `cap`'s.
+    pub fn capped_by(self, cap: &Limits) -> Limits {
+        Limits {
+            memory_mib: self.memory_mib.min(cap.memory_mib),
+            time_per_message_ms: self.time_per_message_ms.min(cap.time_per_message_ms),
+            init_time_ms: self.init_time_ms.min(cap.init_time_ms),
+            max_payload_bytes: self.max_payload_bytes.min(cap.max_payload_bytes),
+            max_publishes_per_message: self
+                .max_publishes_per_message
+                .min(cap.max_publishes_per_message),
+        }
+    }
+}
+
+/// A setting's value: any TOML scalar, handed to the plugin as text.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(untagged, expecting = "a string, number or boolean")]
+pub enum Setting {
+    /// `key = "text"`
+    String(String),
+    /// `key = 3`
+    Integer(i64),
+    /// `key = 0.5`
+    Float(f64),
+    /// `key = true`
+    Bool(bool),
+}
+
+impl std::fmt::Display for Setting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Setting::String(s) => f.write_str(s),
+            Setting::Integer(i) => write!(f, "{i}"),
+            Setting::Float(x) => write!(f, "{x}"),
+            Setting::Bool(b) => write!(f, "{b}"),
+        }
+    }
+}
+
+impl Manifest {
+    /// Reads and validates `path`.
+    pub fn from_file(path: &Path) -> Result<Self, ManifestError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ManifestError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses and validates manifest text; `origin` is the path used in errors.
+    pub fn parse(text: &str, origin: &Path) -> Result<Self, ManifestError> {
+        let manifest: Manifest = toml::from_str(text).map_err(|e| ManifestError::Parse {
+            path: origin.to_owned(),
+            message: e.to_string().trim_end().to_owned(),
+        })?;
+        manifest
+            .validate()
+            .map_err(|(key, problem)| ManifestError::Invalid {
+                path: origin.to_owned(),
+                key,
+                problem,
+            })?;
+        Ok(manifest)
+    }
+
+    /// The subscribe filters, parsed (validation guarantees they parse).
+    pub fn subscribe_filters(&self) -> Vec<TopicFilter> {
+        self.subscribe
+            .iter()
+            .filter_map(|s| TopicFilter::parse(s).ok())
+            .collect()
+    }
+
+    /// The publish grants, parsed (validation guarantees they parse).
+    pub fn publish_filters(&self) -> Vec<TopicFilter> {
+        self.publish
+            .iter()
+            .filter_map(|s| TopicFilter::parse(s).ok())
+            .collect()
+    }
+
+    fn validate(&self) -> Result<(), (String, String)> {
+        let bad = |key: &str, problem: String| Err((key.to_owned(), problem));
+        if !valid_name(&self.name) {
+            return bad(
+                "name",
+                format!(
+                    "`{}` must be 1-64 of a-z, 0-9 and `-`, starting with a letter",
+                    self.name
+                ),
+            );
+        }
+        if !self.api.matches(&HOST_API_VERSION) {
+            return bad(
+                "api",
+                format!(
+                    "`{}` does not match this gateway's API {HOST_API_VERSION}",
+                    self.api
+                ),
+            );
+        }
+        relative_path("component", &self.component)?;
+        if self.subscribe.is_empty() {
+            return bad("subscribe", "at least one topic filter is needed".into());
+        }
+        for (i, filter) in self.subscribe.iter().enumerate() {
+            if let Err(e) = TopicFilter::parse(filter) {
+                return bad(&format!("subscribe[{i}]"), format!("`{filter}`: {e}"));
+            }
+        }
+        for (i, filter) in self.publish.iter().enumerate() {
+            match TopicFilter::parse(filter) {
+                Ok(f) if f.share_group().is_some() => {
+                    return bad(
+                        &format!("publish[{i}]"),
+                        "`$share/` is only for subscribing".into(),
+                    );
+                }
+                Ok(_) => {}
+                Err(e) => return bad(&format!("publish[{i}]"), format!("`{filter}`: {e}")),
+            }
+        }
+        for (i, model) in self.models.iter().enumerate() {
+            let key = |k: &str| format!("models[{i}].{k}");
+            if model.name.is_empty() {
+                return bad(&key("name"), "must not be empty".into());
+            }
+            if self.models[..i].iter().any(|m| m.name == model.name) {
+                return bad(&key("name"), format!("`{}` is declared twice", model.name));
+            }
+            if model.encoding != "onnx" {
+                return bad(
+                    &key("encoding"),
+                    format!("`{}` is not served; expected `onnx`", model.encoding),
+                );
+            }
+            relative_path(&key("file"), &model.file)?;
+            for (input, shape) in &model.inputs {
+                if shape.is_empty() || shape.contains(&0) {
+                    return bad(
+                        &key(&format!("inputs.{input}")),
+                        "expected a shape of positive dimensions, like [1, 8]".into(),
+                    );
+                }
+            }
+        }
+        let l = &self.limits;
+        for (key, value) in [
+            ("limits.memory-mib", u64::from(l.memory_mib)),
+            ("limits.time-per-message-ms", l.time_per_message_ms),
+            ("limits.init-time-ms", l.init_time_ms),
+            ("limits.max-payload-bytes", u64::from(l.max_payload_bytes)),
+        ] {
+            if value == 0 {
+                return bad(key, "must be greater than 0".into());
+            }
+        }
+        Ok(())
+    }
+}
+
+fn valid_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+}
+
+/// Files named by a manifest stay inside the plugin's directory.
+fn relative_path(key: &str, path: &Path) -> Result<(), (String, String)> {
+    let inside = !path.as_os_str().is_empty()
+        && path
+            .components()
+            .all(|c| matches!(c, Component::Normal(_) | Component::CurDir));
+    if inside {
+        Ok(())
+    } else {
+        Err((
+            key.to_owned(),
+            format!(
+                "`{}` must be a relative path inside the plugin directory",
+                path.display()
+            ),
+        ))
+    }
+}
+
+/// Checks a topic a plugin wants to publish to against its grants.
+pub fn publish_allowed(grants: &[TopicFilter], topic: &str) -> Result<bool, topic::TopicError> {
+    topic::validate_name(topic)?;
+    Ok(grants.iter().any(|g| g.matches(topic)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+        name = "vibration-fault"
+        version = "1.2.3"
+        api = "0.1"
+        component = "plugin.wasm"
+        subscribe = ["plant/+/vibration", "$share/g/plant/#"]
+        publish = ["plant/+/fault"]
+
+        [[models]]
+        name = "mlp"
+        encoding = "onnx"
+        file = "model/mlp.onnx"
+        inputs = { features = [1, 8] }
+
+        [limits]
+        memory-mib = 16
+
+        [settings]
+        threshold = 0.5
+        site = "north"
+    "#;
+
+    fn parse(text: &str) -> Result<Manifest, ManifestError> {
+        Manifest::parse(text, Path::new("plugins/x/plugin.toml"))
+    }
+
+    fn error_of(text: &str) -> String {
+        match parse(text) {
+            Ok(m) => panic!("accepted: {m:?}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn a_complete_manifest_parses_with_defaults_filled_in() {
+        let m = parse(GOOD).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(m.version, Version::new(1, 2, 3));
+        assert_eq!(m.models[0].inputs["features"], vec![1, 8]);
+        assert_eq!(m.limits.memory_mib, 16);
+        assert_eq!(
+            m.limits.time_per_message_ms,
+            Limits::default().time_per_message_ms
+        );
+        assert_eq!(m.settings["threshold"].to_string(), "0.5");
+        assert_eq!(m.subscribe_filters().len(), 2);
+    }
+
+    #[test]
+    fn a_typo_in_a_key_names_the_file_the_key_and_the_line() {
+        let err = error_of(&GOOD.replace("subscribe =", "subscrbe ="));
+        assert!(err.starts_with("plugins/x/plugin.toml:"), "{err}");
+        assert!(err.contains("subscrbe"), "{err}");
+        assert!(err.contains("line 6"), "{err}");
+    }
+
+    #[test]
+    fn a_wrong_type_says_what_was_expected() {
+        let err = error_of(&GOOD.replace("memory-mib = 16", "memory-mib = \"lots\""));
+        assert!(err.contains("memory-mib"), "{err}");
+        assert!(err.contains("u32") || err.contains("integer"), "{err}");
+    }
+
+    #[test]
+    fn paths_that_leave_the_plugin_directory_are_refused() {
+        let err = error_of(&GOOD.replace("model/mlp.onnx", "../../etc/passwd"));
+        assert!(err.contains("models[0].file"), "{err}");
+        let err = error_of(&GOOD.replace("\"plugin.wasm\"", "\"/bin/sh\""));
+        assert!(err.contains("`component`"), "{err}");
+    }
+
+    #[test]
+    fn invalid_topics_and_names_are_refused_with_their_key() {
+        assert!(error_of(&GOOD.replace("plant/+/fault", "plant/#/fault")).contains("publish[0]"));
+        assert!(error_of(&GOOD.replace("\"plant/+/vibration\"", "\"\"")).contains("subscribe[0]"));
+        assert!(error_of(&GOOD.replace("vibration-fault", "Vibration Fault")).contains("`name`"));
+        assert!(error_of(&GOOD.replace("\"onnx\"", "\"tflite\"")).contains("encoding"));
+        assert!(error_of(&GOOD.replace("api = \"0.1\"", "api = \"2\"")).contains("`api`"));
+        assert!(error_of(&GOOD.replace("[1, 8]", "[1, 0]")).contains("inputs.features"));
+        assert!(
+            error_of(&GOOD.replace("memory-mib = 16", "memory-mib = 0")).contains("memory-mib")
+        );
+    }
+
+    #[test]
+    fn limits_are_capped_field_by_field() {
+        let plugin = Limits {
+            memory_mib: 512,
+            time_per_message_ms: 10,
+            ..Limits::default()
+        };
+        let cap = Limits {
+            memory_mib: 128,
+            time_per_message_ms: 1000,
+            ..Limits::default()
+        };
+        let eff = plugin.capped_by(&cap);
+        assert_eq!((eff.memory_mib, eff.time_per_message_ms), (128, 10));
+    }
+
+    #[test]
+    fn publishing_is_allowed_only_to_granted_valid_topics() {
+        let m = parse(GOOD).unwrap_or_else(|e| panic!("{e}"));
+        let grants = m.publish_filters();
+        assert_eq!(publish_allowed(&grants, "plant/7/fault"), Ok(true));
+        assert_eq!(publish_allowed(&grants, "plant/7/vibration"), Ok(false));
+        assert!(publish_allowed(&grants, "plant/+/fault").is_err());
+    }
+}
