@@ -1,1 +1,12 @@
+//! End-to-end tests: real plugins built from `plugins/`, real ONNX models through wasi-nn,
+//! and the real `edgewise` binary.
+//!
+//! - `examples`: each example plugin produces the right outputs on real data.
+//! - `sandbox`: a hostile plugin cannot escape or exhaust the host, nor disturb a neighbour.
+//! - `loading`: every kind of bad plugin directory is refused with an error that says why.
+//! - `replay`: the `edgewise replay` command's behaviour at its edges.
 
+mod examples;
+mod loading;
+mod replay;
+mod sandbox;

@@ -1,1 +1,226 @@
+//! The end-to-end test harness: real plugins, real models, the real `edgewise` binary.
+//!
+//! Plugins must be built (`scripts/build-plugins`) and models prepared
+//! (`scripts/prepare-models`) first; the README's test command does both. A missing piece
+//! fails the test with the command that provides it, rather than skipping it.
 
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, OnceLock};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use edgewise_host::plugin::CompiledPlugin;
+use edgewise_host::runtime::{Runtime, default_caps};
+use edgewise_host::supervisor::RestartPolicy;
+use edgewise_host::worker::{Message, Worker};
+
+/// The repository's root.
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The directory of example plugin `name`, checked to hold a built component.
+pub fn plugin_dir(name: &str) -> PathBuf {
+    let dir = repo().join("plugins").join(name);
+    assert!(
+        dir.join("plugin.wasm").is_file(),
+        "{}/plugin.wasm is missing: run scripts/build-plugins",
+        dir.display()
+    );
+    dir
+}
+
+/// A model file of an example plugin, checked to exist.
+pub fn model_file(plugin: &str, file: &str) -> PathBuf {
+    let path = repo().join("plugins").join(plugin).join("model").join(file);
+    assert!(
+        path.is_file(),
+        "{} is missing: run scripts/prepare-models",
+        path.display()
+    );
+    path
+}
+
+/// A copy of example plugin `name` in a temporary directory, to be altered by a test.
+pub fn copy_plugin(name: &str) -> tempfile::TempDir {
+    let from = plugin_dir(name);
+    let to = tempfile::tempdir().expect("temporary directory");
+    copy_dir(&from, to.path());
+    to
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    for entry in std::fs::read_dir(from)
+        .expect("readable plugin directory")
+        .flatten()
+    {
+        let target = to.join(entry.file_name());
+        if entry.path().is_dir() {
+            std::fs::create_dir_all(&target).expect("create directory");
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).expect("copy file");
+        }
+    }
+}
+
+/// Rewrites `file` in `dir` by replacing `from` with `to`, checking `from` was there.
+pub fn edit(dir: &Path, file: &str, from: &str, to: &str) {
+    let path = dir.join(file);
+    let text = std::fs::read_to_string(&path).expect("readable file");
+    assert!(text.contains(from), "{file} has no {from:?}");
+    std::fs::write(&path, text.replace(from, to)).expect("writable file");
+}
+
+/// One runtime for the whole test binary, as in a gateway process.
+pub fn runtime() -> &'static Runtime {
+    static RUNTIME: OnceLock<Runtime> = OnceLock::new();
+    RUNTIME.get_or_init(|| Runtime::new(default_caps(), 64).expect("runtime starts"))
+}
+
+/// Loads the plugin in `dir` with setting overrides.
+pub fn load(
+    dir: &Path,
+    settings: &[(&str, &str)],
+) -> Result<CompiledPlugin, edgewise_host::plugin::LoadError> {
+    let settings = settings
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    CompiledPlugin::load(runtime(), dir, &settings)
+}
+
+/// A worker for example plugin `name` with setting overrides.
+pub fn worker(name: &str, settings: &[(&str, &str)]) -> Worker {
+    worker_with(name, settings, RestartPolicy::default())
+}
+
+/// A worker for example plugin `name` with setting overrides and a restart policy.
+pub fn worker_with(name: &str, settings: &[(&str, &str)], policy: RestartPolicy) -> Worker {
+    let plugin = load(&plugin_dir(name), settings).unwrap_or_else(|e| panic!("{e}"));
+    Worker::new(Arc::new(plugin), policy)
+}
+
+/// A message on `topic` carrying `payload`.
+pub fn message(topic: &str, payload: impl AsRef<[u8]>) -> Message {
+    Message {
+        topic: topic.to_owned(),
+        payload: payload.as_ref().to_vec(),
+        received_at_ms: 0,
+    }
+}
+
+/// A replay input line for `topic` with a binary payload.
+pub fn replay_line(topic: &str, payload: &[u8]) -> String {
+    serde_json::json!({ "topic": topic, "payload_base64": BASE64.encode(payload) }).to_string()
+}
+
+/// The path of the `edgewise` binary built beside this test.
+pub fn edgewise() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|dir| dir.join("edgewise"))
+        .expect("target directory");
+    assert!(
+        bin.is_file(),
+        "{} is missing: build it with cargo build --release -p edgewise-host",
+        bin.display()
+    );
+    bin
+}
+
+/// One message published during a replay.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Published {
+    /// Its topic.
+    pub topic: String,
+    /// Its payload.
+    pub payload: Vec<u8>,
+}
+
+impl Published {
+    /// The payload parsed as JSON.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.payload)
+            .unwrap_or_else(|e| panic!("payload on {} is not JSON: {e}", self.topic))
+    }
+}
+
+/// What one `edgewise replay` run did.
+#[derive(Debug)]
+pub struct ReplayRun {
+    /// What the plugin published, in order.
+    pub published: Vec<Published>,
+    /// Everything the command logged.
+    pub log: String,
+    /// Whether it exited 0.
+    pub success: bool,
+}
+
+/// Runs `edgewise replay <dir> -` with `input` on stdin and extra arguments.
+pub fn replay(dir: &Path, input: &str, args: &[&str]) -> ReplayRun {
+    let mut child = Command::new(edgewise())
+        .arg("replay")
+        .arg(dir)
+        .arg("-")
+        .args(args)
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("edgewise starts");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let input = input.to_owned();
+    let writer = std::thread::spawn(move || {
+        // The command may exit early (bad plugin): a broken pipe here is its answer, not ours.
+        let _ = stdin.write_all(input.as_bytes());
+    });
+    let output = child.wait_with_output().expect("edgewise runs");
+    let _ = writer.join();
+    let published = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|line| {
+            let v: serde_json::Value = serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("bad output line {line}: {e}"));
+            let payload = match (v["payload"].as_str(), v["payload_base64"].as_str()) {
+                (Some(text), _) => text.as_bytes().to_vec(),
+                (None, Some(b64)) => BASE64.decode(b64).expect("base64 payload"),
+                _ => panic!("output line without payload: {line}"),
+            };
+            Published {
+                topic: v["topic"].as_str().expect("topic").to_owned(),
+                payload,
+            }
+        })
+        .collect();
+    ReplayRun {
+        published,
+        log: String::from_utf8_lossy(&output.stderr).into_owned(),
+        success: output.status.success(),
+    }
+}
+
+/// The samples of a 16-bit PCM WAV file, as little-endian bytes, and its sample rate.
+pub fn wav_pcm(path: &Path) -> (u32, Vec<u8>) {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    assert_eq!(&bytes[..4], b"RIFF", "{} is not a WAV file", path.display());
+    let (mut at, mut rate, mut data) = (12, 0, None);
+    while at + 8 <= bytes.len() {
+        let id = &bytes[at..at + 4];
+        let len = u32::from_le_bytes([bytes[at + 4], bytes[at + 5], bytes[at + 6], bytes[at + 7]])
+            as usize;
+        let body = &bytes[at + 8..(at + 8 + len).min(bytes.len())];
+        match id {
+            b"fmt " => rate = u32::from_le_bytes([body[4], body[5], body[6], body[7]]),
+            b"data" => data = Some(body.to_vec()),
+            _ => {}
+        }
+        at += 8 + len + (len & 1);
+    }
+    (rate, data.expect("WAV data chunk"))
+}

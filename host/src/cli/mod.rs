@@ -10,6 +10,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
+/// The log filter when `EDGEWISE_LOG` is not set. wasmtime-wasi-nn logs every error it hands a
+/// plugin at error level without saying which plugin; the worker and the backends log those
+/// with the plugin or model named, so its own lines are left out.
+const DEFAULT_LOG: &str = "info,wasmtime_wasi_nn=off";
+
 /// Edgewise: a WebAssembly plugin host for IoT edge gateways.
 #[derive(Parser)]
 #[command(version, about)]
@@ -29,7 +34,7 @@ pub fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
-            EnvFilter::try_from_env("EDGEWISE_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
+            EnvFilter::try_from_env("EDGEWISE_LOG").unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG)),
         )
         .init();
     let result = match cli.command {

@@ -36,6 +36,7 @@ impl Preload for Tract {
 /// An optimised model and what it expects. Clones share the optimised plan.
 #[derive(Clone)]
 pub struct TractModel {
+    name: String,
     plan: Arc<TypedSimplePlan>,
     inputs: Vec<Port>,
     outputs: Vec<String>,
@@ -89,11 +90,34 @@ impl TractModel {
                     .to_owned()
             })
             .collect();
-        Ok(Self {
+        let model = Self {
+            name: spec.name.clone(),
             plan: typed.into_runnable()?,
             inputs,
             outputs,
-        })
+        };
+        model.smoke_test()?;
+        Ok(model)
+    }
+
+    /// Runs the model once on zeros when every input shape is known, so that a model whose
+    /// declared shapes do not fit fails at load, not on the first message.
+    fn smoke_test(&self) -> TractResult<()> {
+        let zeros = self
+            .inputs
+            .iter()
+            .map(|p| {
+                let shape = p.shape.as_ref()?;
+                Some(tract_onnx::prelude::Tensor::zero_dt(p.datum, shape))
+            })
+            .collect::<Option<TractResult<TVec<_>>>>();
+        if let Some(zeros) = zeros {
+            let inputs = zeros?.into_iter().map(TValue::from).collect();
+            self.plan
+                .run(inputs)
+                .map_err(|e| anyhow!("does not run on its declared input shapes: {e:#}"))?;
+        }
+        Ok(())
     }
 
     /// The input names, in the model's order.
@@ -265,8 +289,8 @@ impl BackendExecutionContext for TractContext {
     ) -> Result<Option<Vec<NamedTensor>>, BackendError> {
         let inputs = inputs.ok_or_else(|| unsupported("compute without inputs"))?;
         self.model.run(inputs).map(Some).map_err(|e| {
-            // The guest sees only `runtime-error` and this text; the host log keeps the cause.
-            tracing::debug!("tract inference failed: {e:#}");
+            // wasi-nn hands the guest only `runtime-error` and a generic text: log the cause here.
+            tracing::warn!(model = self.model.name, "inference failed: {e:#}");
             BackendError::BackendAccess(wasmtime::format_err!("{e:#}"))
         })
     }

@@ -1,0 +1,89 @@
+//! `edgewise replay` at its edges: bad input lines, plugin output, failures in the log.
+
+use edgewise_tests::{plugin_dir, replay};
+use serde_json::json;
+
+fn line(payload: &str) -> String {
+    json!({ "topic": "hostile/in/cli", "payload": payload }).to_string()
+}
+
+#[test]
+fn a_malformed_line_is_reported_with_its_number_and_the_rest_still_run() {
+    let input = [
+        line("count"),
+        "{ not json".into(),
+        json!({"topic": "a/#"}).to_string(),
+        line("count"),
+    ]
+    .join("\n");
+    let run = replay(&plugin_dir("hostile"), &input, &[]);
+    assert!(!run.success, "malformed input is an error exit");
+    assert!(
+        run.log.contains("<stdin>:2: not a message object"),
+        "{}",
+        run.log
+    );
+    assert!(
+        run.log.contains("<stdin>:3:") && run.log.contains("wildcard"),
+        "{}",
+        run.log
+    );
+    let counts: Vec<&[u8]> = run.published.iter().map(|p| p.payload.as_slice()).collect();
+    assert_eq!(counts, vec![&b"1"[..], &b"2"[..]]);
+}
+
+#[test]
+fn plugin_stdout_becomes_log_lines_tagged_with_its_name() {
+    let run = replay(&plugin_dir("hostile"), &line("print"), &[]);
+    assert!(run.success, "{}", run.log);
+    let logged = run
+        .log
+        .lines()
+        .find(|l| l.contains("hello from stdout, message 1"))
+        .expect("stdout line in log");
+    assert!(
+        logged.contains("plugin=\"hostile\"") && logged.contains("stream=\"stdout\""),
+        "{logged}"
+    );
+}
+
+#[test]
+fn a_trap_is_logged_with_the_plugin_and_topic_and_the_replay_goes_on() {
+    let input = [line("panic"), line("count")].join("\n");
+    let run = replay(&plugin_dir("hostile"), &input, &[]);
+    assert!(run.success, "{}", run.log);
+    let logged = run
+        .log
+        .lines()
+        .find(|l| l.contains("instance trapped"))
+        .expect("trap in log");
+    assert!(
+        logged.contains("plugin=\"hostile\"") && logged.contains("topic=\"hostile/in/cli\""),
+        "{logged}"
+    );
+    assert_eq!(run.published.len(), 1);
+}
+
+#[test]
+fn a_plugin_that_cannot_start_is_an_error_exit_that_says_why() {
+    let run = replay(
+        &plugin_dir("hostile"),
+        &line("count"),
+        &["--set", "init=error"],
+    );
+    assert!(!run.success);
+    assert!(
+        run.log
+            .contains("error: plugin `hostile`: plugin could not start: init returned an error"),
+        "{}",
+        run.log
+    );
+}
+
+#[test]
+fn a_directory_without_a_plugin_is_an_error_exit_that_names_it() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let run = replay(dir.path(), "", &[]);
+    assert!(!run.success);
+    assert!(run.log.contains("plugin.toml"), "{}", run.log);
+}
