@@ -13,6 +13,9 @@ use std::fmt;
 
 use crate::__bindings::wasi::nn::{errors, graph, inference, tensor};
 
+/// The element type of a tensor.
+pub use crate::__bindings::wasi::nn::tensor::TensorType;
+
 /// A wasi-nn failure, with the operation and model it happened in.
 #[derive(Debug, Clone)]
 pub struct NnError {
@@ -80,11 +83,11 @@ impl Model {
     }
 
     /// Runs the model on named inputs and returns its named outputs.
-    pub fn run(&mut self, inputs: &[(&str, Tensor)]) -> Result<Outputs, NnError> {
+    pub fn run(&mut self, inputs: &[(&str, Tensor<'_>)]) -> Result<Outputs, NnError> {
         let inputs = inputs
             .iter()
             .map(|(name, t)| {
-                let resource = tensor::Tensor::new(&t.dimensions, t.ty, &t.data);
+                let resource = tensor::Tensor::new(&t.dimensions, t.ty, t.data);
                 ((*name).to_owned(), resource)
             })
             .collect::<Vec<_>>();
@@ -99,41 +102,58 @@ impl Model {
     }
 }
 
-/// An input tensor: a shape, an element type and the elements, row-major.
+/// An input tensor: a shape, an element type and the elements, row-major. It borrows the
+/// values it is made from: nothing is copied until the host takes them.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Tensor {
+pub struct Tensor<'a> {
     dimensions: Vec<u32>,
     ty: tensor::TensorType,
-    data: Vec<u8>,
+    data: &'a [u8],
 }
 
-impl Tensor {
+impl<'a> Tensor<'a> {
     /// An `f32` tensor of `shape`; `values.len()` must be the product of `shape`.
-    pub fn f32(shape: &[u32], values: &[f32]) -> Result<Tensor, NnError> {
+    pub fn f32(shape: &[u32], values: &'a [f32]) -> Result<Self, NnError> {
         Self::build(
             shape,
-            tensor::TensorType::Fp32,
+            TensorType::Fp32,
             values.len(),
-            values.iter().flat_map(|v| v.to_le_bytes()),
+            bytemuck::cast_slice(values),
         )
     }
 
     /// An `i64` tensor of `shape`; `values.len()` must be the product of `shape`.
-    pub fn i64(shape: &[u32], values: &[i64]) -> Result<Tensor, NnError> {
+    pub fn i64(shape: &[u32], values: &'a [i64]) -> Result<Self, NnError> {
         Self::build(
             shape,
-            tensor::TensorType::I64,
+            TensorType::I64,
             values.len(),
-            values.iter().flat_map(|v| v.to_le_bytes()),
+            bytemuck::cast_slice(values),
         )
     }
 
-    fn build(
-        shape: &[u32],
-        ty: tensor::TensorType,
-        len: usize,
-        bytes: impl Iterator<Item = u8>,
-    ) -> Result<Tensor, NnError> {
+    /// A tensor of `shape` from the raw little-endian bytes of elements of type `ty`.
+    pub fn from_bytes(shape: &[u32], ty: TensorType, bytes: &'a [u8]) -> Result<Self, NnError> {
+        let size = match ty {
+            TensorType::Fp16 | TensorType::Bf16 => 2,
+            TensorType::Fp32 | TensorType::I32 => 4,
+            TensorType::Fp64 | TensorType::I64 => 8,
+            TensorType::U8 => 1,
+        };
+        if !bytes.len().is_multiple_of(size) {
+            return Err(NnError::usage(
+                "building tensor".into(),
+                format!(
+                    "{} bytes is not a whole number of {ty:?} elements",
+                    bytes.len()
+                ),
+            ));
+        }
+        Self::build(shape, ty, bytes.len() / size, bytes)
+    }
+
+    // wasm is little-endian, as wasi-nn's tensor bytes are: values are passed as they lie.
+    fn build(shape: &[u32], ty: TensorType, len: usize, bytes: &'a [u8]) -> Result<Self, NnError> {
         let expected: u64 = shape.iter().map(|&d| u64::from(d)).product();
         if expected != len as u64 {
             return Err(NnError::usage(
@@ -144,7 +164,7 @@ impl Tensor {
         Ok(Tensor {
             dimensions: shape.to_vec(),
             ty,
-            data: bytes.collect(),
+            data: bytes,
         })
     }
 }
@@ -166,26 +186,27 @@ impl Outputs {
         Ok(self.get(name)?.dimensions())
     }
 
+    /// The element type of output `name`.
+    pub fn ty(&self, name: &str) -> Result<TensorType, NnError> {
+        Ok(self.get(name)?.ty())
+    }
+
     /// Output `name` as `f32` values; an error if it is another type.
     pub fn f32(&self, name: &str) -> Result<Vec<f32>, NnError> {
-        self.decode::<_, 4>(name, tensor::TensorType::Fp32, |b| {
-            f32::from_le_bytes([b[0], b[1], b[2], b[3]])
-        })
+        self.decode(name, TensorType::Fp32)
     }
 
     /// Output `name` as `i64` values; an error if it is another type.
     pub fn i64(&self, name: &str) -> Result<Vec<i64>, NnError> {
-        self.decode::<_, 8>(name, tensor::TensorType::I64, |b| {
-            i64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]])
-        })
+        self.decode(name, TensorType::I64)
     }
 
-    fn decode<T, const N: usize>(
-        &self,
-        name: &str,
-        ty: tensor::TensorType,
-        from: impl Fn(&[u8]) -> T,
-    ) -> Result<Vec<T>, NnError> {
+    /// Output `name` as its raw little-endian bytes, whatever its type.
+    pub fn bytes(&self, name: &str) -> Result<Vec<u8>, NnError> {
+        Ok(self.get(name)?.data())
+    }
+
+    fn decode<T: bytemuck::Pod>(&self, name: &str, ty: TensorType) -> Result<Vec<T>, NnError> {
         let t = self.get(name)?;
         if t.ty() != ty {
             return Err(NnError::usage(
@@ -193,7 +214,8 @@ impl Outputs {
                 format!("it holds {:?}, not {ty:?}", t.ty()),
             ));
         }
-        Ok(t.data().chunks_exact(N).map(from).collect())
+        // Copies into a vector aligned for `T`, whatever the alignment of the bytes.
+        Ok(bytemuck::pod_collect_to_vec(&t.data()))
     }
 
     fn get(&self, name: &str) -> Result<&tensor::Tensor, NnError> {

@@ -3,10 +3,12 @@
 //!
 //! - `examples`: each example plugin produces the right outputs on real data.
 //! - `sandbox`: a hostile plugin cannot escape or exhaust the host, nor disturb a neighbour.
+//! - `nn`: inference through wasi-nn equals tract called directly, bit for bit.
 //! - `loading`: every kind of bad plugin directory is refused with an error that says why.
 //! - `replay`: the `edgewise replay` command's behaviour at its edges.
 
 mod examples;
 mod loading;
+mod nn;
 mod replay;
 mod sandbox;

@@ -31,9 +31,9 @@ struct Threshold {
 
 impl Plugin for Threshold {
     fn init() -> Result<Self> {
-        let limit = setting("limit", 80.0)?;
-        let hysteresis = setting("hysteresis", 2.0)?;
-        if !(hysteresis >= 0.0) {
+        let limit: f64 = setting("limit", 80.0)?;
+        let hysteresis: f64 = setting("hysteresis", 2.0)?;
+        if hysteresis.is_nan() || hysteresis < 0.0 {
             return Err(Error::msg(format!(
                 "setting `hysteresis` = {hysteresis} must be 0 or more"
             )));

@@ -46,7 +46,9 @@ impl Plugin for VibrationFault {
     fn on_message(&mut self, msg: Message) -> Result<()> {
         let machine = msg.topic.split('/').nth(1).unwrap_or("unknown");
         let window: Window = msg.json()?;
-        if window.samples.len() < MIN_SAMPLES || !(window.rpm > 0.0) || !(window.rate_hz > 0.0) {
+        let positive = |x: f64| x.is_finite() && x > 0.0;
+        if window.samples.len() < MIN_SAMPLES || !positive(window.rpm) || !positive(window.rate_hz)
+        {
             return Err(Error::msg(format!(
                 "need rpm > 0, rate_hz > 0 and at least {MIN_SAMPLES} samples, got rpm {} rate {} and {} samples",
                 window.rpm,

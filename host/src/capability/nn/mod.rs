@@ -63,11 +63,10 @@ pub trait Preload: Send + Sync {
 
 /// The backends compiled into this build.
 pub fn backends() -> Vec<Arc<dyn Preload>> {
-    #[allow(unused_mut)]
-    let mut list: Vec<Arc<dyn Preload>> = Vec::new();
-    #[cfg(feature = "tract")]
-    list.push(Arc::new(tract::Tract));
-    list
+    vec![
+        #[cfg(feature = "tract")]
+        Arc::new(tract::Tract),
+    ]
 }
 
 /// The models of one plugin, loaded and optimised, shared by all its instances.

@@ -195,34 +195,24 @@ impl Port {
             );
         }
         let b = &t.data;
-        Ok(match datum {
-            DatumType::F32 => tract_onnx::prelude::Tensor::from_shape(
-                &shape,
-                &le::<4, f32>(b, f32::from_le_bytes),
-            )?,
-            DatumType::F64 => tract_onnx::prelude::Tensor::from_shape(
-                &shape,
-                &le::<8, f64>(b, f64::from_le_bytes),
-            )?,
-            DatumType::I32 => tract_onnx::prelude::Tensor::from_shape(
-                &shape,
-                &le::<4, i32>(b, i32::from_le_bytes),
-            )?,
-            DatumType::I64 => tract_onnx::prelude::Tensor::from_shape(
-                &shape,
-                &le::<8, i64>(b, i64::from_le_bytes),
-            )?,
-            _ => tract_onnx::prelude::Tensor::from_shape(&shape, b.as_slice())?,
-        })
+        match datum {
+            DatumType::F32 => tensor_from::<f32>(&shape, b),
+            DatumType::F64 => tensor_from::<f64>(&shape, b),
+            DatumType::I32 => tensor_from::<i32>(&shape, b),
+            DatumType::I64 => tensor_from::<i64>(&shape, b),
+            _ => tensor_from::<u8>(&shape, b),
+        }
     }
 }
 
-/// Decodes little-endian elements of `N` bytes.
-fn le<const N: usize, T>(bytes: &[u8], from: fn([u8; N]) -> T) -> Vec<T> {
-    bytes
-        .chunks_exact(N)
-        .map(|c| from(c.try_into().unwrap_or([0; N])))
-        .collect()
+/// A tract tensor from little-endian bytes (the host is little-endian, as wasi-nn is): one
+/// copy into an aligned vector, which the tensor then owns.
+fn tensor_from<T: Datum + bytemuck::Pod>(
+    shape: &[usize],
+    bytes: &[u8],
+) -> TractResult<tract_onnx::prelude::Tensor> {
+    let values: Vec<T> = bytemuck::pod_collect_to_vec(bytes);
+    Ok(tract_ndarray::ArrayD::from_shape_vec(shape, values)?.into_tensor())
 }
 
 fn datum_of(ty: TensorType) -> Option<DatumType> {
