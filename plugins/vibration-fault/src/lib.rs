@@ -26,7 +26,7 @@ struct Window {
 struct Diagnosis<'a> {
     machine: &'a str,
     class: &'a str,
-    confidence: f32,
+    confidence: f64,
     probabilities: serde_json::Map<String, serde_json::Value>,
 }
 
@@ -79,17 +79,22 @@ impl Plugin for VibrationFault {
         let probabilities = CLASSES
             .iter()
             .zip(&probabilities)
-            .map(|(c, p)| ((*c).to_owned(), serde_json::Value::from(*p)))
+            .map(|(c, p)| ((*c).to_owned(), serde_json::Value::from(round4(*p))))
             .collect();
         let diagnosis = Diagnosis {
             machine,
             class,
-            confidence,
+            confidence: round4(confidence),
             probabilities,
         };
         publish_json(&format!("plant/{machine}/vibration/diagnosis"), &diagnosis)?;
         Ok(())
     }
+}
+
+/// Four decimals are plenty for a probability, and keep the JSON readable.
+fn round4(p: f32) -> f64 {
+    (f64::from(p) * 1e4).round() / 1e4
 }
 
 export_plugin!(VibrationFault);
