@@ -7,7 +7,7 @@
 //!    live [`instance::Instance`] exists, and calls the plugin's `on-message`.
 //! 3. Inside the call the plugin reaches the host only through [`capability`]: `publish` into
 //!    the per-message outbox, `log`, `config`, the clock, and wasi-nn backed by tract.
-//! 4. The worker returns the outbox as the message's outputs, or a [`worker::Failure`] that
+//! 4. The worker returns the outbox as the message's outputs, or a [`failure::Failure`] that
 //!    names what went wrong; a trap drops the instance and the [`supervisor`] decides when a
 //!    fresh one may start.
 //!

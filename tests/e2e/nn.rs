@@ -128,3 +128,57 @@ fn a_tensor_of_the_wrong_size_is_an_error_the_plugin_sees_not_a_crash() {
     assert!(ok.handle(&message("onnx/in", le_bytes(&[0.0; 8]))).is_ok());
     assert_eq!(w.stats().traps, 0);
 }
+
+#[test]
+fn i64_tensors_cross_the_backend_both_ways() {
+    use edgewise_host::capability::nn::tract::TractModel;
+    use wasmtime_wasi_nn::backend::NamedTensor;
+    use wasmtime_wasi_nn::wit::TensorType;
+
+    let path = edgewise_tests::repo().join("tests/models/double_i64.onnx");
+    let spec = edgewise_signing::ModelSpec {
+        name: "double".into(),
+        encoding: "onnx".into(),
+        file: path.clone(),
+        inputs: [("ids".to_owned(), vec![1, 4])].into(),
+    };
+    let model = TractModel::optimise(&std::fs::read(&path).expect("model file"), &spec)
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    let ids: [i64; 4] = [-3, 0, 7, 1 << 40];
+    let input = NamedTensor {
+        name: "ids".into(),
+        tensor: wasmtime_wasi_nn::Tensor::new(
+            vec![1, 4],
+            TensorType::I64,
+            ids.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        ),
+    };
+    let outputs = model.run(vec![input]).unwrap_or_else(|e| panic!("{e:#}"));
+    let names: Vec<&str> = outputs.iter().map(|o| o.name.as_str()).collect();
+    assert_eq!(names, ["doubled", "as_float"]);
+    let doubled: Vec<i64> = outputs[0]
+        .tensor
+        .data
+        .chunks_exact(8)
+        .map(|b| i64::from_le_bytes(b.try_into().expect("8 bytes")))
+        .collect();
+    assert_eq!(outputs[0].tensor.ty, TensorType::I64);
+    assert_eq!(doubled, [-6, 0, 14, 1 << 41]);
+    assert_eq!(outputs[1].tensor.ty, TensorType::Fp32);
+    assert_eq!(
+        floats(&outputs[1].tensor.data),
+        [-3.0, 0.0, 7.0, (1u64 << 40) as f32]
+    );
+
+    // The wrong element type is named, not crashed on.
+    let wrong = NamedTensor {
+        name: "ids".into(),
+        tensor: wasmtime_wasi_nn::Tensor::new(vec![1, 4], TensorType::Fp32, vec![0; 16]),
+    };
+    let err = model
+        .run(vec![wrong])
+        .err()
+        .map(|e| format!("{e:#}"))
+        .unwrap_or_default();
+    assert!(err.contains("input `ids` must be I64"), "{err}");
+}

@@ -152,6 +152,20 @@ fn an_unknown_model_is_a_wasi_nn_error_the_plugin_can_handle() {
 }
 
 #[test]
+fn models_cannot_be_loaded_from_plugin_memory() {
+    let mut w = hostile();
+    match send(&mut w, "load-bytes-onnx") {
+        Err(Failure::Rejected(reason)) => assert!(reason.contains("RuntimeError"), "{reason}"),
+        other => panic!("expected a wasi-nn error, got {other:?}"),
+    }
+    match send(&mut w, "load-bytes-tensorflow") {
+        Err(Failure::Rejected(reason)) => assert!(reason.contains("InvalidEncoding"), "{reason}"),
+        other => panic!("expected a wasi-nn error, got {other:?}"),
+    }
+    assert_eq!(w.stats().traps, 0);
+}
+
+#[test]
 fn init_failures_are_reported_with_their_cause() {
     let cases = [
         ("error", "init returned an error: refusing to start"),

@@ -39,14 +39,7 @@ impl LogStream {
             return;
         };
         pending.extend_from_slice(bytes);
-        loop {
-            // (length of the line, bytes to drop after it)
-            let (len, skip) = match pending.iter().position(|&b| b == b'\n') {
-                Some(newline) if newline < MAX_LINE => (newline, 1),
-                _ if pending.len() >= MAX_LINE => (MAX_LINE, 0),
-                _ => break,
-            };
-            let line: Vec<u8> = pending.drain(..len + skip).take(len).collect();
+        while let Some(line) = next_line(&mut pending) {
             self.emit(&line);
         }
     }
@@ -58,6 +51,17 @@ impl LogStream {
         }
         tracing::info!(target: "plugin", plugin = &*self.plugin, stream = self.stream, "{}", text.trim_end_matches('\r'));
     }
+}
+
+/// Takes the next complete line (without its newline) off the front of `pending`, or the
+/// first [`MAX_LINE`] bytes if no newline comes that soon.
+fn next_line(pending: &mut Vec<u8>) -> Option<Vec<u8>> {
+    let (len, newline) = match pending.iter().position(|&b| b == b'\n') {
+        Some(at) if at < MAX_LINE => (at, 1),
+        _ if pending.len() >= MAX_LINE => (MAX_LINE, 0),
+        _ => return None,
+    };
+    Some(pending.drain(..len + newline).take(len).collect())
 }
 
 impl Drop for LogStream {
@@ -124,5 +128,33 @@ impl tokio::io::AsyncWrite for LogStream {
 
     fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
         Poll::Ready(Ok(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines(mut pending: Vec<u8>) -> (Vec<String>, Vec<u8>) {
+        let mut out = Vec::new();
+        while let Some(line) = next_line(&mut pending) {
+            out.push(String::from_utf8_lossy(&line).into_owned());
+        }
+        (out, pending)
+    }
+
+    #[test]
+    fn complete_lines_are_taken_and_a_partial_one_waits() {
+        let (out, rest) = lines(b"one\ntwo\n\nthr".to_vec());
+        assert_eq!(out, ["one", "two", ""]);
+        assert_eq!(rest, b"thr");
+    }
+
+    #[test]
+    fn a_line_without_end_is_cut_at_the_maximum() {
+        let (out, rest) = lines(vec![b'x'; MAX_LINE * 2 + 5]);
+        assert_eq!(out.len(), 2);
+        assert!(out.iter().all(|l| l.len() == MAX_LINE));
+        assert_eq!(rest.len(), 5);
     }
 }

@@ -3,11 +3,13 @@
 //! Each message's payload names what to do: `noop`, `echo`, `count` (publish how many messages
 //! this instance has seen), `print` (write to stdout), `error` (return an error), `panic`,
 //! `loop` (spin forever), `alloc` (allocate without end), `recurse` (recurse without end),
-//! `publish-ungranted`, `publish-huge`, `publish-many`, `load-unknown-model`. The setting `init`
+//! `publish-ungranted`, `publish-huge`, `publish-many`, `load-unknown-model`, `load-bytes-onnx`,
+//! `load-bytes-tensorflow` (wasi:nn `load` from plugin memory). The setting `init`
 //! chooses how `init` behaves: `ok` (default), `error`, `panic`, `loop`.
 
 use std::hint::black_box;
 
+use edgewise_guest::__bindings::wasi::nn::graph::{self, ExecutionTarget, GraphEncoding};
 use edgewise_guest::nn::Model;
 use edgewise_guest::{Error, Message, Plugin, Result, config, export_plugin, publish};
 
@@ -56,10 +58,20 @@ impl Plugin for Hostile {
             "load-unknown-model" => {
                 Model::by_name("no-such-model")?;
             }
+            // Straight to wasi:nn, past the SDK: models from plugin memory must be refused.
+            "load-bytes-onnx" => load_bytes(GraphEncoding::Onnx)?,
+            "load-bytes-tensorflow" => load_bytes(GraphEncoding::Tensorflow)?,
             other => return Err(Error::msg(format!("unknown command {other:?}"))),
         }
         Ok(())
     }
+}
+
+fn load_bytes(encoding: GraphEncoding) -> Result<()> {
+    let model = vec![0u8; 64];
+    graph::load(&[model], encoding, ExecutionTarget::Cpu)
+        .map(drop)
+        .map_err(|e| Error::msg(format!("{:?}: {}", e.code(), e.data())))
 }
 
 fn spin() -> ! {
