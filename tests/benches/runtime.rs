@@ -4,7 +4,8 @@
 //! Run it with `scripts/bench`, which prepares the plugins and models first. Each pair is
 //! measured in alternating batches (plugin, native, plugin, ...) so that drift on a shared,
 //! noisy machine hits both sides alike, and the ratio of the medians is reported. With
-//! `EDGEWISE_BENCH_DETAIL=1` each inference row is followed by where its overhead goes.
+//! `EDGEWISE_BENCH_DETAIL=1` each inference row is followed by where its overhead goes;
+//! `EDGEWISE_BENCH_ONLY=Silero` runs only the inference rows whose name contains that text.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -128,6 +129,9 @@ fn runner(model: &Path, inputs: &[(&str, &[usize])]) -> (tempfile::TempDir, Work
 
 /// Plugin vs native for one model, inputs given as (name, shape, values).
 fn inference(what: &str, model: &Path, inputs: &[(&str, &[usize], Vec<f32>)], target: &str) {
+    if std::env::var("EDGEWISE_BENCH_ONLY").is_ok_and(|only| !what.contains(&only)) {
+        return;
+    }
     let named: Vec<(&str, &[usize])> = inputs.iter().map(|(n, s, _)| (*n, *s)).collect();
     let (_dir, mut w) = runner(model, &named);
     let payload: Vec<u8> = inputs
