@@ -94,6 +94,15 @@ fn native_plan(model: &Path, shapes: &[&[usize]]) -> Arc<TypedSimplePlan> {
         .expect("model optimises")
 }
 
+/// One inference with tract called directly: tensors built from the values, then the plan.
+fn run_native(plan: &Arc<TypedSimplePlan>, inputs: &[(&str, &[usize], Vec<f32>)]) {
+    let tensors: TVec<TValue> = inputs
+        .iter()
+        .map(|(_, shape, values)| Tensor::from_shape(shape, values).expect("tensor").into())
+        .collect();
+    plan.run(tensors).expect("native inference");
+}
+
 /// An onnx-runner plugin serving `model` with the given inputs.
 fn runner(model: &Path, inputs: &[(&str, &[usize])]) -> (tempfile::TempDir, Worker) {
     let dir = copy_plugin("onnx-runner");
@@ -143,13 +152,7 @@ fn inference(what: &str, model: &Path, inputs: &[(&str, &[usize], Vec<f32>)], ta
     let mut plugin = || {
         w.handle(&msg).expect("plugin inference");
     };
-    let mut native = || {
-        let tensors: TVec<TValue> = inputs
-            .iter()
-            .map(|(_, shape, values)| Tensor::from_shape(shape, values).expect("tensor").into())
-            .collect();
-        plan.run(tensors).expect("native inference");
-    };
+    let mut native = || run_native(&plan, inputs);
     let (p, n) = pair(&mut plugin, &mut native);
     row(what, p, Some(n), target);
     if std::env::var_os("EDGEWISE_BENCH_DETAIL").is_some() {
@@ -193,13 +196,7 @@ fn detail(
     let (b, n) = pair(&mut backend, native);
     row("  the tract backend called directly", b, Some(n), "");
     let second = native_plan(model, &named.iter().map(|(_, s)| *s).collect::<Vec<_>>());
-    let mut native2 = || {
-        let tensors: TVec<TValue> = inputs
-            .iter()
-            .map(|(_, shape, values)| Tensor::from_shape(shape, values).expect("tensor").into())
-            .collect();
-        second.run(tensors).expect("native inference");
-    };
+    let mut native2 = || run_native(&second, inputs);
     let (b, n) = pair(&mut native2, native);
     row("  a second native plan of the same model", b, Some(n), "");
 }

@@ -23,6 +23,14 @@ fn send(w: &mut Worker, command: &str) -> Result<Vec<String>, Failure> {
         .map_err(|e| e.failure)
 }
 
+/// The reason of a message the plugin refused; panics on any other outcome.
+fn refusal(result: Result<Vec<String>, Failure>) -> String {
+    match result {
+        Err(Failure::Rejected(reason)) => reason,
+        other => panic!("expected the plugin to refuse, got {other:?}"),
+    }
+}
+
 fn trap_kind(result: Result<Vec<String>, Failure>) -> TrapKind {
     match result {
         Err(Failure::Trap(kind)) => kind,
@@ -87,10 +95,8 @@ fn recursing_without_end_traps_without_harming_the_host() {
 #[test]
 fn publishing_to_an_ungranted_topic_is_refused_and_nothing_leaves() {
     let mut w = hostile();
-    match send(&mut w, "publish-ungranted") {
-        Err(Failure::Rejected(reason)) => assert!(reason.contains("not granted"), "{reason}"),
-        other => panic!("expected a refusal, got {other:?}"),
-    }
+    let reason = refusal(send(&mut w, "publish-ungranted"));
+    assert!(reason.contains("not granted"), "{reason}");
     assert_eq!(
         send(&mut w, "count"),
         Ok(vec!["2".into()]),
@@ -101,22 +107,16 @@ fn publishing_to_an_ungranted_topic_is_refused_and_nothing_leaves() {
 #[test]
 fn publishing_a_payload_over_the_cap_is_refused() {
     let mut w = hostile();
-    match send(&mut w, "publish-huge") {
-        Err(Failure::Rejected(reason)) => assert!(reason.contains("max-payload-bytes"), "{reason}"),
-        other => panic!("expected a refusal, got {other:?}"),
-    }
+    let reason = refusal(send(&mut w, "publish-huge"));
+    assert!(reason.contains("max-payload-bytes"), "{reason}");
 }
 
 #[test]
 fn publishes_of_a_failed_call_are_discarded() {
     let mut w = hostile();
     // 100 publishes are allowed, the 101st fails, the plugin returns that error: none leave.
-    match send(&mut w, "publish-many") {
-        Err(Failure::Rejected(reason)) => {
-            assert!(reason.contains("max-publishes-per-message"), "{reason}")
-        }
-        other => panic!("expected a refusal, got {other:?}"),
-    }
+    let reason = refusal(send(&mut w, "publish-many"));
+    assert!(reason.contains("max-publishes-per-message"), "{reason}");
     assert_eq!(send(&mut w, "echo"), Ok(vec!["echo".into()]));
 }
 
@@ -141,27 +141,21 @@ fn an_incoming_payload_over_the_cap_never_reaches_the_plugin() {
 #[test]
 fn an_unknown_model_is_a_wasi_nn_error_the_plugin_can_handle() {
     let mut w = hostile();
-    match send(&mut w, "load-unknown-model") {
-        Err(Failure::Rejected(reason)) => assert!(
-            reason.contains("NotFound") && reason.contains("no-such-model"),
-            "{reason}"
-        ),
-        other => panic!("expected a wasi-nn error, got {other:?}"),
-    }
+    let reason = refusal(send(&mut w, "load-unknown-model"));
+    assert!(
+        reason.contains("NotFound") && reason.contains("no-such-model"),
+        "{reason}"
+    );
     assert_eq!(send(&mut w, "count"), Ok(vec!["2".into()]));
 }
 
 #[test]
 fn models_cannot_be_loaded_from_plugin_memory() {
     let mut w = hostile();
-    match send(&mut w, "load-bytes-onnx") {
-        Err(Failure::Rejected(reason)) => assert!(reason.contains("RuntimeError"), "{reason}"),
-        other => panic!("expected a wasi-nn error, got {other:?}"),
-    }
-    match send(&mut w, "load-bytes-tensorflow") {
-        Err(Failure::Rejected(reason)) => assert!(reason.contains("InvalidEncoding"), "{reason}"),
-        other => panic!("expected a wasi-nn error, got {other:?}"),
-    }
+    let reason = refusal(send(&mut w, "load-bytes-onnx"));
+    assert!(reason.contains("RuntimeError"), "{reason}");
+    let reason = refusal(send(&mut w, "load-bytes-tensorflow"));
+    assert!(reason.contains("InvalidEncoding"), "{reason}");
     assert_eq!(w.stats().traps, 0);
 }
 
