@@ -17,10 +17,15 @@
 
 pub mod capability;
 pub mod cli;
+pub mod config;
 pub mod failure;
+pub mod gateway;
 pub mod instance;
+pub mod mailbox;
+pub mod mqtt;
 pub mod plugin;
 pub mod replay;
+pub mod router;
 pub mod runtime;
 pub mod supervisor;
 pub mod worker;

@@ -1,6 +1,7 @@
 //! End-to-end tests: real plugins built from `plugins/`, real ONNX models through wasi-nn,
 //! and the real `edgewise` binary.
 //!
+//! - `gateway`: `edgewise run` against a real Mosquitto: routing, dead letters, a kill -9.
 //! - `examples`: each example plugin produces the right outputs on real data.
 //! - `sandbox`: a hostile plugin cannot escape or exhaust the host, nor disturb a neighbour.
 //! - `nn`: inference through wasi-nn equals tract called directly, bit for bit.
@@ -8,6 +9,7 @@
 //! - `replay`: the `edgewise replay` command's behaviour at its edges.
 
 mod examples;
+mod gateway;
 mod loading;
 mod nn;
 mod replay;

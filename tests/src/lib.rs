@@ -4,6 +4,8 @@
 //! (`scripts/prepare-models`) first; the README's test command does both. A missing piece
 //! fails the test with the command that provides it, rather than skipping it.
 
+pub mod mqtt;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -51,7 +53,8 @@ pub fn copy_plugin(name: &str) -> tempfile::TempDir {
     to
 }
 
-fn copy_dir(from: &Path, to: &Path) {
+/// Copies the directory tree `from` into `to`.
+pub fn copy_dir(from: &Path, to: &Path) {
     for entry in std::fs::read_dir(from)
         .expect("readable plugin directory")
         .flatten()

@@ -4,6 +4,7 @@
 //! context here and every error becomes exit code 1, printed once with its causes.
 
 mod replay;
+mod run;
 
 use std::process::ExitCode;
 
@@ -25,6 +26,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    Run(run::Args),
     Replay(replay::Args),
 }
 
@@ -38,6 +40,7 @@ pub fn main() -> ExitCode {
         )
         .init();
     let result = match cli.command {
+        Command::Run(args) => run::run(args),
         Command::Replay(args) => replay::run(args),
     };
     match result {

@@ -1,0 +1,392 @@
+//! The gateway's configuration file, `gateway.toml`: parsed strictly, validated, paths resolved.
+//!
+//! Every key is documented with its default in `docs/configuration.md`. An unknown key or a bad
+//! value is an error naming the file, the line and the key. The broker password is a [`Secret`]
+//! that never prints.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use edgewise_signing::Limits;
+use serde::Deserialize;
+
+use crate::runtime::default_caps;
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The I/O failure.
+        source: std::io::Error,
+    },
+    /// Not valid TOML, an unknown key, or a value of the wrong type.
+    #[error("{}: {message}", path.display())]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's account, with line, column and key.
+        message: String,
+    },
+    /// A value of the right type that is not acceptable.
+    #[error("{}: `{key}`: {problem}", path.display())]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// The key.
+        key: &'static str,
+        /// What was expected.
+        problem: String,
+    },
+}
+
+/// A validated gateway configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Config {
+    /// This gateway's id: the `<gateway>` in `edgewise/<gateway>/...` topics.
+    pub gateway_id: String,
+    /// The directory whose subdirectories are plugin directories (relative to the file).
+    pub plugins: PathBuf,
+    /// The MQTT broker connection.
+    pub broker: Broker,
+    /// Per-plugin message queues.
+    #[serde(default)]
+    pub queue: Queue,
+    /// Host-wide caps on every plugin's limits; a key left out keeps the built-in cap.
+    #[serde(default)]
+    limits: Caps,
+    /// Setting overrides by plugin name: `[settings.threshold] limit = 90`.
+    #[serde(default)]
+    pub settings: BTreeMap<String, BTreeMap<String, edgewise_signing::manifest::Setting>>,
+}
+
+/// Caps on plugin limits, each optional.
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct Caps {
+    memory_mib: Option<u32>,
+    time_per_message_ms: Option<u64>,
+    init_time_ms: Option<u64>,
+    max_payload_bytes: Option<u32>,
+    max_publishes_per_message: Option<u32>,
+}
+
+/// How to reach the broker.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Broker {
+    /// `mqtt://host:port` (default port 1883).
+    pub url: String,
+    /// MQTT client id (default `edgewise-<gateway-id>`). Keep it stable: the broker keeps the
+    /// gateway's session, and with it unacknowledged messages, under this id.
+    pub client_id: Option<String>,
+    /// User name, if the broker wants one.
+    pub username: Option<String>,
+    /// Password, with `username`.
+    pub password: Option<Secret>,
+    /// Keep-alive interval in seconds (default 30).
+    #[serde(default = "default_keep_alive")]
+    pub keep_alive_s: u64,
+    /// First reconnect delay in milliseconds (default 250); doubles up to `reconnect-max-ms`.
+    #[serde(default = "default_reconnect_min")]
+    pub reconnect_min_ms: u64,
+    /// Longest reconnect delay in milliseconds (default 30000).
+    #[serde(default = "default_reconnect_max")]
+    pub reconnect_max_ms: u64,
+}
+
+/// What to do with a message for a plugin whose queue is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Overflow {
+    /// Wait for room: the gateway stops reading from the broker, which holds the messages.
+    Block,
+    /// Drop the oldest queued message to make room (counted and logged).
+    DropOldest,
+    /// Drop the new message (counted and logged).
+    DropNewest,
+}
+
+/// Per-plugin queues.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Queue {
+    /// Messages waiting per plugin (default 1000).
+    #[serde(default = "default_depth")]
+    pub depth: usize,
+    /// Policy when full (default `block`).
+    #[serde(default = "default_overflow")]
+    pub overflow: Overflow,
+}
+
+impl Default for Queue {
+    fn default() -> Self {
+        Self {
+            depth: default_depth(),
+            overflow: default_overflow(),
+        }
+    }
+}
+
+fn default_keep_alive() -> u64 {
+    30
+}
+fn default_reconnect_min() -> u64 {
+    250
+}
+fn default_reconnect_max() -> u64 {
+    30_000
+}
+fn default_depth() -> usize {
+    1000
+}
+fn default_overflow() -> Overflow {
+    Overflow::Block
+}
+
+/// A string that never appears in logs or debug output.
+#[derive(Clone, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The secret itself, for the one place that needs it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("\"***\"")
+    }
+}
+
+impl Config {
+    /// Reads, validates and resolves `path`.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses and validates text; relative paths are resolved against `origin`'s directory.
+    pub fn parse(text: &str, origin: &Path) -> Result<Self, ConfigError> {
+        let mut config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: origin.to_owned(),
+            message: e.to_string().trim_end().to_owned(),
+        })?;
+        let invalid = |key, problem: String| ConfigError::Invalid {
+            path: origin.to_owned(),
+            key,
+            problem,
+        };
+        let id_ok = !config.gateway_id.is_empty()
+            && config
+                .gateway_id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        if !id_ok {
+            return Err(invalid(
+                "gateway-id",
+                "use letters, digits, `-` and `_` only (it is a topic level)".into(),
+            ));
+        }
+        config
+            .broker_address()
+            .map_err(|problem| invalid("broker.url", problem))?;
+        if config.broker.password.is_some() && config.broker.username.is_none() {
+            return Err(invalid(
+                "broker.password",
+                "given without `broker.username`".into(),
+            ));
+        }
+        if config.broker.keep_alive_s < 5 {
+            return Err(invalid("broker.keep-alive-s", "must be at least 5".into()));
+        }
+        if config.broker.reconnect_min_ms == 0
+            || config.broker.reconnect_max_ms < config.broker.reconnect_min_ms
+        {
+            return Err(invalid(
+                "broker.reconnect-max-ms",
+                "must be at least reconnect-min-ms, which must be over 0".into(),
+            ));
+        }
+        if config.queue.depth == 0 {
+            return Err(invalid("queue.depth", "must be at least 1".into()));
+        }
+        if let Some(dir) = origin.parent() {
+            config.plugins = dir.join(&config.plugins);
+        }
+        Ok(config)
+    }
+
+    /// The host-wide caps: the built-in ones with this file's `[limits]` applied.
+    pub fn caps(&self) -> Limits {
+        let d = default_caps();
+        let c = &self.limits;
+        Limits {
+            memory_mib: c.memory_mib.unwrap_or(d.memory_mib),
+            time_per_message_ms: c.time_per_message_ms.unwrap_or(d.time_per_message_ms),
+            init_time_ms: c.init_time_ms.unwrap_or(d.init_time_ms),
+            max_payload_bytes: c.max_payload_bytes.unwrap_or(d.max_payload_bytes),
+            max_publishes_per_message: c
+                .max_publishes_per_message
+                .unwrap_or(d.max_publishes_per_message),
+        }
+    }
+
+    /// Host and port from `broker.url`.
+    pub fn broker_address(&self) -> Result<(String, u16), String> {
+        let rest = self
+            .broker
+            .url
+            .strip_prefix("mqtt://")
+            .ok_or_else(|| format!("`{}` must start with mqtt://", self.broker.url))?;
+        let rest = rest.trim_end_matches('/');
+        let (host, port) = match rest.rsplit_once(':') {
+            Some((host, port)) => (
+                host,
+                port.parse::<u16>()
+                    .map_err(|e| format!("port `{port}`: {e}"))?,
+            ),
+            None => (rest, 1883),
+        };
+        if host.is_empty() {
+            return Err(format!("`{}` has no host", self.broker.url));
+        }
+        Ok((host.to_owned(), port))
+    }
+
+    /// The MQTT client id.
+    pub fn client_id(&self) -> String {
+        self.broker
+            .client_id
+            .clone()
+            .unwrap_or_else(|| format!("edgewise-{}", self.gateway_id))
+    }
+
+    /// Setting overrides for `plugin`, as text.
+    pub fn settings_for(&self, plugin: &str) -> BTreeMap<String, String> {
+        self.settings
+            .get(plugin)
+            .map(|s| s.iter().map(|(k, v)| (k.clone(), v.to_string())).collect())
+            .unwrap_or_default()
+    }
+
+    /// The reconnect delays.
+    pub fn reconnect(&self) -> (Duration, Duration) {
+        (
+            Duration::from_millis(self.broker.reconnect_min_ms),
+            Duration::from_millis(self.broker.reconnect_max_ms),
+        )
+    }
+
+    /// The retained status topic.
+    pub fn status_topic(&self) -> String {
+        format!("edgewise/{}/status", self.gateway_id)
+    }
+
+    /// The dead-letter topic for `plugin`.
+    pub fn dead_letter_topic(&self, plugin: &str) -> String {
+        format!("edgewise/{}/dead-letter/{plugin}", self.gateway_id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+        gateway-id = "line-7"
+        plugins = "plugins"
+
+        [broker]
+        url = "mqtt://127.0.0.1:1884"
+        username = "gw"
+        password = "hunter2"
+
+        [limits]
+        memory-mib = 32
+
+        [queue]
+        depth = 10
+        overflow = "drop-oldest"
+
+        [settings.threshold]
+        limit = 90
+    "#;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("/etc/edgewise/gateway.toml"))
+    }
+
+    #[test]
+    fn a_complete_file_parses_with_defaults_and_resolved_paths() {
+        let c = parse(GOOD).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.broker_address(), Ok(("127.0.0.1".into(), 1884)));
+        assert_eq!(c.client_id(), "edgewise-line-7");
+        assert_eq!(c.plugins, Path::new("/etc/edgewise/plugins"));
+        assert_eq!(c.queue.overflow, Overflow::DropOldest);
+        assert_eq!(c.broker.keep_alive_s, 30);
+        assert_eq!(c.settings_for("threshold")["limit"], "90");
+        assert_eq!(c.status_topic(), "edgewise/line-7/status");
+        assert_eq!(c.caps().memory_mib, 32);
+        assert_eq!(
+            c.caps().time_per_message_ms,
+            default_caps().time_per_message_ms
+        );
+    }
+
+    #[test]
+    fn the_password_never_prints() {
+        let c = parse(GOOD).unwrap_or_else(|e| panic!("{e}"));
+        assert!(!format!("{c:?}").contains("hunter2"));
+        assert_eq!(
+            c.broker.password.as_ref().map(Secret::expose),
+            Some("hunter2")
+        );
+    }
+
+    #[test]
+    fn a_bad_line_names_the_file_the_line_and_the_key() {
+        let err = parse(&GOOD.replace("depth = 10", "depht = 10"))
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            err.contains("gateway.toml") && err.contains("line 14") && err.contains("depht"),
+            "{err}"
+        );
+        let err = parse(&GOOD.replace("\"drop-oldest\"", "\"drop-some\""))
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains("drop-some") && err.contains("block"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let err = |text: String| {
+            parse(&text)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default()
+        };
+        assert!(err(GOOD.replace("mqtt://127.0.0.1:1884", "http://x")).contains("broker.url"));
+        assert!(
+            err(GOOD.replace("mqtt://127.0.0.1:1884", "mqtt://x:99999")).contains("broker.url")
+        );
+        assert!(err(GOOD.replace("line-7", "line/7")).contains("gateway-id"));
+        assert!(err(GOOD.replace("depth = 10", "depth = 0")).contains("queue.depth"));
+        assert!(err(GOOD.replace("username = \"gw\"", "")).contains("broker.password"));
+    }
+}

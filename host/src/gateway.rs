@@ -1,0 +1,327 @@
+//! `edgewise run`: plugins fed from an MQTT broker, their outputs published back.
+//!
+//! Owns the MQTT event loop (polled by this task only), one worker thread per plugin, and a
+//! bounded [`Mailbox`] in front of each. The data path: broker → [`Router`] → mailbox →
+//! worker thread (`Worker::handle`) → outputs published → inbound message acknowledged. A plugin
+//! that fails to load is reported in the status and skipped; the others run.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use edgewise_signing::{Manifest, TopicFilter};
+use rumqttc::{AsyncClient, Event, Packet, QoS, SubscribeFilter};
+use serde_json::json;
+use tokio::runtime::Handle;
+
+use crate::config::Config;
+use crate::mailbox::{Mailbox, Pushed};
+use crate::mqtt::{self, Ack, Backoff, OFFLINE};
+use crate::plugin::{CompiledPlugin, MANIFEST_FILE};
+use crate::router::Router;
+use crate::runtime::{Runtime, RuntimeError};
+use crate::supervisor::RestartPolicy;
+use crate::worker::{Message, Worker};
+
+/// Why the gateway could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    /// The wasm runtime could not start.
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    /// The plugin directory could not be listed.
+    #[error("cannot list plugins in {}: {source}", path.display())]
+    Plugins {
+        /// The directory.
+        path: PathBuf,
+        /// The I/O failure.
+        source: std::io::Error,
+    },
+    /// The broker settings are unusable.
+    #[error("broker: {0}")]
+    Broker(String),
+}
+
+/// One inbound message for one plugin; acknowledged when every holder is done with it.
+struct Job {
+    msg: Message,
+    ack: Arc<Ack>,
+}
+
+/// A running plugin as the gateway sees it.
+struct Slot {
+    name: String,
+    filters: Vec<TopicFilter>,
+    mailbox: Arc<Mailbox<Job>>,
+    dropped: AtomicU64,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// Runs the gateway until `shutdown` completes, then stops taking messages, lets each plugin
+/// finish what is queued, publishes its outputs and the offline status, and disconnects.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), GatewayError> {
+    let (client, mut eventloop) = mqtt::connect(&config).map_err(GatewayError::Broker)?;
+    let dirs = plugin_dirs(&config.plugins)?;
+    let runtime = Runtime::new(config.caps(), (dirs.len() as u32 * 2).max(4))?;
+    let handle = Handle::current();
+
+    let mut slots = Vec::new();
+    let mut health = Vec::new();
+    for dir in dirs {
+        match start_plugin(&runtime, &config, &dir, &client, &handle) {
+            Ok((slot, entry)) => {
+                slots.push(slot);
+                health.push(entry);
+            }
+            Err(entry) => health.push(entry),
+        }
+    }
+    let router = Router::new(
+        slots
+            .iter()
+            .enumerate()
+            .map(|(ix, s)| (ix, s.filters.as_slice())),
+    );
+    let subscriptions: Vec<SubscribeFilter> = router
+        .subscriptions()
+        .into_iter()
+        .map(|f| SubscribeFilter::new(f, QoS::AtLeastOnce))
+        .collect();
+    let online = json!({
+        "state": "online",
+        "gateway": config.gateway_id,
+        "pid": std::process::id(),
+        "started_at_ms": now_ms(),
+        "plugins": health,
+    })
+    .to_string();
+    tracing::info!(
+        gateway = config.gateway_id,
+        plugins = slots.len(),
+        "gateway starting"
+    );
+
+    let mut backoff = Backoff::new(config.reconnect().0, config.reconnect().1);
+    // Messages waiting for room in a full mailbox under the `block` policy, in arrival order.
+    // The broker's in-flight window bounds them for QoS 1: nothing is acknowledged meanwhile.
+    let mut stalled: VecDeque<(usize, Job)> = VecDeque::new();
+    tokio::pin!(shutdown);
+    loop {
+        while let Some((ix, job)) = stalled.pop_front() {
+            if let Pushed::Full(job) = slots[ix].mailbox.push(job) {
+                stalled.push_front((ix, job));
+                break;
+            }
+        }
+        let room = async {
+            match stalled.front() {
+                Some((ix, _)) => slots[*ix].mailbox.room().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = &mut shutdown => break,
+            () = room => {}
+            event = eventloop.poll() => match event {
+                Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                    backoff.reset();
+                    tracing::info!("connected to the broker");
+                    if !subscriptions.is_empty() && let Err(e) = client.try_subscribe_many(subscriptions.clone()) {
+                        tracing::error!("subscribing: {e}");
+                    }
+                    if let Err(e) = client.try_publish(config.status_topic(), QoS::AtLeastOnce, true, online.clone()) {
+                        tracing::error!("publishing status: {e}");
+                    }
+                }
+                Ok(Event::Incoming(Packet::Publish(publish))) => {
+                    let ack = Arc::new(Ack::new(client.clone(), &publish, handle.clone()));
+                    let msg = Message { topic: publish.topic.clone(), payload: publish.payload.to_vec(), received_at_ms: now_ms() };
+                    for ix in router.route(&msg.topic) {
+                        let job = Job { msg: msg.clone(), ack: ack.clone() };
+                        if !stalled.is_empty() {
+                            stalled.push_back((ix, job));
+                            continue;
+                        }
+                        match slots[ix].mailbox.push(job) {
+                            Pushed::Queued => {}
+                            Pushed::Full(job) => stalled.push_back((ix, job)),
+                            Pushed::Dropped(lost) => {
+                                let dropped = slots[ix].dropped.fetch_add(1, Ordering::Relaxed) + 1;
+                                tracing::warn!(plugin = slots[ix].name, topic = lost.msg.topic, dropped, "queue full: message dropped by the overflow policy");
+                            }
+                        }
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    let delay = backoff.next_delay();
+                    tracing::warn!("broker connection: {e}; retrying in {} ms", delay.as_millis());
+                    tokio::select! {
+                        () = &mut shutdown => break,
+                        () = tokio::time::sleep(delay) => {}
+                    }
+                }
+            },
+        }
+    }
+
+    tracing::info!("shutting down: finishing queued messages");
+    for (_, job) in stalled.drain(..) {
+        job.ack.cancel();
+    }
+    for slot in &slots {
+        slot.mailbox.close();
+    }
+    let threads: Vec<JoinHandle<()>> = slots.iter_mut().filter_map(|s| s.thread.take()).collect();
+    let mut joined =
+        tokio::task::spawn_blocking(move || threads.into_iter().for_each(|t| drop(t.join())));
+    // Keep the connection moving while the workers publish their last outputs. Messages that
+    // arrive now are not acknowledged: the broker delivers them again next time.
+    let mut finished = false;
+    let mut disconnect_sent = false;
+    let deadline = tokio::time::sleep(Duration::from_secs(30));
+    tokio::pin!(deadline);
+    loop {
+        tokio::select! {
+            _ = &mut joined, if !finished => {
+                finished = true;
+                let _ = client.try_publish(config.status_topic(), QoS::AtLeastOnce, true, OFFLINE);
+                let _ = client.try_disconnect();
+            }
+            () = &mut deadline => {
+                tracing::warn!("gave up waiting for the broker while shutting down");
+                break;
+            }
+            event = eventloop.poll() => match event {
+                Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) => disconnect_sent = true,
+                Ok(_) => {}
+                Err(_) if disconnect_sent => break,
+                Err(e) => {
+                    tracing::warn!("broker connection while shutting down: {e}");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            },
+        }
+    }
+    tracing::info!("gateway stopped");
+    Ok(())
+}
+
+/// Loads, starts and spawns the worker thread of the plugin in `dir`; the error is its status.
+fn start_plugin(
+    runtime: &Runtime,
+    config: &Config,
+    dir: &Path,
+    client: &AsyncClient,
+    handle: &Handle,
+) -> Result<(Slot, serde_json::Value), serde_json::Value> {
+    let dir_name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let failed = |error: String| {
+        tracing::error!(plugin = dir_name, "{error}");
+        json!({ "name": dir_name, "state": "failed", "error": error })
+    };
+    let name = Manifest::from_file(&dir.join(MANIFEST_FILE))
+        .map_err(|e| failed(e.to_string()))?
+        .name;
+    let plugin = CompiledPlugin::load(runtime, dir, &config.settings_for(&name))
+        .map_err(|e| failed(e.to_string()))?;
+    let version = plugin.manifest().version.to_string();
+    let filters = plugin.subscribe().to_vec();
+    let mut worker = Worker::new(Arc::new(plugin), RestartPolicy::default());
+    let entry = match worker.start() {
+        Ok(()) => json!({ "name": name, "version": version, "state": "running" }),
+        Err(failure) => {
+            tracing::error!(plugin = name, "{failure}");
+            json!({ "name": name, "version": version, "state": "failing", "error": failure.to_string() })
+        }
+    };
+    let mailbox = Arc::new(Mailbox::new(config.queue.depth, config.queue.overflow));
+    let dead_letter = config.dead_letter_topic(&name);
+    let thread = {
+        let (mailbox, client, handle) = (mailbox.clone(), client.clone(), handle.clone());
+        std::thread::Builder::new()
+            .name(format!("plugin-{name}"))
+            .spawn(move || serve(worker, &mailbox, &client, &handle, &dead_letter))
+            .map_err(|e| failed(format!("cannot start its thread: {e}")))?
+    };
+    tracing::info!(plugin = name, version, "plugin loaded");
+    let slot = Slot {
+        name,
+        filters,
+        mailbox,
+        dropped: AtomicU64::new(0),
+        thread: Some(thread),
+    };
+    Ok((slot, entry))
+}
+
+/// A plugin's worker thread: handle each queued message, publish its outputs (or its failure
+/// to the dead-letter topic), then let go of it, which acknowledges it.
+fn serve(
+    mut worker: Worker,
+    mailbox: &Mailbox<Job>,
+    client: &AsyncClient,
+    handle: &Handle,
+    dead_letter: &str,
+) {
+    while let Some(job) = mailbox.pop() {
+        let outputs = match worker.handle(&job.msg) {
+            Ok(published) => published
+                .into_iter()
+                .map(|p| (p.topic, p.payload))
+                .collect(),
+            Err(error) => {
+                let letter = json!({
+                    "plugin": error.plugin,
+                    "topic": error.topic,
+                    "error": error.failure.to_string(),
+                    "payload_base64": BASE64.encode(&job.msg.payload),
+                });
+                vec![(dead_letter.to_owned(), letter.to_string().into_bytes())]
+            }
+        };
+        for (topic, payload) in outputs {
+            // Waits for room in the client's request queue: a bounded buffer while the broker is away.
+            if let Err(e) =
+                handle.block_on(client.publish(topic.as_str(), QoS::AtLeastOnce, false, payload))
+            {
+                tracing::error!(
+                    plugin = worker.plugin().name(),
+                    topic,
+                    "output not sent: {e}"
+                );
+                job.ack.cancel();
+            }
+        }
+    }
+}
+
+/// The plugin directories under `root`: every subdirectory holding a plugin.toml, by name.
+fn plugin_dirs(root: &Path) -> Result<Vec<PathBuf>, GatewayError> {
+    let entries = std::fs::read_dir(root).map_err(|source| GatewayError::Plugins {
+        path: root.to_owned(),
+        source,
+    })?;
+    let mut dirs: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.join(MANIFEST_FILE).is_file())
+        .collect();
+    dirs.sort();
+    Ok(dirs)
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}

@@ -1,0 +1,141 @@
+//! The broker connection: options from the config, acknowledgements, reconnect backoff.
+//!
+//! The gateway task is the sole owner of the rumqttc `EventLoop`; everything else holds a
+//! cloneable `AsyncClient`. Inbound QoS 1 messages are acknowledged manually, by [`Ack`], only
+//! after every plugin they were routed to has handled them: a gateway killed mid-message gets
+//! the message again from the broker, which keeps the session (clean session off).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use rand::Rng;
+use rumqttc::{AsyncClient, EventLoop, LastWill, MqttOptions, Publish, QoS};
+use tokio::runtime::Handle;
+
+use crate::config::Config;
+
+/// The status payload the broker publishes for us if we vanish.
+pub const OFFLINE: &str = r#"{"state":"offline"}"#;
+
+/// Connects nothing yet: builds the client and the event loop the gateway task will poll.
+pub fn connect(config: &Config) -> Result<(AsyncClient, EventLoop), String> {
+    let (host, port) = config.broker_address()?;
+    let mut options = MqttOptions::new(config.client_id(), host, port);
+    options
+        .set_keep_alive(Duration::from_secs(config.broker.keep_alive_s))
+        .set_clean_session(false)
+        .set_manual_acks(true)
+        .set_last_will(LastWill::new(
+            config.status_topic(),
+            OFFLINE,
+            QoS::AtLeastOnce,
+            true,
+        ));
+    if let (Some(user), Some(password)) = (&config.broker.username, &config.broker.password) {
+        options.set_credentials(user, password.expose());
+    }
+    Ok(AsyncClient::new(options, 1024))
+}
+
+/// Acknowledges one inbound message to the broker when the last holder drops it.
+///
+/// Each plugin the message was routed to holds a clone of the `Arc<Ack>`; the message is
+/// acknowledged once all of them have handled it (or dropped it by queue policy).
+pub struct Ack {
+    client: AsyncClient,
+    publish: Publish,
+    runtime: Handle,
+    cancelled: AtomicBool,
+}
+
+impl Ack {
+    /// An acknowledgement for `publish` (its payload is not kept).
+    pub fn new(client: AsyncClient, publish: &Publish, runtime: Handle) -> Self {
+        let publish = Publish {
+            payload: Default::default(),
+            ..publish.clone()
+        };
+        Self {
+            client,
+            publish,
+            runtime,
+            cancelled: AtomicBool::new(false),
+        }
+    }
+
+    /// Withholds the acknowledgement: some holder did not handle the message (shutdown, or
+    /// its output could not be sent), so the broker must deliver it again.
+    pub fn cancel(&self) {
+        self.cancelled.store(true, Ordering::Relaxed);
+    }
+}
+
+impl Drop for Ack {
+    fn drop(&mut self) {
+        if self.cancelled.load(Ordering::Relaxed) {
+            return;
+        }
+        if self.client.try_ack(&self.publish).is_err() {
+            // The request channel is full: queue the ack behind the traffic ahead of it.
+            let (client, publish) = (self.client.clone(), self.publish.clone());
+            self.runtime.spawn(async move {
+                if let Err(e) = client.ack(&publish).await {
+                    tracing::warn!(topic = publish.topic, "could not acknowledge: {e}");
+                }
+            });
+        }
+    }
+}
+
+/// Capped exponential backoff with jitter, for reconnecting.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    min: Duration,
+    max: Duration,
+    next: Duration,
+}
+
+impl Backoff {
+    /// Starts at `min`, doubles up to `max`.
+    pub fn new(min: Duration, max: Duration) -> Self {
+        Self {
+            min,
+            max,
+            next: min,
+        }
+    }
+
+    /// The delay before the next attempt: the current step with ±25 % jitter, so that a fleet
+    /// of gateways does not reconnect in lockstep after a broker restart.
+    pub fn next_delay(&mut self) -> Duration {
+        let base = self.next;
+        self.next = (self.next * 2).min(self.max);
+        base.mul_f64(rand::rng().random_range(0.75..=1.25))
+    }
+
+    /// Back to the shortest delay, after a successful connection.
+    pub fn reset(&mut self) {
+        self.next = self.min;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_its_cap_with_bounded_jitter_and_resets() {
+        let (min, max) = (Duration::from_millis(100), Duration::from_millis(800));
+        let mut b = Backoff::new(min, max);
+        let delays: Vec<Duration> = (0..6).map(|_| b.next_delay()).collect();
+        for (delay, step) in delays.iter().zip([100u64, 200, 400, 800, 800, 800]) {
+            let step = Duration::from_millis(step);
+            assert!(
+                *delay >= step.mul_f64(0.75) && *delay <= step.mul_f64(1.25),
+                "{delay:?} for {step:?}"
+            );
+        }
+        b.reset();
+        assert!(b.next_delay() <= min.mul_f64(1.25));
+    }
+}

@@ -1,0 +1,426 @@
+//! A real Mosquitto broker and real MQTT clients for the gateway tests.
+//!
+//! `Broker::start()` runs `mosquitto` on a free local port with a config file written here;
+//! clients are Mosquitto's own `mosquitto_pub` and `mosquitto_sub`, independent of the
+//! gateway's client library. Every wait is for an event (a port that accepts, a message that
+//! arrives) with a deadline, never a sleep.
+
+use std::io::{BufRead, BufReader};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
+use std::time::{Duration, Instant};
+
+fn require(tool: &str) {
+    let found = Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {tool}"))
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        found,
+        "`{tool}` is not installed: apt-get install -y mosquitto mosquitto-clients (scripts/test does this)"
+    );
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// A Mosquitto broker of this test's own, stopped on drop.
+pub struct Broker {
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl Broker {
+    /// Starts a broker on a free port, with persistence in a temporary directory.
+    pub fn start() -> Broker {
+        require("mosquitto");
+        require("mosquitto_pub");
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let mut broker = Broker {
+            port: free_port(),
+            dir,
+            child: None,
+        };
+        broker.spawn();
+        broker
+    }
+
+    fn spawn(&mut self) {
+        let config = self.dir.path().join("mosquitto.conf");
+        std::fs::write(
+            &config,
+            format!(
+                "listener {} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\nmax_queued_messages 10000\n",
+                self.port,
+                self.dir.path().display()
+            ),
+        )
+        .expect("write mosquitto.conf");
+        let child = Command::new("mosquitto")
+            .arg("-c")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("mosquitto starts");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "mosquitto did not listen on port {}",
+                self.port
+            );
+            std::thread::yield_now();
+        }
+    }
+
+    /// Stops the broker (its persisted state stays) and starts it again on the same port.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // SIGTERM lets Mosquitto save its sessions and queued messages.
+            let _ = Command::new("kill").arg(child.id().to_string()).status();
+            let _ = child.wait();
+        }
+    }
+
+    /// A handle that only publishes, for a broker owned elsewhere (another thread).
+    pub fn publisher(port: u16) -> Publisher {
+        Publisher { port }
+    }
+
+    /// Publishes one message with `mosquitto_pub`.
+    pub fn publish(&self, topic: &str, payload: &[u8], qos: u8) {
+        let mut child = Command::new("mosquitto_pub")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-q",
+                &qos.to_string(),
+                "-t",
+                topic,
+                "-s",
+            ])
+            .stdin(Stdio::piped())
+            .spawn()
+            .expect("mosquitto_pub starts");
+        std::io::Write::write_all(&mut child.stdin.take().expect("stdin"), payload)
+            .expect("payload written");
+        assert!(
+            child.wait().expect("mosquitto_pub runs").success(),
+            "mosquitto_pub failed on {topic}"
+        );
+    }
+
+    /// Publishes many text messages on one connection, in order, at QoS 1.
+    pub fn publish_lines(&self, topic: &str, lines: &[String]) {
+        publish_lines(self.port, topic, lines);
+    }
+
+    /// The retained message on `topic`, waiting up to `timeout` for one.
+    pub fn retained(&self, topic: &str, timeout: Duration) -> Option<String> {
+        let out = Command::new("mosquitto_sub")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-t",
+                topic,
+                "-C",
+                "1",
+                "-W",
+            ])
+            .arg(timeout.as_secs().max(1).to_string())
+            .output()
+            .expect("mosquitto_sub runs");
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    }
+
+    /// A subscriber on `filters`, ready (subscribed) when this returns.
+    pub fn subscribe(&self, filters: &[&str]) -> Subscriber {
+        self.subscribe_as(&format!("edgewise-test-{}", free_port()), filters)
+    }
+
+    /// A subscriber with client id `id`, whose session persists (QoS 1, clean session off):
+    /// after a broker restart, subscribing again with the same id gets what was kept for it.
+    pub fn subscribe_as(&self, id: &str, filters: &[&str]) -> Subscriber {
+        let probe = format!("edgewise-test/probe/{id}");
+        let mut cmd = Command::new("mosquitto_sub");
+        cmd.args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &self.port.to_string(),
+            "-v",
+            "-q",
+            "1",
+        ]);
+        for filter in filters.iter().copied().chain([probe.as_str()]) {
+            cmd.args(["-t", filter]);
+        }
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("mosquitto_sub starts");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let sub = Subscriber { child, lines: rx };
+        // Readiness: publish to the probe topic until the subscriber hears it.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        'ready: loop {
+            assert!(Instant::now() < deadline, "subscriber never became ready");
+            self.publish(&probe, b"ready", 0);
+            while let Ok(line) = sub.lines.recv_timeout(Duration::from_millis(200)) {
+                if line.starts_with(&probe) {
+                    break 'ready;
+                }
+            }
+        }
+        sub
+    }
+
+    /// The broker's data directory.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Publishes to a broker by port.
+pub struct Publisher {
+    port: u16,
+}
+
+impl Publisher {
+    /// Publishes text messages on one connection, in order, at QoS 1.
+    pub fn publish_lines(&self, topic: &str, lines: &[String]) {
+        publish_lines(self.port, topic, lines);
+    }
+}
+
+fn publish_lines(port: u16, topic: &str, lines: &[String]) {
+    let mut child = Command::new("mosquitto_pub")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-q",
+            "1",
+            "-t",
+            topic,
+            "-l",
+        ])
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("mosquitto_pub starts");
+    let mut stdin = child.stdin.take().expect("stdin");
+    for line in lines {
+        std::io::Write::write_all(&mut stdin, format!("{line}\n").as_bytes())
+            .expect("line written");
+    }
+    drop(stdin);
+    assert!(
+        child.wait().expect("mosquitto_pub runs").success(),
+        "mosquitto_pub failed on {topic}"
+    );
+}
+
+/// A running `mosquitto_sub -v`: lines of `topic payload`.
+pub struct Subscriber {
+    child: Child,
+    lines: Receiver<String>,
+}
+
+impl Subscriber {
+    /// The next message as (topic, payload), waiting up to `timeout`.
+    pub fn next(&self, timeout: Duration) -> Option<(String, String)> {
+        match self.lines.recv_timeout(timeout) {
+            Ok(line) => {
+                let (topic, payload) = line.split_once(' ').unwrap_or((&line, ""));
+                Some((topic.to_owned(), payload.to_owned()))
+            }
+            Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => None,
+        }
+    }
+
+    /// Messages until `done` says enough or `timeout` passes.
+    pub fn collect_until(
+        &self,
+        timeout: Duration,
+        mut done: impl FnMut(&[(String, String)]) -> bool,
+    ) -> Vec<(String, String)> {
+        let deadline = Instant::now() + timeout;
+        let mut got = Vec::new();
+        while !done(&got) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.next(left) {
+                Some(m) => got.push(m),
+                None => break,
+            }
+        }
+        got
+    }
+}
+
+impl Drop for Subscriber {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A running `edgewise run` process with its own configuration and plugin directory.
+pub struct Gateway {
+    /// The gateway id.
+    pub id: String,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl Gateway {
+    /// Starts a gateway named `id` on `broker` running the example plugins `plugins`, with
+    /// `extra` appended to its gateway.toml; returns once its status says online.
+    pub fn start(broker: &Broker, id: &str, plugins: &[&str], extra: &str) -> Gateway {
+        let mut gateway = Self::prepare(broker, id, plugins, extra);
+        gateway.launch(broker);
+        gateway
+    }
+
+    /// Like [`Gateway::start`] but does not start it: change its files, then [`Gateway::launch`].
+    pub fn prepare(broker: &Broker, id: &str, plugins: &[&str], extra: &str) -> Gateway {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        for name in plugins {
+            let copy = crate::copy_plugin(name);
+            let target = dir.path().join("plugins").join(name);
+            std::fs::create_dir_all(&target).expect("plugin directory");
+            crate::copy_dir(copy.path(), &target);
+        }
+        std::fs::create_dir_all(dir.path().join("plugins")).expect("plugins directory");
+        std::fs::write(
+            dir.path().join("gateway.toml"),
+            format!(
+                "gateway-id = \"{id}\"\nplugins = \"plugins\"\n\n[broker]\nurl = \"mqtt://127.0.0.1:{}\"\nreconnect-min-ms = 50\nreconnect-max-ms = 500\n{extra}\n",
+                broker.port
+            ),
+        )
+        .expect("write gateway.toml");
+        Gateway {
+            id: id.to_owned(),
+            log: dir.path().join("gateway.log"),
+            dir,
+            child: None,
+        }
+    }
+
+    /// The directory holding gateway.toml and plugins/.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Starts the process; returns once its status says online.
+    pub fn launch(&mut self, broker: &Broker) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("log file");
+        let child = Command::new(crate::edgewise())
+            .args(["run", "--config"])
+            .arg(self.dir.path().join("gateway.toml"))
+            .env("NO_COLOR", "1")
+            .stdout(log.try_clone().expect("log file"))
+            .stderr(log)
+            .spawn()
+            .expect("edgewise starts");
+        // Online means this process's status: it names its pid, and is published after the
+        // subscriptions on the same connection, so they are in place.
+        let pid = format!("\"pid\":{}", child.id());
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let status = broker.retained(
+                &format!("edgewise/{}/status", self.id),
+                Duration::from_secs(1),
+            );
+            if status.is_some_and(|s| s.contains("\"online\"") && s.contains(&pid)) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "gateway never came online; log:\n{}",
+                self.log()
+            );
+        }
+    }
+
+    /// Everything the gateway logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Kills the gateway with SIGKILL: no goodbye, nothing flushed.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the gateway again after `kill`.
+    pub fn restart(&mut self, broker: &Broker) {
+        self.kill();
+        self.launch(broker);
+    }
+
+    /// Sends SIGTERM and waits for the exit; true if it exited 0.
+    pub fn terminate(&mut self) -> bool {
+        let Some(mut child) = self.child.take() else {
+            return false;
+        };
+        let _ = Command::new("kill").arg(child.id().to_string()).status();
+        child.wait().is_ok_and(|s| s.success())
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
