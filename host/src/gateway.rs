@@ -16,13 +16,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use edgewise_signing::{Manifest, TopicFilter};
-use rumqttc::{AsyncClient, Event, Packet, QoS, SubscribeFilter};
+use rumqttc::{Event, Packet, QoS, SubscribeFilter};
 use serde_json::json;
 use tokio::runtime::Handle;
 
 use crate::config::Config;
 use crate::mailbox::{Mailbox, Pushed};
-use crate::mqtt::{self, Ack, Backoff, OFFLINE};
+use crate::mqtt::{Ack, Backoff, Link, OFFLINE};
 use crate::plugin::{CompiledPlugin, MANIFEST_FILE};
 use crate::router::Router;
 use crate::runtime::{Runtime, RuntimeError};
@@ -66,7 +66,7 @@ struct Slot {
 /// Runs the gateway until `shutdown` completes, then stops taking messages, lets each plugin
 /// finish what is queued, publishes its outputs and the offline status, and disconnects.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), GatewayError> {
-    let (client, mut eventloop) = mqtt::connect(&config).map_err(GatewayError::Broker)?;
+    let (link, mut eventloop) = Link::new(&config).map_err(GatewayError::Broker)?;
     let dirs = plugin_dirs(&config.plugins)?;
     let runtime = Runtime::new(config.caps(), (dirs.len() as u32 * 2).max(4))?;
     let handle = Handle::current();
@@ -74,7 +74,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let mut slots = Vec::new();
     let mut health = Vec::new();
     for dir in dirs {
-        match start_plugin(&runtime, &config, &dir, &client, &handle) {
+        match start_plugin(&runtime, &config, &dir, &link, &handle) {
             Ok((slot, entry)) => {
                 slots.push(slot);
                 health.push(entry);
@@ -108,6 +108,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     );
 
     let mut backoff = Backoff::new(config.reconnect().0, config.reconnect().1);
+    let mut established = false;
     // Messages waiting for room in a full mailbox under the `block` policy, in arrival order.
     // The broker's in-flight window bounds them for QoS 1: nothing is acknowledged meanwhile.
     let mut stalled: VecDeque<(usize, Job)> = VecDeque::new();
@@ -131,6 +132,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             event = eventloop.poll() => match event {
                 Ok(Event::Incoming(Packet::ConnAck(_))) => {
                     backoff.reset();
+                    established = true;
+                    let (client, _) = link.client();
                     tracing::info!("connected to the broker");
                     if !subscriptions.is_empty() && let Err(e) = client.try_subscribe_many(subscriptions.clone()) {
                         tracing::error!("subscribing: {e}");
@@ -140,7 +143,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
                     }
                 }
                 Ok(Event::Incoming(Packet::Publish(publish))) => {
-                    let ack = Arc::new(Ack::new(client.clone(), &publish, handle.clone()));
+                    let ack = Arc::new(Ack::new(link.clone(), link.client().1, &publish, handle.clone()));
                     let msg = Message { topic: publish.topic.clone(), payload: publish.payload.to_vec(), received_at_ms: now_ms() };
                     for ix in router.route(&msg.topic) {
                         let job = Job { msg: msg.clone(), ack: ack.clone() };
@@ -160,6 +163,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
                 }
                 Ok(_) => {}
                 Err(e) => {
+                    if std::mem::take(&mut established) {
+                        eventloop = link.renew();
+                    }
                     let delay = backoff.next_delay();
                     tracing::warn!("broker connection: {e}; retrying in {} ms", delay.as_millis());
                     tokio::select! {
@@ -191,6 +197,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         tokio::select! {
             _ = &mut joined, if !finished => {
                 finished = true;
+                let (client, _) = link.client();
                 let _ = client.try_publish(config.status_topic(), QoS::AtLeastOnce, true, OFFLINE);
                 let _ = client.try_disconnect();
             }
@@ -218,7 +225,7 @@ fn start_plugin(
     runtime: &Runtime,
     config: &Config,
     dir: &Path,
-    client: &AsyncClient,
+    link: &Arc<Link>,
     handle: &Handle,
 ) -> Result<(Slot, serde_json::Value), serde_json::Value> {
     let dir_name = dir
@@ -247,10 +254,10 @@ fn start_plugin(
     let mailbox = Arc::new(Mailbox::new(config.queue.depth, config.queue.overflow));
     let dead_letter = config.dead_letter_topic(&name);
     let thread = {
-        let (mailbox, client, handle) = (mailbox.clone(), client.clone(), handle.clone());
+        let (mailbox, link, handle) = (mailbox.clone(), link.clone(), handle.clone());
         std::thread::Builder::new()
             .name(format!("plugin-{name}"))
-            .spawn(move || serve(worker, &mailbox, &client, &handle, &dead_letter))
+            .spawn(move || serve(worker, &mailbox, &link, &handle, &dead_letter))
             .map_err(|e| failed(format!("cannot start its thread: {e}")))?
     };
     tracing::info!(plugin = name, version, "plugin loaded");
@@ -269,7 +276,7 @@ fn start_plugin(
 fn serve(
     mut worker: Worker,
     mailbox: &Mailbox<Job>,
-    client: &AsyncClient,
+    link: &Link,
     handle: &Handle,
     dead_letter: &str,
 ) {
@@ -291,6 +298,7 @@ fn serve(
         };
         for (topic, payload) in outputs {
             // Waits for room in the client's request queue: a bounded buffer while the broker is away.
+            let (client, _) = link.client();
             if let Err(e) =
                 handle.block_on(client.publish(topic.as_str(), QoS::AtLeastOnce, false, payload))
             {

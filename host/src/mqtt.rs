@@ -1,11 +1,20 @@
 //! The broker connection: options from the config, acknowledgements, reconnect backoff.
 //!
-//! The gateway task is the sole owner of the rumqttc `EventLoop`; everything else holds a
-//! cloneable `AsyncClient`. Inbound QoS 1 messages are acknowledged manually, by [`Ack`], only
-//! after every plugin they were routed to has handled them: a gateway killed mid-message gets
-//! the message again from the broker, which keeps the session (clean session off).
+//! The gateway task is the sole owner of the rumqttc `EventLoop`; everything else sends through
+//! the [`Link`]. Inbound QoS 1 messages are acknowledged manually, by [`Ack`], only after every
+//! plugin they were routed to has handled them: a gateway killed mid-message gets the message
+//! again from the broker, which keeps the session (clean session off).
+//!
+//! When an established connection drops, the link is renewed: a fresh client and event loop,
+//! same client id, so the broker resumes the session and delivers again whatever was not
+//! acknowledged. rumqttc 0.25.1 can livelock when it resumes with a publish stashed on a
+//! packet-id collision and the broker lost the session (rumqtt issue #1056, open); starting
+//! fresh sidesteps its in-flight state and keeps at-least-once: an output is queued before its
+//! input's acknowledgement on the same connection, so an input the broker saw acknowledged had
+//! its outputs delivered first, and one it did not is delivered again.
 
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use rand::Rng;
@@ -17,8 +26,51 @@ use crate::config::Config;
 /// The status payload the broker publishes for us if we vanish.
 pub const OFFLINE: &str = r#"{"state":"offline"}"#;
 
-/// Connects nothing yet: builds the client and the event loop the gateway task will poll.
-pub fn connect(config: &Config) -> Result<(AsyncClient, EventLoop), String> {
+/// The current broker connection as everyone but the event loop sees it: the client to send
+/// through, and a generation that changes when the connection is renewed.
+pub struct Link {
+    options: MqttOptions,
+    current: RwLock<(AsyncClient, u64)>,
+}
+
+impl Link {
+    /// A link from the configuration, and the event loop the gateway task will poll. Connects
+    /// nothing yet.
+    pub fn new(config: &Config) -> Result<(Arc<Link>, EventLoop), String> {
+        let options = options(config)?;
+        let (client, eventloop) = AsyncClient::new(options.clone(), REQUEST_CAPACITY);
+        Ok((
+            Arc::new(Link {
+                options,
+                current: RwLock::new((client, 0)),
+            }),
+            eventloop,
+        ))
+    }
+
+    /// The client of the current connection, and its generation.
+    pub fn client(&self) -> (AsyncClient, u64) {
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// A fresh client and event loop for a new connection; what was queued on the old one is
+    /// dropped (its inputs were not acknowledged, so the broker delivers them again).
+    pub fn renew(&self) -> EventLoop {
+        let (client, eventloop) = AsyncClient::new(self.options.clone(), REQUEST_CAPACITY);
+        let mut current = self.current.write().unwrap_or_else(|p| p.into_inner());
+        *current = (client, current.1 + 1);
+        eventloop
+    }
+}
+
+/// Requests (publishes, acknowledgements) queued for the event loop: the bounded buffer that
+/// holds outputs while the broker is away.
+const REQUEST_CAPACITY: usize = 1024;
+
+fn options(config: &Config) -> Result<MqttOptions, String> {
     let (host, port) = config.broker_address()?;
     let mut options = MqttOptions::new(config.client_id(), host, port);
     options
@@ -34,7 +86,7 @@ pub fn connect(config: &Config) -> Result<(AsyncClient, EventLoop), String> {
     if let (Some(user), Some(password)) = (&config.broker.username, &config.broker.password) {
         options.set_credentials(user, password.expose());
     }
-    Ok(AsyncClient::new(options, 1024))
+    Ok(options)
 }
 
 /// Acknowledges one inbound message to the broker when the last holder drops it.
@@ -42,21 +94,24 @@ pub fn connect(config: &Config) -> Result<(AsyncClient, EventLoop), String> {
 /// Each plugin the message was routed to holds a clone of the `Arc<Ack>`; the message is
 /// acknowledged once all of them have handled it (or dropped it by queue policy).
 pub struct Ack {
-    client: AsyncClient,
+    link: Arc<Link>,
+    generation: u64,
     publish: Publish,
     runtime: Handle,
     cancelled: AtomicBool,
 }
 
 impl Ack {
-    /// An acknowledgement for `publish` (its payload is not kept).
-    pub fn new(client: AsyncClient, publish: &Publish, runtime: Handle) -> Self {
+    /// An acknowledgement for `publish`, received on connection `generation` (its payload is
+    /// not kept).
+    pub fn new(link: Arc<Link>, generation: u64, publish: &Publish, runtime: Handle) -> Self {
         let publish = Publish {
             payload: Default::default(),
             ..publish.clone()
         };
         Self {
-            client,
+            link,
+            generation,
             publish,
             runtime,
             cancelled: AtomicBool::new(false),
@@ -72,12 +127,15 @@ impl Ack {
 
 impl Drop for Ack {
     fn drop(&mut self) {
-        if self.cancelled.load(Ordering::Relaxed) {
+        let (client, generation) = self.link.client();
+        // A message from an earlier connection is not acknowledged on this one: its packet id
+        // means nothing here, and the broker delivers it again anyway.
+        if self.cancelled.load(Ordering::Relaxed) || generation != self.generation {
             return;
         }
-        if self.client.try_ack(&self.publish).is_err() {
+        if client.try_ack(&self.publish).is_err() {
             // The request channel is full: queue the ack behind the traffic ahead of it.
-            let (client, publish) = (self.client.clone(), self.publish.clone());
+            let publish = self.publish.clone();
             self.runtime.spawn(async move {
                 if let Err(e) = client.ack(&publish).await {
                     tracing::warn!(topic = publish.topic, "could not acknowledge: {e}");

@@ -165,8 +165,6 @@ fn qos1_messages_survive_a_gateway_killed_mid_stream() {
 }
 
 #[test]
-#[ignore = "fails today: rumqttc 0.25.1 stops sending acks after resuming its session while \
-            messages are in flight (packet-id collision); run with --ignored, see issue 3"]
 fn the_gateway_reconnects_after_a_broker_restart_and_loses_nothing_at_qos1() {
     let mut broker = Broker::start();
     let gw = Gateway::start(&broker, "steadfast", &["template"], "");
@@ -185,10 +183,11 @@ fn the_gateway_reconnects_after_a_broker_restart_and_loses_nothing_at_qos1() {
     let lost = missing(&sent, &got);
     assert!(
         lost.is_empty(),
-        "{} of {} outputs missing after the broker restart; log:\n{}",
+        "{} of {} outputs missing after the broker restart; gateway log:\n{}\nbroker log: {}",
         lost.len(),
         sent.len(),
-        gw.log()
+        gw.log(),
+        broker.dir().join("mosquitto.log").display()
     );
     assert!(
         gw.log().contains("broker connection"),

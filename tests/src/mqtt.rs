@@ -45,6 +45,13 @@ impl Broker {
         require("mosquitto");
         require("mosquitto_pub");
         let dir = tempfile::tempdir().expect("temporary directory");
+        // Run as root, Mosquitto drops to its own user, which must be able to write its
+        // persistence file and log here.
+        std::fs::set_permissions(
+            dir.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o777),
+        )
+        .expect("open the broker directory");
         let mut broker = Broker {
             port: free_port(),
             dir,
@@ -59,8 +66,9 @@ impl Broker {
         std::fs::write(
             &config,
             format!(
-                "listener {} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\nmax_queued_messages 10000\n",
+                "listener {} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\nmax_queued_messages 10000\nlog_dest file {}/mosquitto.log\nlog_type all\n",
                 self.port,
+                self.dir.path().display(),
                 self.dir.path().display()
             ),
         )
@@ -173,6 +181,9 @@ impl Broker {
             "-v",
             "-q",
             "1",
+            "-c",
+            "-i",
+            id,
         ]);
         for filter in filters.iter().copied().chain([probe.as_str()]) {
             cmd.args(["-t", filter]);
