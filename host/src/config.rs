@@ -61,6 +61,9 @@ pub struct Config {
     /// Host-wide caps on every plugin's limits; a key left out keeps the built-in cap.
     #[serde(default)]
     limits: Caps,
+    /// Where metrics go.
+    #[serde(default)]
+    pub metrics: MetricsConfig,
     /// Setting overrides by plugin name: `[settings.threshold] limit = 90`.
     #[serde(default)]
     pub settings: BTreeMap<String, BTreeMap<String, edgewise_signing::manifest::Setting>>,
@@ -99,6 +102,30 @@ pub struct Broker {
     /// Longest reconnect delay in milliseconds (default 30000).
     #[serde(default = "default_reconnect_max")]
     pub reconnect_max_ms: u64,
+}
+
+/// Where metrics go.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct MetricsConfig {
+    /// Address to serve Prometheus scrapes on, e.g. `127.0.0.1:9464` (default: none).
+    pub listen: Option<std::net::SocketAddr>,
+    /// Seconds between publishes on `edgewise/<gateway>/metrics`; 0 turns them off (default 60).
+    #[serde(default = "default_metrics_interval")]
+    pub publish_interval_s: u64,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self {
+            listen: None,
+            publish_interval_s: default_metrics_interval(),
+        }
+    }
+}
+
+fn default_metrics_interval() -> u64 {
+    60
 }
 
 /// What to do with a message for a plugin whose queue is full.
@@ -293,6 +320,11 @@ impl Config {
     /// The retained status topic.
     pub fn status_topic(&self) -> String {
         format!("edgewise/{}/status", self.gateway_id)
+    }
+
+    /// The metrics topic.
+    pub fn metrics_topic(&self) -> String {
+        format!("edgewise/{}/metrics", self.gateway_id)
     }
 
     /// The dead-letter topic for `plugin`.

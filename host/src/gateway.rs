@@ -9,19 +9,21 @@ use std::collections::VecDeque;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+
 use std::thread::JoinHandle;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use edgewise_signing::{Manifest, TopicFilter};
 use rumqttc::{Event, Packet, QoS, SubscribeFilter};
 use serde_json::json;
+use tokio::net::TcpListener;
 use tokio::runtime::Handle;
 
 use crate::config::Config;
 use crate::mailbox::{Mailbox, Pushed};
+use crate::metrics::{Metrics, PluginMetrics, observe};
 use crate::mqtt::{Ack, Backoff, Link, OFFLINE};
 use crate::plugin::{CompiledPlugin, MANIFEST_FILE};
 use crate::router::Router;
@@ -46,6 +48,14 @@ pub enum GatewayError {
     /// The broker settings are unusable.
     #[error("broker: {0}")]
     Broker(String),
+    /// The metrics address could not be bound.
+    #[error("metrics: cannot listen on {addr}: {source}")]
+    Metrics {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// The failure.
+        source: std::io::Error,
+    },
 }
 
 /// One inbound message for one plugin; acknowledged when every holder is done with it.
@@ -59,7 +69,7 @@ struct Slot {
     name: String,
     filters: Vec<TopicFilter>,
     mailbox: Arc<Mailbox<Job>>,
-    dropped: AtomicU64,
+    metrics: PluginMetrics,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -70,11 +80,19 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let dirs = plugin_dirs(&config.plugins)?;
     let runtime = Runtime::new(config.caps(), (dirs.len() as u32 * 2).max(4))?;
     let handle = Handle::current();
+    let metrics = Metrics::new();
+    if let Some(addr) = config.metrics.listen {
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| GatewayError::Metrics { addr, source })?;
+        tokio::spawn(crate::metrics::serve(listener, metrics.clone()));
+        tracing::info!(%addr, "serving metrics");
+    }
 
     let mut slots = Vec::new();
     let mut health = Vec::new();
     for dir in dirs {
-        match start_plugin(&runtime, &config, &dir, &link, &handle) {
+        match start_plugin(&runtime, &config, &dir, &link, &handle, &metrics) {
             Ok((slot, entry)) => {
                 slots.push(slot);
                 health.push(entry);
@@ -109,6 +127,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
 
     let mut backoff = Backoff::new(config.reconnect().0, config.reconnect().1);
     let mut established = false;
+    let period = Duration::from_secs(config.metrics.publish_interval_s.max(1));
+    let mut report = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     // Messages waiting for room in a full mailbox under the `block` policy, in arrival order.
     // The broker's in-flight window bounds them for QoS 1: nothing is acknowledged meanwhile.
     let mut stalled: VecDeque<(usize, Job)> = VecDeque::new();
@@ -129,6 +149,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         tokio::select! {
             () = &mut shutdown => break,
             () = room => {}
+            _ = report.tick(), if config.metrics.publish_interval_s > 0 => {
+                let (client, _) = link.client();
+                let _ = client.try_publish(config.metrics_topic(), QoS::AtMostOnce, false, metrics.render());
+            }
             event = eventloop.poll() => match event {
                 Ok(Event::Incoming(Packet::ConnAck(_))) => {
                     backoff.reset();
@@ -151,14 +175,17 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
                             stalled.push_back((ix, job));
                             continue;
                         }
-                        match slots[ix].mailbox.push(job) {
+                        let slot = &slots[ix];
+                        match slot.mailbox.push(job) {
                             Pushed::Queued => {}
                             Pushed::Full(job) => stalled.push_back((ix, job)),
                             Pushed::Dropped(lost) => {
-                                let dropped = slots[ix].dropped.fetch_add(1, Ordering::Relaxed) + 1;
-                                tracing::warn!(plugin = slots[ix].name, topic = lost.msg.topic, dropped, "queue full: message dropped by the overflow policy");
+                                slot.metrics.drops.inc();
+                                let dropped = slot.metrics.drops.get();
+                                tracing::warn!(plugin = slot.name, topic = lost.msg.topic, dropped, "queue full: message dropped by the overflow policy");
                             }
                         }
+                        slot.metrics.queue_depth.set(slot.mailbox.len() as i64);
                     }
                 }
                 Ok(_) => {}
@@ -227,6 +254,7 @@ fn start_plugin(
     dir: &Path,
     link: &Arc<Link>,
     handle: &Handle,
+    metrics: &Metrics,
 ) -> Result<(Slot, serde_json::Value), serde_json::Value> {
     let dir_name = dir
         .file_name()
@@ -243,6 +271,9 @@ fn start_plugin(
         .map_err(|e| failed(e.to_string()))?;
     let version = plugin.manifest().version.to_string();
     let filters = plugin.subscribe().to_vec();
+    let plugin_metrics = metrics.plugin(&name);
+    let inference = plugin_metrics.inference.clone();
+    plugin.observe_inference(Box::new(move |elapsed| observe(&inference, elapsed)));
     let mut worker = Worker::new(Arc::new(plugin), RestartPolicy::default());
     let entry = match worker.start() {
         Ok(()) => json!({ "name": name, "version": version, "state": "running" }),
@@ -254,10 +285,15 @@ fn start_plugin(
     let mailbox = Arc::new(Mailbox::new(config.queue.depth, config.queue.overflow));
     let dead_letter = config.dead_letter_topic(&name);
     let thread = {
-        let (mailbox, link, handle) = (mailbox.clone(), link.clone(), handle.clone());
+        let (mailbox, link, handle, metrics) = (
+            mailbox.clone(),
+            link.clone(),
+            handle.clone(),
+            plugin_metrics.clone(),
+        );
         std::thread::Builder::new()
             .name(format!("plugin-{name}"))
-            .spawn(move || serve(worker, &mailbox, &link, &handle, &dead_letter))
+            .spawn(move || serve(worker, &mailbox, &link, &handle, &dead_letter, &metrics))
             .map_err(|e| failed(format!("cannot start its thread: {e}")))?
     };
     tracing::info!(plugin = name, version, "plugin loaded");
@@ -265,7 +301,7 @@ fn start_plugin(
         name,
         filters,
         mailbox,
-        dropped: AtomicU64::new(0),
+        metrics: plugin_metrics,
         thread: Some(thread),
     };
     Ok((slot, entry))
@@ -279,14 +315,25 @@ fn serve(
     link: &Link,
     handle: &Handle,
     dead_letter: &str,
+    metrics: &PluginMetrics,
 ) {
     while let Some(job) = mailbox.pop() {
-        let outputs = match worker.handle(&job.msg) {
-            Ok(published) => published
-                .into_iter()
-                .map(|p| (p.topic, p.payload))
-                .collect(),
+        metrics.queue_depth.set(mailbox.len() as i64);
+        metrics.messages_in.inc();
+        let (traps, started) = (worker.stats().traps, Instant::now());
+        let handled = worker.handle(&job.msg);
+        observe(&metrics.handling, started.elapsed());
+        metrics.traps.inc_by(worker.stats().traps - traps);
+        let outputs = match handled {
+            Ok(published) => {
+                metrics.messages_out.inc_by(published.len() as u64);
+                published
+                    .into_iter()
+                    .map(|p| (p.topic, p.payload))
+                    .collect()
+            }
             Err(error) => {
+                metrics.failures.inc();
                 let letter = json!({
                     "plugin": error.plugin,
                     "topic": error.topic,

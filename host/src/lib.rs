@@ -22,6 +22,7 @@ pub mod failure;
 pub mod gateway;
 pub mod instance;
 pub mod mailbox;
+pub mod metrics;
 pub mod mqtt;
 pub mod plugin;
 pub mod replay;

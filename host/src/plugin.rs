@@ -165,6 +165,11 @@ impl CompiledPlugin {
         &self.subscribe
     }
 
+    /// Reports the duration of every inference this plugin runs to `observer`.
+    pub fn observe_inference(&self, observer: crate::capability::nn::InferenceObserver) {
+        self.models.observe_inference(observer);
+    }
+
     pub(crate) fn pre(&self) -> &PluginPre<HostState> {
         &self.pre
     }

@@ -3,7 +3,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use edgewise_tests::mqtt::{Broker, Gateway};
+use edgewise_tests::mqtt::{Broker, Gateway, free_port, http_get};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -255,5 +255,97 @@ fn a_bad_config_line_is_an_error_naming_the_line_and_the_key() {
             && stderr.contains("line 6")
             && stderr.contains("keepalive"),
         "{stderr}"
+    );
+}
+
+/// The value of `metric{plugin="<plugin>"}` in Prometheus text, 0 when absent.
+fn metric(text: &str, metric: &str, plugin: &str) -> f64 {
+    let prefix = format!("{metric}{{plugin=\"{plugin}\"}} ");
+    text.lines()
+        .find_map(|line| line.strip_prefix(&prefix))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[test]
+fn metrics_count_messages_drops_traps_and_inferences_and_are_served_and_published() {
+    let broker = Broker::start();
+    let port = free_port();
+    let extra = format!(
+        "[queue]\ndepth = 1\noverflow = \"drop-newest\"\n\n[metrics]\nlisten = \"127.0.0.1:{port}\"\npublish-interval-s = 1\n"
+    );
+    let gw = Gateway::start(&broker, "counted", &["hostile", "vibration-fault"], &extra);
+    let sub = broker.subscribe(&["edgewise/counted/metrics", "plant/+/vibration/diagnosis"]);
+    // Each `loop` holds the plugin for its 200 ms deadline: six at once overflow a queue of one.
+    broker.publish_lines("hostile/in/x", &vec!["loop".to_owned(); 6]);
+    let window = std::fs::read_to_string(edgewise_tests::model_file(
+        "vibration-fault",
+        "heldout.jsonl",
+    ))
+    .expect("held-out data");
+    let first: serde_json::Value =
+        serde_json::from_str(window.lines().next().expect("a window")).expect("JSON line");
+    broker.publish(
+        "plant/pump-0/vibration",
+        first["payload"].to_string().as_bytes(),
+        1,
+    );
+
+    // Wait until every loop was either handled to its end (a failure) or dropped.
+    let deadline = std::time::Instant::now() + WAIT;
+    let text = loop {
+        let text = http_get(port, "/metrics");
+        let settled = metric(&text, "edgewise_failures_total", "hostile")
+            + metric(&text, "edgewise_drops_total", "hostile");
+        let inferred = metric(&text, "edgewise_inference_seconds_count", "vibration-fault");
+        if settled == 6.0 && inferred == 1.0 {
+            break text;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "metrics never settled:\n{text}\n{}",
+            gw.log()
+        );
+    };
+    let handled = metric(&text, "edgewise_messages_in_total", "hostile");
+    assert!(
+        metric(&text, "edgewise_drops_total", "hostile") >= 1.0,
+        "{text}"
+    );
+    assert_eq!(
+        metric(&text, "edgewise_traps_total", "hostile"),
+        handled,
+        "every handled loop trapped: {text}"
+    );
+    assert_eq!(
+        metric(&text, "edgewise_failures_total", "hostile"),
+        handled,
+        "{text}"
+    );
+    assert_eq!(
+        metric(&text, "edgewise_messages_out_total", "vibration-fault"),
+        1.0,
+        "{text}"
+    );
+    assert!(
+        gw.log().contains("message dropped by the overflow policy"),
+        "drops are logged"
+    );
+
+    let has = |got: &[(String, String)], topic: &str| got.iter().any(|(t, _)| t == topic);
+    let published = sub.collect_until(WAIT, |got| {
+        has(got, "edgewise/counted/metrics") && has(got, "plant/pump-0/vibration/diagnosis")
+    });
+    assert!(
+        published
+            .iter()
+            .any(|(t, _)| t == "plant/pump-0/vibration/diagnosis"),
+        "{published:?}"
+    );
+    assert!(
+        published
+            .iter()
+            .any(|(t, _)| t == "edgewise/counted/metrics"),
+        "metrics are published over MQTT"
     );
 }

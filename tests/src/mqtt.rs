@@ -24,11 +24,32 @@ fn require(tool: &str) {
     );
 }
 
-fn free_port() -> u16 {
+/// A local port nobody listens on right now.
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("a free port")
+}
+
+/// The body of an HTTP GET of `path` on 127.0.0.1:`port`, waiting up to 10 s for the port.
+pub fn http_get(port: u16, path: &str) -> String {
+    use std::io::{Read, Write};
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut stream = loop {
+        match TcpStream::connect(("127.0.0.1", port)) {
+            Ok(stream) => break stream,
+            Err(e) => assert!(Instant::now() < deadline, "nothing listens on {port}: {e}"),
+        }
+        std::thread::yield_now();
+    };
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").expect("request sent");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("response read");
+    response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+        .unwrap_or_default()
 }
 
 /// A Mosquitto broker of this test's own, stopped on drop.

@@ -13,12 +13,16 @@ pub mod tract;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use edgewise_signing::ModelSpec;
-use wasmtime_wasi_nn::backend::{BackendError, BackendFromDir, BackendInner};
+use wasmtime_wasi_nn::backend::{
+    BackendError, BackendExecutionContext, BackendFromDir, BackendGraph, BackendInner, Id,
+    NamedTensor,
+};
 use wasmtime_wasi_nn::wit::{ExecutionTarget, GraphEncoding, WasiNnCtx};
-use wasmtime_wasi_nn::{Backend, Graph, GraphRegistry, Registry};
+use wasmtime_wasi_nn::{Backend, ExecutionContext, Graph, GraphRegistry, Registry, Tensor};
 
 /// Why a model could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -69,17 +73,22 @@ pub fn backends() -> Vec<Arc<dyn Preload>> {
     ]
 }
 
+/// Called with the duration of every inference.
+pub type InferenceObserver = Box<dyn Fn(Duration) + Send + Sync>;
+
 /// The models of one plugin, loaded and optimised, shared by all its instances.
 #[derive(Clone, Default)]
 pub struct ModelSet {
     graphs: Arc<HashMap<String, Graph>>,
     encodings: Arc<[GraphEncoding]>,
+    observer: Arc<OnceLock<InferenceObserver>>,
 }
 
 impl ModelSet {
     /// Loads every model in `specs`, with files relative to `dir`.
     pub fn load(specs: &[ModelSpec], dir: &Path) -> Result<Self, ModelError> {
         let backends = backends();
+        let observer: Arc<OnceLock<InferenceObserver>> = Arc::default();
         let mut graphs = HashMap::new();
         for spec in specs {
             let backend = backends
@@ -102,13 +111,26 @@ impl ModelSet {
                     file,
                     reason,
                 })?;
-            graphs.insert(spec.name.clone(), graph);
+            let timed = Timed {
+                graph,
+                observer: observer.clone(),
+            };
+            graphs.insert(
+                spec.name.clone(),
+                Graph::from(Box::new(timed) as Box<dyn BackendGraph>),
+            );
         }
         let encodings = backends.iter().map(|b| b.encoding()).collect();
         Ok(Self {
             graphs: Arc::new(graphs),
             encodings,
+            observer,
         })
+    }
+
+    /// Reports the duration of every inference on these models to `observer` (first call wins).
+    pub fn observe_inference(&self, observer: InferenceObserver) {
+        let _ = self.observer.set(observer);
     }
 
     /// The names of the loaded models.
@@ -123,6 +145,51 @@ impl ModelSet {
             .iter()
             .map(|&encoding| Backend::from(ByNameOnly(encoding)));
         WasiNnCtx::new(backends, Registry::from(Shared(self.graphs.clone())))
+    }
+}
+
+/// A graph whose inferences are timed.
+struct Timed {
+    graph: Graph,
+    observer: Arc<OnceLock<InferenceObserver>>,
+}
+
+impl BackendGraph for Timed {
+    fn init_execution_context(&self) -> Result<ExecutionContext, BackendError> {
+        let context = TimedContext {
+            context: self.graph.init_execution_context()?,
+            observer: self.observer.clone(),
+        };
+        Ok(ExecutionContext::from(
+            Box::new(context) as Box<dyn BackendExecutionContext>
+        ))
+    }
+}
+
+struct TimedContext {
+    context: ExecutionContext,
+    observer: Arc<OnceLock<InferenceObserver>>,
+}
+
+impl BackendExecutionContext for TimedContext {
+    fn set_input(&mut self, id: Id, tensor: &Tensor) -> Result<(), BackendError> {
+        self.context.set_input(id, tensor)
+    }
+
+    fn get_output(&mut self, id: Id) -> Result<Tensor, BackendError> {
+        self.context.get_output(id)
+    }
+
+    fn compute(
+        &mut self,
+        inputs: Option<Vec<NamedTensor>>,
+    ) -> Result<Option<Vec<NamedTensor>>, BackendError> {
+        let start = Instant::now();
+        let outputs = BackendExecutionContext::compute(&mut *self.context, inputs);
+        if let Some(observe) = self.observer.get() {
+            observe(start.elapsed());
+        }
+        outputs
     }
 }
 

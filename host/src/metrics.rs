@@ -1,0 +1,208 @@
+//! Per-plugin counters and histograms, in Prometheus text format.
+//!
+//! One [`Metrics`] per gateway; each plugin gets a [`PluginMetrics`] of cheap cloned handles,
+//! updated by the router (drops, queue depth) and the plugin's worker thread (everything
+//! else). [`serve`] answers HTTP scrapes on the configured address; the gateway also publishes
+//! the same text over MQTT. Never blocks the message path: updates are atomic adds.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Plugin {
+    plugin: String,
+}
+
+type Histograms = Family<Plugin, Histogram, fn() -> Histogram>;
+
+/// 10 µs to about 10 s, doubling.
+fn seconds() -> Histogram {
+    Histogram::new(exponential_buckets(1e-5, 2.0, 21))
+}
+
+/// All of a gateway's metrics.
+pub struct Metrics {
+    registry: Registry,
+    messages_in: Family<Plugin, Counter>,
+    messages_out: Family<Plugin, Counter>,
+    failures: Family<Plugin, Counter>,
+    traps: Family<Plugin, Counter>,
+    drops: Family<Plugin, Counter>,
+    queue_depth: Family<Plugin, Gauge>,
+    handling: Histograms,
+    inference: Histograms,
+}
+
+/// One plugin's metric handles.
+#[derive(Clone)]
+pub struct PluginMetrics {
+    /// Messages handed to the plugin.
+    pub messages_in: Counter,
+    /// Messages the plugin published.
+    pub messages_out: Counter,
+    /// Messages the plugin failed on (each also goes to the dead-letter topic).
+    pub failures: Counter,
+    /// Instances that trapped or failed to start.
+    pub traps: Counter,
+    /// Messages dropped by the queue's overflow policy.
+    pub drops: Counter,
+    /// Messages waiting in the plugin's queue.
+    pub queue_depth: Gauge,
+    /// Time to handle one message, in seconds.
+    pub handling: Histogram,
+    /// Time of one model inference, in seconds.
+    pub inference: Histogram,
+}
+
+impl Metrics {
+    /// An empty set of metrics, registered under `edgewise_`.
+    pub fn new() -> Arc<Self> {
+        let mut registry = Registry::with_prefix("edgewise");
+        let m = Metrics {
+            messages_in: Family::default(),
+            messages_out: Family::default(),
+            failures: Family::default(),
+            traps: Family::default(),
+            drops: Family::default(),
+            queue_depth: Family::default(),
+            handling: Family::new_with_constructor(seconds),
+            inference: Family::new_with_constructor(seconds),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "messages_in",
+            "Messages handed to a plugin",
+            m.messages_in.clone(),
+        );
+        registry.register(
+            "messages_out",
+            "Messages a plugin published",
+            m.messages_out.clone(),
+        );
+        registry.register(
+            "failures",
+            "Messages a plugin failed on",
+            m.failures.clone(),
+        );
+        registry.register(
+            "traps",
+            "Plugin instances that trapped or failed to start",
+            m.traps.clone(),
+        );
+        registry.register(
+            "drops",
+            "Messages dropped by a full queue's overflow policy",
+            m.drops.clone(),
+        );
+        registry.register(
+            "queue_depth",
+            "Messages waiting in a plugin's queue",
+            m.queue_depth.clone(),
+        );
+        registry.register(
+            "handling_seconds",
+            "Time to handle one message",
+            m.handling.clone(),
+        );
+        registry.register(
+            "inference_seconds",
+            "Time of one model inference",
+            m.inference.clone(),
+        );
+        Arc::new(Metrics { registry, ..m })
+    }
+
+    /// The handles for `plugin`.
+    pub fn plugin(&self, plugin: &str) -> PluginMetrics {
+        let label = Plugin {
+            plugin: plugin.to_owned(),
+        };
+        PluginMetrics {
+            messages_in: self.messages_in.get_or_create(&label).clone(),
+            messages_out: self.messages_out.get_or_create(&label).clone(),
+            failures: self.failures.get_or_create(&label).clone(),
+            traps: self.traps.get_or_create(&label).clone(),
+            drops: self.drops.get_or_create(&label).clone(),
+            queue_depth: self.queue_depth.get_or_create(&label).clone(),
+            handling: self.handling.get_or_create(&label).clone(),
+            inference: self.inference.get_or_create(&label).clone(),
+        }
+    }
+
+    /// Everything, in Prometheus text exposition format.
+    pub fn render(&self) -> String {
+        let mut text = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
+        text
+    }
+}
+
+/// Records `elapsed` in seconds.
+pub fn observe(histogram: &Histogram, elapsed: Duration) {
+    histogram.observe(elapsed.as_secs_f64());
+}
+
+/// Answers every HTTP request on `listener` with the metrics; runs until dropped.
+pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>) {
+    loop {
+        let Ok((mut socket, _)) = listener.accept().await else {
+            continue;
+        };
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            // Read the request head (bounded); any path gets the metrics.
+            let mut head = Vec::with_capacity(1024);
+            let mut buf = [0u8; 1024];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 16 * 1024 {
+                match socket.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => head.extend_from_slice(&buf[..n]),
+                }
+            }
+            let body = metrics.render();
+            let response = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/openmetrics-text; version=1.0.0; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = socket.write_all(response.as_bytes()).await;
+            let _ = socket.shutdown().await;
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_render_per_plugin() {
+        let metrics = Metrics::new();
+        let a = metrics.plugin("threshold");
+        a.messages_in.inc_by(3);
+        a.drops.inc();
+        observe(&a.handling, Duration::from_micros(40));
+        let text = metrics.render();
+        assert!(
+            text.contains(r#"edgewise_messages_in_total{plugin="threshold"} 3"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"edgewise_drops_total{plugin="threshold"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"edgewise_handling_seconds_count{plugin="threshold"} 1"#),
+            "{text}"
+        );
+    }
+}
