@@ -18,6 +18,7 @@
 pub mod capability;
 pub mod cli;
 pub mod config;
+pub mod demo;
 pub mod failure;
 pub mod gateway;
 pub mod instance;

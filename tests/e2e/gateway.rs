@@ -349,3 +349,30 @@ fn metrics_count_messages_drops_traps_and_inferences_and_are_served_and_publishe
         "metrics are published over MQTT"
     );
 }
+
+#[test]
+fn the_demo_runs_each_example_plugin_against_its_embedded_broker_and_stops_cleanly() {
+    let out = std::process::Command::new(edgewise_tests::edgewise())
+        .args(["demo", "--seconds", "6", "--plugins"])
+        .arg(edgewise_tests::repo().join("plugins"))
+        .output()
+        .expect("edgewise runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for shown in [
+        "\"online\"",
+        "alerts/oven",
+        "/vibration/diagnosis",
+        "audio/kitchen/vad",
+        "\"offline\"",
+    ] {
+        assert!(
+            stdout.contains(shown),
+            "the demo did not show {shown}:\n{stdout}"
+        );
+    }
+}

@@ -211,19 +211,5 @@ pub fn replay(dir: &Path, input: &str, args: &[&str]) -> ReplayRun {
 /// The samples of a 16-bit PCM WAV file, as little-endian bytes, and its sample rate.
 pub fn wav_pcm(path: &Path) -> (u32, Vec<u8>) {
     let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    assert_eq!(&bytes[..4], b"RIFF", "{} is not a WAV file", path.display());
-    let (mut at, mut rate, mut data) = (12, 0, None);
-    while at + 8 <= bytes.len() {
-        let id = &bytes[at..at + 4];
-        let len = u32::from_le_bytes([bytes[at + 4], bytes[at + 5], bytes[at + 6], bytes[at + 7]])
-            as usize;
-        let body = &bytes[at + 8..(at + 8 + len).min(bytes.len())];
-        match id {
-            b"fmt " => rate = u32::from_le_bytes([body[4], body[5], body[6], body[7]]),
-            b"data" => data = Some(body.to_vec()),
-            _ => {}
-        }
-        at += 8 + len + (len & 1);
-    }
-    (rate, data.expect("WAV data chunk"))
+    edgewise_host::demo::wav_pcm(&bytes).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }

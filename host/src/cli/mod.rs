@@ -3,8 +3,11 @@
 //! One file per subcommand. This is the only place `anyhow` is used: library errors get their
 //! context here and every error becomes exit code 1, printed once with its causes.
 
+mod demo;
 mod replay;
 mod run;
+
+pub(crate) use run::shutdown_signal;
 
 use std::process::ExitCode;
 
@@ -13,8 +16,9 @@ use tracing_subscriber::EnvFilter;
 
 /// The log filter when `EDGEWISE_LOG` is not set. wasmtime-wasi-nn logs every error it hands a
 /// plugin at error level without saying which plugin; the worker and the backends log those
-/// with the plugin or model named, so its own lines are left out.
-const DEFAULT_LOG: &str = "info,wasmtime_wasi_nn=off";
+/// with the plugin or model named, so its own lines are left out; so are those of the demo's
+/// embedded broker, which reports every disconnect as an error.
+const DEFAULT_LOG: &str = "info,wasmtime_wasi_nn=off,rumqttd=off";
 
 /// Edgewise: a WebAssembly plugin host for IoT edge gateways.
 #[derive(Parser)]
@@ -27,6 +31,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     Run(run::Args),
+    Demo(demo::Args),
     Replay(replay::Args),
 }
 
@@ -41,6 +46,7 @@ pub fn main() -> ExitCode {
         .init();
     let result = match cli.command {
         Command::Run(args) => run::run(args),
+        Command::Demo(args) => demo::run(args),
         Command::Replay(args) => replay::run(args),
     };
     match result {

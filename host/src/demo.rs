@@ -1,0 +1,269 @@
+//! `edgewise demo`: a gateway, a broker and sensor streams on one machine, nothing installed.
+//!
+//! Starts an embedded broker (rumqttd) on a free local port, runs the gateway against it with
+//! the example plugins, and plays simulated streams into it: oven temperatures (smart home,
+//! `threshold`), accelerometer windows from pumps (industrial IoT, `vibration-fault`), and a
+//! kitchen recording in 32 ms frames (smart home, `voice-activity`). A watcher prints what the
+//! plugins publish. Stops on Ctrl-C, or after a set time.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+use crate::config::Config;
+use crate::gateway::{self, GatewayError};
+
+/// Why the demo could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    /// No free port, or the embedded broker did not come up.
+    #[error("embedded broker: {0}")]
+    Broker(String),
+    /// The generated gateway configuration was refused.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// The gateway failed.
+    #[error(transparent)]
+    Gateway(#[from] GatewayError),
+}
+
+/// What the watcher shows: everything the example plugins publish, and the gateway's status.
+const WATCHED: [&str; 5] = [
+    "alerts/#",
+    "plant/+/vibration/diagnosis",
+    "audio/+/vad",
+    "edgewise/demo/dead-letter/#",
+    "edgewise/demo/status",
+];
+
+/// Runs the demo with the plugins in `plugins` until `stop` completes.
+pub async fn run(
+    plugins: &Path,
+    stop: impl std::future::Future<Output = ()>,
+) -> Result<(), DemoError> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_err(|e| DemoError::Broker(format!("no free port: {e}")))?
+        .port();
+    start_broker(port)?;
+    wait_for_port(port).await?;
+    println!(
+        "embedded MQTT broker on 127.0.0.1:{port}; gateway `demo` with the plugins in {}",
+        plugins.display()
+    );
+
+    let config = Config::parse(
+        &format!(
+            "gateway-id = \"demo\"\nplugins = \"{}\"\n[broker]\nurl = \"mqtt://127.0.0.1:{port}\"\n[metrics]\npublish-interval-s = 0\n",
+            plugins.display()
+        ),
+        Path::new("demo.toml"),
+    )?;
+    let (stop_tx, mut stop_rx) = watch::channel(false);
+    let gateway = tokio::spawn(gateway::run(config, async move {
+        let _ = stop_rx.wait_for(|stop| *stop).await;
+    }));
+    let (offline_tx, offline_rx) = tokio::sync::oneshot::channel();
+    let watcher = tokio::spawn(watch_outputs(port, offline_tx));
+    let players = [
+        tokio::spawn(play_oven(port)),
+        tokio::spawn(play_pumps(
+            port,
+            plugins.join("vibration-fault/model/heldout.jsonl"),
+        )),
+        tokio::spawn(play_audio(
+            port,
+            plugins.join("voice-activity/testdata/speech.wav"),
+        )),
+    ];
+
+    stop.await;
+    println!("stopping");
+    for player in players {
+        player.abort();
+    }
+    let _ = stop_tx.send(true);
+    let result = gateway
+        .await
+        .map_err(|e| DemoError::Broker(format!("gateway task: {e}")))?;
+    // Show the gateway's goodbye (its offline status) before leaving, if it comes soon.
+    let _ = tokio::time::timeout(Duration::from_secs(3), offline_rx).await;
+    watcher.abort();
+    result.map_err(DemoError::from)
+}
+
+fn start_broker(port: u16) -> Result<(), DemoError> {
+    let config: rumqttd::Config = toml::from_str(&format!(
+        r#"
+        id = 0
+        [router]
+        id = 0
+        max_connections = 100
+        max_outgoing_packet_count = 200
+        max_segment_size = 10485760
+        max_segment_count = 10
+        [v4.1]
+        name = "v4-1"
+        listen = "127.0.0.1:{port}"
+        next_connection_delay_ms = 1
+        [v4.1.connections]
+        connection_timeout_ms = 60000
+        max_payload_size = 1048576
+        max_inflight_count = 100
+        dynamic_filters = true
+        "#
+    ))
+    .map_err(|e| DemoError::Broker(format!("configuration: {e}")))?;
+    std::thread::Builder::new()
+        .name("embedded-broker".into())
+        .spawn(move || {
+            if let Err(e) = rumqttd::Broker::new(config).start() {
+                tracing::error!("embedded broker stopped: {e}");
+            }
+        })
+        .map_err(|e| DemoError::Broker(format!("thread: {e}")))?;
+    Ok(())
+}
+
+async fn wait_for_port(port: u16) -> Result<(), DemoError> {
+    for _ in 0..200 {
+        if TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    Err(DemoError::Broker(format!("nothing listens on port {port}")))
+}
+
+fn client(port: u16, id: &str) -> (AsyncClient, rumqttc::EventLoop) {
+    let mut options = MqttOptions::new(id, "127.0.0.1", port);
+    options
+        .set_keep_alive(Duration::from_secs(30))
+        .set_max_packet_size(2 << 20, 2 << 20);
+    AsyncClient::new(options, 256)
+}
+
+/// Polls a client's event loop forever, so that its publishes go out.
+fn drive(mut eventloop: rumqttc::EventLoop) {
+    tokio::spawn(async move {
+        loop {
+            if eventloop.poll().await.is_err() {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    });
+}
+
+async fn watch_outputs(port: u16, offline: tokio::sync::oneshot::Sender<()>) {
+    let mut offline = Some(offline);
+    let (watcher, mut eventloop) = client(port, "edgewise-demo-watcher");
+    for filter in WATCHED {
+        let _ = watcher.subscribe(filter, QoS::AtMostOnce).await;
+    }
+    loop {
+        match eventloop.poll().await {
+            Ok(Event::Incoming(Packet::Publish(p))) => {
+                let text = String::from_utf8_lossy(&p.payload);
+                let text: String = text.chars().take(160).collect();
+                println!("  {:<36} {text}", p.topic);
+                if p.topic == "edgewise/demo/status" && text.contains("offline") {
+                    offline.take().map(|tx| tx.send(()));
+                }
+            }
+            Ok(_) => {}
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+}
+
+/// An oven heating past 80 °C and cooling down, a reading every half second.
+async fn play_oven(port: u16) {
+    let (player, eventloop) = client(port, "edgewise-demo-oven");
+    drive(eventloop);
+    let profile = [
+        21.5, 40.0, 65.0, 79.0, 81.2, 84.9, 83.0, 79.1, 76.4, 50.0, 22.3,
+    ];
+    for value in profile.iter().cycle() {
+        let payload = format!("{{\"value\": {value}}}");
+        let _ = player
+            .publish("sensors/oven/reading", QoS::AtLeastOnce, false, payload)
+            .await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Accelerometer windows from the vibration model's held-out set, one a second.
+async fn play_pumps(port: u16, windows: PathBuf) {
+    let Ok(text) = std::fs::read_to_string(&windows) else {
+        println!(
+            "(no pump data: {} is missing; run scripts/prepare-models)",
+            windows.display()
+        );
+        return;
+    };
+    let (player, eventloop) = client(port, "edgewise-demo-pumps");
+    drive(eventloop);
+    for line in text.lines().cycle() {
+        let Ok(message) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        let (Some(topic), Some(payload)) = (message["topic"].as_str(), message.get("payload"))
+        else {
+            continue;
+        };
+        let _ = player
+            .publish(topic, QoS::AtLeastOnce, false, payload.to_string())
+            .await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// The kitchen recording in 32 ms frames, in real time, on a loop.
+async fn play_audio(port: u16, wav: PathBuf) {
+    let pcm = match std::fs::read(&wav)
+        .map_err(|e| e.to_string())
+        .and_then(|b| wav_pcm(&b))
+    {
+        Ok((_, pcm)) => pcm,
+        Err(e) => {
+            println!("(no audio: {}: {e})", wav.display());
+            return;
+        }
+    };
+    let (player, eventloop) = client(port, "edgewise-demo-audio");
+    drive(eventloop);
+    let mut tick = tokio::time::interval(Duration::from_millis(32));
+    for frame in pcm.chunks(1024).cycle() {
+        tick.tick().await;
+        let _ = player
+            .publish("audio/kitchen/pcm", QoS::AtMostOnce, false, frame.to_vec())
+            .await;
+    }
+}
+
+/// The sample rate and the samples (little-endian bytes) of a 16-bit PCM WAV file.
+pub fn wav_pcm(bytes: &[u8]) -> Result<(u32, Vec<u8>), String> {
+    if bytes.get(..4) != Some(b"RIFF") || bytes.get(8..12) != Some(b"WAVE") {
+        return Err("not a WAV file".into());
+    }
+    let (mut at, mut rate, mut data) = (12, None, None);
+    while let Some(header) = bytes.get(at..at + 8) {
+        let len = u32::from_le_bytes([header[4], header[5], header[6], header[7]]) as usize;
+        let body = bytes.get(at + 8..at + 8 + len).ok_or("truncated chunk")?;
+        match &header[..4] {
+            b"fmt " if body.len() >= 16 => {
+                if u16::from_le_bytes([body[14], body[15]]) != 16 {
+                    return Err("not 16-bit PCM".into());
+                }
+                rate = Some(u32::from_le_bytes([body[4], body[5], body[6], body[7]]));
+            }
+            b"data" => data = Some(body.to_vec()),
+            _ => {}
+        }
+        at += 8 + len + (len & 1);
+    }
+    Ok((rate.ok_or("no fmt chunk")?, data.ok_or("no data chunk")?))
+}
