@@ -84,8 +84,14 @@ struct Caps {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Broker {
-    /// `mqtt://host:port` (default port 1883).
+    /// `mqtt://host[:port]` (port 1883 by default) or `mqtts://host[:port]` for TLS (8883).
     pub url: String,
+    /// CA certificates (PEM) to trust for `mqtts://`; required with it.
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate chain (PEM) for mutual TLS, with `client-key-file`.
+    pub client_cert_file: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    pub client_key_file: Option<PathBuf>,
     /// MQTT client id (default `edgewise-<gateway-id>`). Keep it stable: the broker keeps the
     /// gateway's session, and with it unacknowledged messages, under this id.
     pub client_id: Option<String>,
@@ -230,6 +236,25 @@ impl Config {
         config
             .broker_address()
             .map_err(|problem| invalid("broker.url", problem))?;
+        let tls = config.broker.url.starts_with("mqtts://");
+        if tls && config.broker.ca_file.is_none() {
+            return Err(invalid(
+                "broker.ca-file",
+                "is required with mqtts://".into(),
+            ));
+        }
+        if !tls && config.broker.ca_file.is_some() {
+            return Err(invalid(
+                "broker.ca-file",
+                "is only used with mqtts://".into(),
+            ));
+        }
+        if config.broker.client_cert_file.is_some() != config.broker.client_key_file.is_some() {
+            return Err(invalid(
+                "broker.client-key-file",
+                "client-cert-file and client-key-file go together".into(),
+            ));
+        }
         if config.broker.password.is_some() && config.broker.username.is_none() {
             return Err(invalid(
                 "broker.password",
@@ -252,6 +277,17 @@ impl Config {
         }
         if let Some(dir) = origin.parent() {
             config.plugins = dir.join(&config.plugins);
+            let b = &mut config.broker;
+            for file in [
+                &mut b.ca_file,
+                &mut b.client_cert_file,
+                &mut b.client_key_file,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                *file = dir.join(&*file);
+            }
         }
         Ok(config)
     }
@@ -273,11 +309,13 @@ impl Config {
 
     /// Host and port from `broker.url`.
     pub fn broker_address(&self) -> Result<(String, u16), String> {
-        let rest = self
-            .broker
-            .url
-            .strip_prefix("mqtt://")
-            .ok_or_else(|| format!("`{}` must start with mqtt://", self.broker.url))?;
+        let url = &self.broker.url;
+        let (rest, default_port) = match (url.strip_prefix("mqtt://"), url.strip_prefix("mqtts://"))
+        {
+            (Some(rest), _) => (rest, 1883),
+            (_, Some(rest)) => (rest, 8883),
+            _ => return Err(format!("`{url}` must start with mqtt:// or mqtts://")),
+        };
         let rest = rest.trim_end_matches('/');
         let (host, port) = match rest.rsplit_once(':') {
             Some((host, port)) => (
@@ -285,12 +323,17 @@ impl Config {
                 port.parse::<u16>()
                     .map_err(|e| format!("port `{port}`: {e}"))?,
             ),
-            None => (rest, 1883),
+            None => (rest, default_port),
         };
         if host.is_empty() {
-            return Err(format!("`{}` has no host", self.broker.url));
+            return Err(format!("`{url}` has no host"));
         }
         Ok((host.to_owned(), port))
+    }
+
+    /// Whether the broker is reached over TLS (`mqtts://`).
+    pub fn broker_tls(&self) -> bool {
+        self.broker.url.starts_with("mqtts://")
     }
 
     /// The MQTT client id.
@@ -372,6 +415,7 @@ mod tests {
         assert_eq!(c.settings_for("threshold")["limit"], "90");
         assert_eq!(c.status_topic(), "edgewise/line-7/status");
         assert_eq!(c.caps().memory_mib, 32);
+        assert!(!c.broker_tls());
         assert_eq!(
             c.caps().time_per_message_ms,
             default_caps().time_per_message_ms
@@ -414,6 +458,7 @@ mod tests {
                 .unwrap_or_default()
         };
         assert!(err(GOOD.replace("mqtt://127.0.0.1:1884", "http://x")).contains("broker.url"));
+        assert!(err(GOOD.replace("mqtt://127.0.0.1:1884", "mqtts://x")).contains("broker.ca-file"));
         assert!(
             err(GOOD.replace("mqtt://127.0.0.1:1884", "mqtt://x:99999")).contains("broker.url")
         );

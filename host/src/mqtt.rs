@@ -18,7 +18,12 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use rand::Rng;
-use rumqttc::{AsyncClient, EventLoop, LastWill, MqttOptions, Publish, QoS};
+use rumqttc::{
+    AsyncClient, EventLoop, LastWill, MqttOptions, Publish, QoS, TlsConfiguration, Transport,
+};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::{ClientConfig, RootCertStore};
 use tokio::runtime::Handle;
 
 use crate::config::Config;
@@ -83,10 +88,52 @@ fn options(config: &Config) -> Result<MqttOptions, String> {
             QoS::AtLeastOnce,
             true,
         ));
+    if config.broker_tls() {
+        let tls = tls_config(config)?;
+        options.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(tls)));
+    }
     if let (Some(user), Some(password)) = (&config.broker.username, &config.broker.password) {
         options.set_credentials(user, password.expose());
     }
     Ok(options)
+}
+
+/// TLS from the configured files: the CA to trust and, for mutual TLS, the client certificate.
+fn tls_config(config: &Config) -> Result<Arc<ClientConfig>, String> {
+    let read =
+        |key: &str, path: &std::path::Path| -> Result<Vec<CertificateDer<'static>>, String> {
+            CertificateDer::pem_file_iter(path)
+                .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+                .map_err(|e| format!("`broker.{key}` {}: {e}", path.display()))
+        };
+    let mut roots = RootCertStore::empty();
+    if let Some(ca) = &config.broker.ca_file {
+        for cert in read("ca-file", ca)? {
+            roots
+                .add(cert)
+                .map_err(|e| format!("`broker.ca-file` {}: {e}", ca.display()))?;
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS: {e}"))?
+        .with_root_certificates(roots);
+    let tls = match (
+        &config.broker.client_cert_file,
+        &config.broker.client_key_file,
+    ) {
+        (Some(cert), Some(key)) => {
+            let chain = read("client-cert-file", cert)?;
+            let key = PrivateKeyDer::from_pem_file(key)
+                .map_err(|e| format!("`broker.client-key-file` {}: {e}", key.display()))?;
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| format!("client certificate: {e}"))?
+        }
+        _ => builder.with_no_client_auth(),
+    };
+    Ok(Arc::new(tls))
 }
 
 /// Acknowledges one inbound message to the broker when the last holder drops it.

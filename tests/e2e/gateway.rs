@@ -3,7 +3,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use edgewise_tests::mqtt::{Broker, Gateway, free_port, http_get};
+use edgewise_tests::mqtt::{Broker, Certificates, Gateway, Security, free_port, http_get};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -121,13 +121,13 @@ fn failures_land_on_the_dead_letter_topic_and_a_healthy_neighbour_keeps_going() 
 /// `count` numbered messages, published from a thread in small batches while the test goes on.
 fn stream(broker: &Broker, count: usize) -> (Vec<String>, std::thread::JoinHandle<()>) {
     let sent: Vec<String> = (0..count).map(|i| format!("seq-{i:04}")).collect();
-    let (port, lines) = (broker.port, sent.clone());
-    let publisher = std::thread::spawn(move || {
+    let (publisher, lines) = (broker.publisher(), sent.clone());
+    let thread = std::thread::spawn(move || {
         for batch in lines.chunks(10) {
-            Broker::publisher(port).publish_lines("sensors/line", batch);
+            publisher.publish_lines("sensors/line", batch);
         }
     });
-    (sent, publisher)
+    (sent, thread)
 }
 
 fn missing<'a>(sent: &'a [String], got: &[(String, String)]) -> Vec<&'a String> {
@@ -375,4 +375,56 @@ fn the_demo_runs_each_example_plugin_against_its_embedded_broker_and_stops_clean
             "the demo did not show {shown}:\n{stdout}"
         );
     }
+}
+
+#[test]
+fn tls_with_a_password_carries_messages_both_ways() {
+    let certs = Certificates::make();
+    let broker = Broker::start_with(Security::tls(&certs, false, Some(("gateway", "s3cret"))));
+    let gw = Gateway::start(&broker, "sealed", &["threshold"], "");
+    let sub = broker.subscribe(&["alerts/#"]);
+    broker.publish("sensors/oven/reading", br#"{"value": 91}"#, 1);
+    assert_eq!(
+        sub.next(WAIT).map(|(t, _)| t),
+        Some("alerts/oven".to_owned())
+    );
+    assert!(
+        !gw.log().contains("s3cret"),
+        "the password never reaches the log"
+    );
+}
+
+#[test]
+fn mutual_tls_admits_the_gateway_only_with_its_client_certificate() {
+    let certs = Certificates::make();
+    let broker = Broker::start_with(Security::tls(&certs, true, None));
+    let _gw = Gateway::start(
+        &broker,
+        "mutual",
+        &["threshold"],
+        &Security::client_certificate(&certs),
+    );
+    let sub = broker.subscribe(&["alerts/#"]);
+    broker.publish("sensors/oven/reading", br#"{"value": 91}"#, 1);
+    assert_eq!(
+        sub.next(WAIT).map(|(t, _)| t),
+        Some("alerts/oven".to_owned())
+    );
+
+    // Without the certificate the broker refuses it, and the gateway says so and keeps trying.
+    let mut refused = Gateway::prepare(&broker, "uncertified", &["threshold"], "");
+    let deadline = std::time::Instant::now() + WAIT;
+    refused.launch_in_background();
+    while refused.log().matches("broker connection").count() < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no refusal logged:\n{}",
+            refused.log()
+        );
+        std::thread::yield_now();
+    }
+    assert_eq!(
+        broker.retained("edgewise/uncertified/status", Duration::from_secs(1)),
+        None
+    );
 }

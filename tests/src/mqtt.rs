@@ -52,17 +52,146 @@ pub fn http_get(port: u16, path: &str) -> String {
         .unwrap_or_default()
 }
 
+/// How clients must connect to a broker: TLS files and credentials.
+#[derive(Clone, Debug, Default)]
+pub struct Security {
+    /// Extra lines for the listener in mosquitto.conf.
+    listener: String,
+    /// Extra arguments for mosquitto_pub and mosquitto_sub.
+    client_args: Vec<String>,
+    /// Extra keys for the gateway's `[broker]` table.
+    gateway_keys: String,
+    tls: bool,
+}
+
+impl Security {
+    /// TLS with a server certificate from a CA made for the test; with `client_cert`, clients
+    /// must present a certificate from that CA; with `login`, a user name and password.
+    pub fn tls(certs: &Certificates, client_cert: bool, login: Option<(&str, &str)>) -> Security {
+        let d = certs.dir.path().display();
+        let mut s = Security {
+            listener: format!(
+                "cafile {d}/ca.crt\ncertfile {d}/server.crt\nkeyfile {d}/server.key\n"
+            ),
+            client_args: vec!["--cafile".into(), format!("{d}/ca.crt")],
+            gateway_keys: format!("ca-file = \"{d}/ca.crt\"\n"),
+            tls: true,
+        };
+        if client_cert {
+            s.listener += "require_certificate true\n";
+        }
+        // Test clients always present a certificate; whether the gateway does is up to the test.
+        s.client_args.extend([
+            "--cert".into(),
+            format!("{d}/client.crt"),
+            "--key".into(),
+            format!("{d}/client.key"),
+        ]);
+        if let Some((user, password)) = login {
+            let file = certs.dir.path().join("passwords");
+            let ok = Command::new("mosquitto_passwd")
+                .arg("-b")
+                .arg("-c")
+                .arg(&file)
+                .args([user, password])
+                .status();
+            assert!(ok.is_ok_and(|s| s.success()), "mosquitto_passwd failed");
+            make_readable(&file);
+            s.listener += &format!("password_file {}\n", file.display());
+            s.client_args
+                .extend(["-u".into(), user.into(), "-P".into(), password.into()]);
+            s.gateway_keys += &format!("username = \"{user}\"\npassword = \"{password}\"\n");
+        }
+        s
+    }
+
+    /// The gateway keys that present the test's client certificate.
+    pub fn client_certificate(certs: &Certificates) -> String {
+        let d = certs.dir.path().display();
+        format!("client-cert-file = \"{d}/client.crt\"\nclient-key-file = \"{d}/client.key\"\n")
+    }
+}
+
+/// A CA, a server certificate for 127.0.0.1 and a client certificate, made with openssl.
+pub struct Certificates {
+    dir: tempfile::TempDir,
+}
+
+impl Certificates {
+    /// Makes them in a temporary directory.
+    pub fn make() -> Certificates {
+        require("openssl");
+        let dir = tempfile::tempdir().expect("temporary directory");
+        make_readable(dir.path());
+        let run = |args: &str| {
+            let ok = Command::new("openssl")
+                .args(args.split_whitespace())
+                .current_dir(dir.path())
+                .output();
+            assert!(
+                ok.as_ref().is_ok_and(|o| o.status.success()),
+                "openssl {args}: {ok:?}"
+            );
+        };
+        std::fs::write(
+            dir.path().join("san.ext"),
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\n",
+        )
+        .expect("write san.ext");
+        run(
+            "req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt -days 2 -subj /CN=edgewise-test-ca",
+        );
+        // Extensions make them X.509 v3 certificates, which rustls requires.
+        std::fs::write(
+            dir.path().join("client.ext"),
+            "extendedKeyUsage=clientAuth\n",
+        )
+        .expect("write client.ext");
+        for (name, ext) in [
+            ("server", "-extfile san.ext"),
+            ("client", "-extfile client.ext"),
+        ] {
+            run(&format!(
+                "req -newkey rsa:2048 -nodes -keyout {name}.key -out {name}.csr -subj /CN=edgewise-test-{name}"
+            ));
+            run(&format!(
+                "x509 -req -in {name}.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out {name}.crt -days 2 {ext}"
+            ));
+        }
+        for entry in std::fs::read_dir(dir.path())
+            .expect("certificate directory")
+            .flatten()
+        {
+            make_readable(&entry.path());
+        }
+        Certificates { dir }
+    }
+}
+
+/// Mosquitto drops root for its own user, which must read (and, for its data, write) here.
+fn make_readable(path: &Path) {
+    let mode = if path.is_dir() { 0o777 } else { 0o644 };
+    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(mode))
+        .expect("chmod");
+}
+
 /// A Mosquitto broker of this test's own, stopped on drop.
 pub struct Broker {
     /// Its port on 127.0.0.1.
     pub port: u16,
     dir: tempfile::TempDir,
     child: Option<Child>,
+    security: Security,
 }
 
 impl Broker {
     /// Starts a broker on a free port, with persistence in a temporary directory.
     pub fn start() -> Broker {
+        Self::start_with(Security::default())
+    }
+
+    /// Starts a broker that clients must reach as `security` says.
+    pub fn start_with(security: Security) -> Broker {
         require("mosquitto");
         require("mosquitto_pub");
         let dir = tempfile::tempdir().expect("temporary directory");
@@ -77,9 +206,31 @@ impl Broker {
             port: free_port(),
             dir,
             child: None,
+            security,
         };
         broker.spawn();
         broker
+    }
+
+    /// `-h 127.0.0.1 -p <port>` and whatever the broker's security asks of clients.
+    fn client_args(&self) -> Vec<String> {
+        let mut args = vec![
+            "-h".into(),
+            "127.0.0.1".into(),
+            "-p".into(),
+            self.port.to_string(),
+        ];
+        args.extend(self.security.client_args.iter().cloned());
+        args
+    }
+
+    /// The gateway's `[broker]` keys for this broker.
+    pub fn gateway_keys(&self) -> String {
+        let scheme = if self.security.tls { "mqtts" } else { "mqtt" };
+        format!(
+            "url = \"{scheme}://127.0.0.1:{}\"\n{}",
+            self.port, self.security.gateway_keys
+        )
     }
 
     fn spawn(&mut self) {
@@ -87,8 +238,10 @@ impl Broker {
         std::fs::write(
             &config,
             format!(
-                "listener {} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\nmax_queued_messages 10000\nlog_dest file {}/mosquitto.log\nlog_type all\n",
+                "per_listener_settings false\nlistener {} 127.0.0.1\n{}allow_anonymous {}\npersistence true\npersistence_location {}/\nmax_queued_messages 10000\nlog_dest file {}/mosquitto.log\nlog_type all\n",
                 self.port,
+                self.security.listener,
+                !self.security.listener.contains("password_file"),
                 self.dir.path().display(),
                 self.dir.path().display()
             ),
@@ -127,25 +280,18 @@ impl Broker {
         }
     }
 
-    /// A handle that only publishes, for a broker owned elsewhere (another thread).
-    pub fn publisher(port: u16) -> Publisher {
-        Publisher { port }
+    /// A handle that only publishes, to use from another thread.
+    pub fn publisher(&self) -> Publisher {
+        Publisher {
+            args: self.client_args(),
+        }
     }
 
     /// Publishes one message with `mosquitto_pub`.
     pub fn publish(&self, topic: &str, payload: &[u8], qos: u8) {
         let mut child = Command::new("mosquitto_pub")
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-q",
-                &qos.to_string(),
-                "-t",
-                topic,
-                "-s",
-            ])
+            .args(self.client_args())
+            .args(["-q", &qos.to_string(), "-t", topic, "-s"])
             .stdin(Stdio::piped())
             .spawn()
             .expect("mosquitto_pub starts");
@@ -159,23 +305,14 @@ impl Broker {
 
     /// Publishes many text messages on one connection, in order, at QoS 1.
     pub fn publish_lines(&self, topic: &str, lines: &[String]) {
-        publish_lines(self.port, topic, lines);
+        self.publisher().publish_lines(topic, lines);
     }
 
     /// The retained message on `topic`, waiting up to `timeout` for one.
     pub fn retained(&self, topic: &str, timeout: Duration) -> Option<String> {
         let out = Command::new("mosquitto_sub")
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-t",
-                topic,
-                "-C",
-                "1",
-                "-W",
-            ])
+            .args(self.client_args())
+            .args(["-t", topic, "-C", "1", "-W"])
             .arg(timeout.as_secs().max(1).to_string())
             .output()
             .expect("mosquitto_sub runs");
@@ -194,18 +331,8 @@ impl Broker {
     pub fn subscribe_as(&self, id: &str, filters: &[&str]) -> Subscriber {
         let probe = format!("edgewise-test/probe/{id}");
         let mut cmd = Command::new("mosquitto_sub");
-        cmd.args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &self.port.to_string(),
-            "-v",
-            "-q",
-            "1",
-            "-c",
-            "-i",
-            id,
-        ]);
+        cmd.args(self.client_args())
+            .args(["-v", "-q", "1", "-c", "-i", id]);
         for filter in filters.iter().copied().chain([probe.as_str()]) {
             cmd.args(["-t", filter]);
         }
@@ -253,31 +380,22 @@ impl Drop for Broker {
     }
 }
 
-/// Publishes to a broker by port.
+/// Publishes to a broker, from any thread.
 pub struct Publisher {
-    port: u16,
+    args: Vec<String>,
 }
 
 impl Publisher {
     /// Publishes text messages on one connection, in order, at QoS 1.
     pub fn publish_lines(&self, topic: &str, lines: &[String]) {
-        publish_lines(self.port, topic, lines);
+        publish_lines(&self.args, topic, lines);
     }
 }
 
-fn publish_lines(port: u16, topic: &str, lines: &[String]) {
+fn publish_lines(args: &[String], topic: &str, lines: &[String]) {
     let mut child = Command::new("mosquitto_pub")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-            "-q",
-            "1",
-            "-t",
-            topic,
-            "-l",
-        ])
+        .args(args)
+        .args(["-q", "1", "-t", topic, "-l"])
         .stdin(Stdio::piped())
         .spawn()
         .expect("mosquitto_pub starts");
@@ -368,8 +486,8 @@ impl Gateway {
         std::fs::write(
             dir.path().join("gateway.toml"),
             format!(
-                "gateway-id = \"{id}\"\nplugins = \"plugins\"\n\n[broker]\nurl = \"mqtt://127.0.0.1:{}\"\nreconnect-min-ms = 50\nreconnect-max-ms = 500\n{extra}\n",
-                broker.port
+                "gateway-id = \"{id}\"\nplugins = \"plugins\"\n\n[broker]\n{}reconnect-min-ms = 50\nreconnect-max-ms = 500\n{extra}\n",
+                broker.gateway_keys()
             ),
         )
         .expect("write gateway.toml");
@@ -386,21 +504,30 @@ impl Gateway {
         self.dir.path()
     }
 
-    /// Starts the process; returns once its status says online.
-    pub fn launch(&mut self, broker: &Broker) {
+    /// Starts the process and returns at once, whether it connects or not.
+    pub fn launch_in_background(&mut self) {
+        self.child = Some(self.spawn_process());
+    }
+
+    fn spawn_process(&self) -> Child {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&self.log)
             .expect("log file");
-        let child = Command::new(crate::edgewise())
+        Command::new(crate::edgewise())
             .args(["run", "--config"])
             .arg(self.dir.path().join("gateway.toml"))
             .env("NO_COLOR", "1")
             .stdout(log.try_clone().expect("log file"))
             .stderr(log)
             .spawn()
-            .expect("edgewise starts");
+            .expect("edgewise starts")
+    }
+
+    /// Starts the process; returns once its status says online.
+    pub fn launch(&mut self, broker: &Broker) {
+        let child = self.spawn_process();
         // Online means this process's status: it names its pid, and is published after the
         // subscriptions on the same connection, so they are in place.
         let pid = format!("\"pid\":{}", child.id());
