@@ -317,6 +317,11 @@ fn serve(
     dead_letter: &str,
     metrics: &PluginMetrics,
 ) {
+    let qos = match worker.plugin().manifest().publish_qos {
+        0 => QoS::AtMostOnce,
+        1 => QoS::AtLeastOnce,
+        _ => QoS::ExactlyOnce,
+    };
     while let Some(job) = mailbox.pop() {
         metrics.queue_depth.set(mailbox.len() as i64);
         metrics.messages_in.inc();
@@ -346,9 +351,7 @@ fn serve(
         for (topic, payload) in outputs {
             // Waits for room in the client's request queue: a bounded buffer while the broker is away.
             let (client, _) = link.client();
-            if let Err(e) =
-                handle.block_on(client.publish(topic.as_str(), QoS::AtLeastOnce, false, payload))
-            {
+            if let Err(e) = handle.block_on(client.publish(topic.as_str(), qos, false, payload)) {
                 tracing::error!(
                     plugin = worker.plugin().name(),
                     topic,

@@ -84,6 +84,9 @@ pub struct Manifest {
     /// MQTT topics (filters allowed) the plugin may publish to.
     #[serde(default)]
     pub publish: Vec<String>,
+    /// The QoS the gateway publishes the plugin's outputs with: 0, 1 or 2 (default 1).
+    #[serde(default = "default_publish_qos")]
+    pub publish_qos: u8,
     /// Models the host loads for the plugin and serves through `wasi:nn/graph.load-by-name`.
     #[serde(default)]
     pub models: Vec<ModelSpec>,
@@ -261,6 +264,15 @@ impl Manifest {
                 Err(e) => return bad(&format!("publish[{i}]"), format!("`{filter}`: {e}")),
             }
         }
+        if self.publish_qos > 2 {
+            return bad(
+                "publish-qos",
+                format!(
+                    "{} is not an MQTT QoS; expected 0, 1 or 2",
+                    self.publish_qos
+                ),
+            );
+        }
         for (i, model) in self.models.iter().enumerate() {
             let key = |k: &str| format!("models[{i}].{k}");
             if model.name.is_empty() {
@@ -298,6 +310,10 @@ impl Manifest {
         }
         Ok(())
     }
+}
+
+fn default_publish_qos() -> u8 {
+    1
 }
 
 fn valid_name(name: &str) -> bool {
@@ -382,6 +398,7 @@ mod tests {
         );
         assert_eq!(m.settings["threshold"].to_string(), "0.5");
         assert_eq!(m.subscribe_filters().len(), 2);
+        assert_eq!(m.publish_qos, 1);
     }
 
     #[test]
@@ -415,6 +432,8 @@ mod tests {
         assert!(error_of(&GOOD.replace("\"onnx\"", "\"tflite\"")).contains("encoding"));
         assert!(error_of(&GOOD.replace("api = \"0.1\"", "api = \"2\"")).contains("`api`"));
         assert!(error_of(&GOOD.replace("[1, 8]", "[1, 0]")).contains("inputs.features"));
+        let qos = GOOD.replace("publish = [", "publish-qos = 3\npublish = [");
+        assert!(error_of(&qos).contains("`publish-qos`"));
         assert!(
             error_of(&GOOD.replace("memory-mib = 16", "memory-mib = 0")).contains("memory-mib")
         );

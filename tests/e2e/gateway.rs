@@ -428,3 +428,34 @@ fn mutual_tls_admits_the_gateway_only_with_its_client_certificate() {
         None
     );
 }
+
+#[test]
+fn outputs_are_published_with_the_qos_the_manifest_asks_for() {
+    let broker = Broker::start();
+    let mut gw = Gateway::prepare(&broker, "qos", &["threshold", "template"], "");
+    edgewise_tests::edit(
+        &gw.dir().join("plugins/template"),
+        "plugin.toml",
+        "publish = [",
+        "publish-qos = 0\npublish = [",
+    );
+    gw.launch(&broker);
+    let sub = broker.subscribe_showing_qos(&["alerts/#", "echo/#"]);
+    broker.publish("sensors/oven/reading", br#"{"value": 91}"#, 1);
+    let got = sub.collect_until(WAIT, |got| got.len() >= 2);
+    let qos_of = |topic: &str| {
+        got.iter()
+            .find(|(t, _)| t == topic)
+            .map(|(_, p)| p.chars().next())
+    };
+    assert_eq!(
+        qos_of("alerts/oven"),
+        Some(Some('1')),
+        "the default, QoS 1: {got:?}"
+    );
+    assert_eq!(
+        qos_of("echo/sensors/oven/reading"),
+        Some(Some('0')),
+        "asked for QoS 0: {got:?}"
+    );
+}

@@ -329,10 +329,24 @@ impl Broker {
     /// A subscriber with client id `id`, whose session persists (QoS 1, clean session off):
     /// after a broker restart, subscribing again with the same id gets what was kept for it.
     pub fn subscribe_as(&self, id: &str, filters: &[&str]) -> Subscriber {
+        self.subscriber(id, filters, &["-v"])
+    }
+
+    /// A subscriber whose payloads start with the QoS each message arrived with: `"1 {...}"`.
+    pub fn subscribe_showing_qos(&self, filters: &[&str]) -> Subscriber {
+        self.subscriber(
+            &format!("edgewise-test-{}", free_port()),
+            filters,
+            &["-F", "%t %q %p"],
+        )
+    }
+
+    fn subscriber(&self, id: &str, filters: &[&str], output: &[&str]) -> Subscriber {
         let probe = format!("edgewise-test/probe/{id}");
         let mut cmd = Command::new("mosquitto_sub");
         cmd.args(self.client_args())
-            .args(["-v", "-q", "1", "-c", "-i", id]);
+            .args(output)
+            .args(["-q", "1", "-c", "-i", id]);
         for filter in filters.iter().copied().chain([probe.as_str()]) {
             cmd.args(["-t", filter]);
         }
