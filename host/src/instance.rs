@@ -67,6 +67,7 @@ impl Instance {
     pub fn handle(&mut self, msg: &Message) -> Result<Vec<Publish>, Failure> {
         self.store
             .set_epoch_deadline(deadline_ticks(self.budget_ms));
+        self.store.data_mut().memory.clear();
         let result = self
             .bindings
             .edgewise_plugin_handler()

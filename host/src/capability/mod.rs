@@ -81,9 +81,15 @@ impl MemoryCap {
         }
     }
 
-    /// Whether the instance tried to grow a memory past the cap.
+    /// Whether the instance tried to grow a memory past the cap since the last [`MemoryCap::clear`].
     pub fn was_hit(&self) -> bool {
         self.hit
+    }
+
+    /// Forgets earlier refusals: a plugin that handled a failed `memory.grow` and later traps
+    /// for another reason must not be blamed on the cap.
+    pub fn clear(&mut self) {
+        self.hit = false;
     }
 
     /// The cap in bytes.
