@@ -459,3 +459,30 @@ fn outputs_are_published_with_the_qos_the_manifest_asks_for() {
         "asked for QoS 0: {got:?}"
     );
 }
+
+#[test]
+fn a_full_queue_under_the_block_policy_holds_messages_instead_of_dropping_them() {
+    let broker = Broker::start();
+    let port = free_port();
+    let extra = format!(
+        "[queue]\ndepth = 1\noverflow = \"block\"\n\n[metrics]\nlisten = \"127.0.0.1:{port}\"\npublish-interval-s = 0\n"
+    );
+    let _gw = Gateway::start(&broker, "patient", &["hostile"], &extra);
+    let sub = broker.subscribe(&["edgewise/patient/dead-letter/#"]);
+    // Six 200 ms loops into a queue of one: under `block` none is dropped; each ends as a dead
+    // letter (a trap, or a fast failure while the crashing plugin rests).
+    broker.publish_lines("hostile/in/x", &vec!["loop".to_owned(); 6]);
+    let letters = sub.collect_until(WAIT, |got| got.len() >= 6);
+    assert_eq!(letters.len(), 6, "{letters:?}");
+    let text = http_get(port, "/metrics");
+    assert_eq!(
+        metric(&text, "edgewise_drops_total", "hostile"),
+        0.0,
+        "{text}"
+    );
+    assert_eq!(
+        metric(&text, "edgewise_failures_total", "hostile"),
+        6.0,
+        "{text}"
+    );
+}
