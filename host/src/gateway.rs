@@ -125,7 +125,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         "gateway starting"
     );
 
-    let mut backoff = Backoff::new(config.reconnect().0, config.reconnect().1);
+    let (first_delay, longest_delay) = config.reconnect();
+    let mut backoff = Backoff::new(first_delay, longest_delay);
     let mut established = false;
     let period = Duration::from_secs(config.metrics.publish_interval_s.max(1));
     let mut report = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
@@ -264,10 +265,10 @@ fn start_plugin(
         tracing::error!(plugin = dir_name, "{error}");
         json!({ "name": dir_name, "state": "failed", "error": error })
     };
-    let name = Manifest::from_file(&dir.join(MANIFEST_FILE))
-        .map_err(|e| failed(e.to_string()))?
-        .name;
-    let plugin = CompiledPlugin::load(runtime, dir, &config.settings_for(&name))
+    let manifest =
+        Manifest::from_file(&dir.join(MANIFEST_FILE)).map_err(|e| failed(e.to_string()))?;
+    let name = manifest.name.clone();
+    let plugin = CompiledPlugin::from_manifest(runtime, dir, manifest, &config.settings_for(&name))
         .map_err(|e| failed(e.to_string()))?;
     let version = plugin.manifest().version.to_string();
     let filters = plugin.subscribe().to_vec();

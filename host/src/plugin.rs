@@ -93,6 +93,16 @@ impl CompiledPlugin {
         settings: &BTreeMap<String, String>,
     ) -> Result<Self, LoadError> {
         let manifest = Manifest::from_file(&dir.join(MANIFEST_FILE))?;
+        Self::from_manifest(runtime, dir, manifest, settings)
+    }
+
+    /// Like [`CompiledPlugin::load`], with the directory's manifest already read.
+    pub fn from_manifest(
+        runtime: &Runtime,
+        dir: &Path,
+        manifest: Manifest,
+        settings: &BTreeMap<String, String>,
+    ) -> Result<Self, LoadError> {
         let plugin = manifest.name.clone();
         let path = dir.join(&manifest.component);
         let bytes = std::fs::read(&path).map_err(|source| LoadError::ReadComponent {

@@ -27,30 +27,16 @@ struct Line {
     received_at_ms: Option<u64>,
 }
 
-/// What a replay did.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Summary {
-    /// Messages given to the plugin.
-    pub messages: u64,
-    /// Messages the plugin handled.
-    pub handled: u64,
-    /// Messages that failed (reported on the log).
-    pub failed: u64,
-    /// Messages the plugin published.
-    pub published: u64,
-    /// Input lines that could not be read as a message.
-    pub malformed: u64,
-}
-
 /// Replays every line of `input` (named `source` in errors) through `worker`, writing
-/// publishes to `out` as JSON Lines.
+/// publishes to `out` as JSON Lines. Returns how many lines could not be read as a message;
+/// what the plugin did is in [`Worker::stats`].
 pub fn replay(
     worker: &mut Worker,
     input: impl BufRead,
     source: &str,
     out: &mut impl Write,
-) -> io::Result<Summary> {
-    let mut summary = Summary::default();
+) -> io::Result<u64> {
+    let mut malformed = 0;
     for (number, line) in input.lines().enumerate() {
         let line = line?;
         if line.trim().is_empty() {
@@ -60,24 +46,19 @@ pub fn replay(
             Ok(msg) => msg,
             Err(problem) => {
                 tracing::error!("{source}:{}: {problem}; line skipped", number + 1);
-                summary.malformed += 1;
+                malformed += 1;
                 continue;
             }
         };
-        summary.messages += 1;
-        match worker.handle(&msg) {
-            Ok(published) => {
-                summary.handled += 1;
-                summary.published += published.len() as u64;
-                for publish in &published {
-                    writeln!(out, "{}", render(publish))?;
-                }
+        // A failure is logged and counted by the worker.
+        if let Ok(published) = worker.handle(&msg) {
+            for publish in &published {
+                writeln!(out, "{}", render(publish))?;
             }
-            Err(_) => summary.failed += 1,
         }
     }
     out.flush()?;
-    Ok(summary)
+    Ok(malformed)
 }
 
 fn parse_line(line: &str) -> Result<Message, String> {

@@ -378,11 +378,6 @@ impl Broker {
         }
         sub
     }
-
-    /// The broker's data directory.
-    pub fn dir(&self) -> &Path {
-        self.dir.path()
-    }
 }
 
 impl Drop for Broker {

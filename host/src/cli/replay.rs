@@ -46,7 +46,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 
     let stdout = io::stdout();
     let mut out = stdout.lock();
-    let summary = match args.messages.filter(|p| p.as_os_str() != "-") {
+    let malformed = match args.messages.filter(|p| p.as_os_str() != "-") {
         Some(path) => {
             let file = File::open(&path).with_context(|| format!("opening {}", path.display()))?;
             replay(
@@ -60,19 +60,16 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
     let stats = worker.stats();
     tracing::info!(
-        messages = summary.messages,
-        handled = summary.handled,
-        failed = summary.failed,
-        published = summary.published,
+        messages = stats.handled + stats.failed,
+        handled = stats.handled,
+        failed = stats.failed,
+        published = stats.published,
         traps = stats.traps,
         starts = stats.starts,
         "replay finished"
     );
-    if summary.malformed > 0 {
-        bail!(
-            "{} input line(s) could not be read (see above)",
-            summary.malformed
-        );
+    if malformed > 0 {
+        bail!("{malformed} input line(s) could not be read (see above)");
     }
     Ok(ExitCode::SUCCESS)
 }

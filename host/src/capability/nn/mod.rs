@@ -133,11 +133,6 @@ impl ModelSet {
         let _ = self.observer.set(observer);
     }
 
-    /// The names of the loaded models.
-    pub fn names(&self) -> impl Iterator<Item = &str> {
-        self.graphs.keys().map(String::as_str)
-    }
-
     /// A wasi-nn context for one instance: these models by name, nothing else.
     pub fn context(&self) -> WasiNnCtx {
         let backends = self
