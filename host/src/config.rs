@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use edgewise_signing::Limits;
 use serde::Deserialize;
+use tracing_subscriber::EnvFilter;
 
 use crate::runtime::default_caps;
 
@@ -51,10 +52,22 @@ pub enum ConfigError {
 pub struct Config {
     /// This gateway's id: the `<gateway>` in `edgewise/<gateway>/...` topics.
     pub gateway_id: String,
-    /// The directory whose subdirectories are plugin directories (relative to the file).
-    pub plugins: PathBuf,
+    /// The plugin store: installed signed bundles (default `store`, relative to the file).
+    #[serde(default = "default_store")]
+    pub store: PathBuf,
+    /// The keyring of trusted keys (relative to the file); without it no bundle is trusted.
+    pub keyring: Option<PathBuf>,
+    /// The largest bundle accepted, in MiB (default 256).
+    #[serde(default = "default_max_bundle_mib")]
+    pub max_bundle_mib: u64,
+    /// Development only: a directory whose subdirectories are unsigned plugin directories,
+    /// loaded only by `edgewise run --allow-unsigned`.
+    pub plugins: Option<PathBuf>,
     /// The MQTT broker connection.
     pub broker: Broker,
+    /// The log filter, in `RUST_LOG` syntax (`info`, `warn,edgewise_host::gateway=debug`);
+    /// the `EDGEWISE_LOG` environment variable overrides it.
+    pub log: Option<String>,
     /// Per-plugin message queues.
     #[serde(default)]
     pub queue: Queue,
@@ -84,8 +97,13 @@ struct Caps {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Broker {
-    /// `mqtt://host[:port]` (port 1883 by default) or `mqtts://host[:port]` for TLS (8883).
-    pub url: String,
+    /// `mqtt://host[:port]` (port 1883 by default) or `mqtts://host[:port]` for TLS (8883), or
+    /// a list of them: the brokers of a cluster, tried in turn when a connection fails.
+    #[serde(deserialize_with = "one_or_many")]
+    pub url: Vec<String>,
+    /// The MQTT version: `"3.1.1"` (default) or `"5"`.
+    #[serde(default)]
+    pub protocol: Protocol,
     /// CA certificates (PEM) to trust for `mqtts://`; required with it.
     pub ca_file: Option<PathBuf>,
     /// Client certificate chain (PEM) for mutual TLS, with `client-key-file`.
@@ -108,6 +126,72 @@ pub struct Broker {
     /// Longest reconnect delay in milliseconds (default 30000).
     #[serde(default = "default_reconnect_max")]
     pub reconnect_max_ms: u64,
+}
+
+/// The MQTT protocol version spoken to the broker.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub enum Protocol {
+    /// MQTT 3.1.1.
+    #[default]
+    #[serde(rename = "3.1.1")]
+    V311,
+    /// MQTT 5.
+    #[serde(rename = "5")]
+    V5,
+}
+
+/// One broker address, parsed from a `broker.url`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    /// Host name or IP address.
+    pub host: String,
+    /// TCP port.
+    pub port: u16,
+    /// Whether to speak TLS (`mqtts://`).
+    pub tls: bool,
+}
+
+impl Endpoint {
+    /// Parses `mqtt://host[:port]` or `mqtts://host[:port]`.
+    fn parse(url: &str) -> Result<Self, String> {
+        let (rest, tls, default_port) =
+            match (url.strip_prefix("mqtt://"), url.strip_prefix("mqtts://")) {
+                (Some(rest), _) => (rest, false, 1883),
+                (_, Some(rest)) => (rest, true, 8883),
+                _ => return Err(format!("`{url}` must start with mqtt:// or mqtts://")),
+            };
+        let rest = rest.trim_end_matches('/');
+        let (host, port) = match rest.rsplit_once(':') {
+            Some((host, port)) => (
+                host,
+                port.parse::<u16>()
+                    .map_err(|e| format!("port `{port}` in `{url}`: {e}"))?,
+            ),
+            None => (rest, default_port),
+        };
+        if host.is_empty() {
+            return Err(format!("`{url}` has no host"));
+        }
+        Ok(Self {
+            host: host.to_owned(),
+            port,
+            tls,
+        })
+    }
+}
+
+/// `url = "..."` or `url = ["...", "..."]`.
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged, expecting = "a broker URL or a list of broker URLs")]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match OneOrMany::deserialize(d)? {
+        OneOrMany::One(url) => vec![url],
+        OneOrMany::Many(urls) => urls,
+    })
 }
 
 /// Where metrics go.
@@ -167,6 +251,12 @@ impl Default for Queue {
     }
 }
 
+fn default_store() -> PathBuf {
+    PathBuf::from("store")
+}
+fn default_max_bundle_mib() -> u64 {
+    256
+}
 fn default_keep_alive() -> u64 {
     30
 }
@@ -233,10 +323,14 @@ impl Config {
                 "use letters, digits, `-` and `_` only (it is a topic level)".into(),
             ));
         }
-        config
-            .broker_address()
-            .map_err(|problem| invalid("broker.url", problem))?;
-        let tls = config.broker.url.starts_with("mqtts://");
+        if let Some(filter) = &config.log {
+            EnvFilter::try_new(filter).map_err(|e| invalid("log", e.to_string()))?;
+        }
+        if config.broker.url.is_empty() {
+            return Err(invalid("broker.url", "lists no broker".into()));
+        }
+        let endpoints = config.endpoints().map_err(|p| invalid("broker.url", p))?;
+        let tls = endpoints.iter().any(|e| e.tls);
         if tls && config.broker.ca_file.is_none() {
             return Err(invalid(
                 "broker.ca-file",
@@ -275,8 +369,17 @@ impl Config {
         if config.queue.depth == 0 {
             return Err(invalid("queue.depth", "must be at least 1".into()));
         }
+        if config.max_bundle_mib == 0 {
+            return Err(invalid("max-bundle-mib", "must be at least 1".into()));
+        }
         if let Some(dir) = origin.parent() {
-            config.plugins = dir.join(&config.plugins);
+            config.store = dir.join(&config.store);
+            for path in [&mut config.plugins, &mut config.keyring]
+                .into_iter()
+                .flatten()
+            {
+                *path = dir.join(&*path);
+            }
             let b = &mut config.broker;
             for file in [
                 &mut b.ca_file,
@@ -307,33 +410,14 @@ impl Config {
         }
     }
 
-    /// Host and port from `broker.url`.
-    pub fn broker_address(&self) -> Result<(String, u16), String> {
-        let url = &self.broker.url;
-        let (rest, default_port) = match (url.strip_prefix("mqtt://"), url.strip_prefix("mqtts://"))
-        {
-            (Some(rest), _) => (rest, 1883),
-            (_, Some(rest)) => (rest, 8883),
-            _ => return Err(format!("`{url}` must start with mqtt:// or mqtts://")),
-        };
-        let rest = rest.trim_end_matches('/');
-        let (host, port) = match rest.rsplit_once(':') {
-            Some((host, port)) => (
-                host,
-                port.parse::<u16>()
-                    .map_err(|e| format!("port `{port}`: {e}"))?,
-            ),
-            None => (rest, default_port),
-        };
-        if host.is_empty() {
-            return Err(format!("`{url}` has no host"));
-        }
-        Ok((host.to_owned(), port))
+    /// The brokers to try, in order, from `broker.url`.
+    pub fn endpoints(&self) -> Result<Vec<Endpoint>, String> {
+        self.broker.url.iter().map(|u| Endpoint::parse(u)).collect()
     }
 
-    /// Whether the broker is reached over TLS (`mqtts://`).
-    pub fn broker_tls(&self) -> bool {
-        self.broker.url.starts_with("mqtts://")
+    /// The bundle size cap in bytes.
+    pub fn max_bundle_bytes(&self) -> u64 {
+        self.max_bundle_mib.saturating_mul(1 << 20)
     }
 
     /// The MQTT client id.
@@ -407,19 +491,54 @@ mod tests {
     #[test]
     fn a_complete_file_parses_with_defaults_and_resolved_paths() {
         let c = parse(GOOD).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(c.broker_address(), Ok(("127.0.0.1".into(), 1884)));
+        let endpoint = Endpoint {
+            host: "127.0.0.1".into(),
+            port: 1884,
+            tls: false,
+        };
+        assert_eq!(c.endpoints(), Ok(vec![endpoint]));
+        assert_eq!(c.broker.protocol, Protocol::V311);
+        assert_eq!(c.log, None);
         assert_eq!(c.client_id(), "edgewise-line-7");
-        assert_eq!(c.plugins, Path::new("/etc/edgewise/plugins"));
+        assert_eq!(
+            c.plugins.as_deref(),
+            Some(Path::new("/etc/edgewise/plugins"))
+        );
+        assert_eq!(c.store, Path::new("/etc/edgewise/store"));
+        assert_eq!(c.keyring, None);
+        assert_eq!(c.max_bundle_bytes(), 256 << 20);
         assert_eq!(c.queue.overflow, Overflow::DropOldest);
         assert_eq!(c.broker.keep_alive_s, 30);
         assert_eq!(c.settings_for("threshold")["limit"], "90");
         assert_eq!(c.status_topic(), "edgewise/line-7/status");
         assert_eq!(c.caps().memory_mib, 32);
-        assert!(!c.broker_tls());
         assert_eq!(
             c.caps().time_per_message_ms,
             default_caps().time_per_message_ms
         );
+    }
+
+    #[test]
+    fn several_brokers_mqtt_5_and_a_log_filter() {
+        let text = GOOD
+            .replace(
+                "url = \"mqtt://127.0.0.1:1884\"",
+                "url = [\"mqtt://a\", \"mqtt://b:1999\"]\nprotocol = \"5\"",
+            )
+            .replace(
+                "plugins = \"plugins\"",
+                "plugins = \"plugins\"\nlog = \"warn,edgewise_host=debug\"",
+            );
+        let c = parse(&text).unwrap_or_else(|e| panic!("{e}"));
+        let ports: Vec<(String, u16)> = c
+            .endpoints()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|e| (e.host, e.port))
+            .collect();
+        assert_eq!(ports, [("a".into(), 1883), ("b".into(), 1999)]);
+        assert_eq!(c.broker.protocol, Protocol::V5);
+        assert_eq!(c.log.as_deref(), Some("warn,edgewise_host=debug"));
     }
 
     #[test]
@@ -463,6 +582,19 @@ mod tests {
             err(GOOD.replace("mqtt://127.0.0.1:1884", "mqtt://x:99999")).contains("broker.url")
         );
         assert!(err(GOOD.replace("line-7", "line/7")).contains("gateway-id"));
+        assert!(err(GOOD.replace("\"mqtt://127.0.0.1:1884\"", "[]")).contains("broker.url"));
+        let numeric = err(GOOD.replace("\"mqtt://127.0.0.1:1884\"", "5"));
+        assert!(numeric.contains("a broker URL or a list"), "{numeric}");
+        let protocol = err(GOOD.replace("username", "protocol = \"4\"\nusername"));
+        assert!(
+            protocol.contains("protocol") && protocol.contains("3.1.1"),
+            "{protocol}"
+        );
+        let log = err(GOOD.replace(
+            "plugins = \"plugins\"",
+            "plugins = \"plugins\"\nlog = \"info,[=\"",
+        ));
+        assert!(log.contains("`log`"), "{log}");
         assert!(err(GOOD.replace("depth = 10", "depth = 0")).contains("queue.depth"));
         assert!(err(GOOD.replace("username = \"gw\"", "")).contains("broker.password"));
     }

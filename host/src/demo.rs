@@ -1,7 +1,8 @@
 //! `edgewise demo`: a gateway, a broker and sensor streams on one machine, nothing installed.
 //!
-//! Starts an embedded broker (rumqttd) on a free local port, runs the gateway against it with
-//! the example plugins, and plays simulated streams into it: oven temperatures (smart home,
+//! Starts an embedded broker (rumqttd) on a free local port, packs the example plugins into
+//! bundles signed with a throwaway release key and installs them in a temporary store (the
+//! path every production plugin takes), runs the gateway against the broker, and plays simulated streams into it: oven temperatures (smart home,
 //! `threshold`), accelerometer windows from pumps (industrial IoT, `vibration-fault`), and a
 //! kitchen recording in 32 ms frames (smart home, `voice-activity`). A watcher prints what the
 //! plugins publish. Stops on Ctrl-C, or after a set time.
@@ -13,8 +14,12 @@ use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
+use edgewise_signing::bundle::{self, PackError};
+use edgewise_signing::{Keyring, SecretKey};
+
 use crate::config::Config;
 use crate::gateway::{self, GatewayError};
+use crate::store::{Store, StoreError};
 
 /// Why the demo could not run.
 #[derive(Debug, thiserror::Error)]
@@ -28,7 +33,22 @@ pub enum DemoError {
     /// The gateway failed.
     #[error(transparent)]
     Gateway(#[from] GatewayError),
+    /// An example plugin could not be packed.
+    #[error(transparent)]
+    Pack(#[from] PackError),
+    /// The demo's store or key could not be set up.
+    #[error("demo store: {0}")]
+    Store(String),
 }
+
+impl From<StoreError> for DemoError {
+    fn from(e: StoreError) -> Self {
+        Self::Store(e.to_string())
+    }
+}
+
+/// The example plugins the demo runs.
+const EXAMPLES: [&str; 3] = ["threshold", "vibration-fault", "voice-activity"];
 
 /// What the watcher shows: everything the example plugins publish, and the gateway's status.
 const WATCHED: [&str; 5] = [
@@ -55,15 +75,19 @@ pub async fn run(
         plugins.display()
     );
 
+    let workdir = tempfile::tempdir().map_err(|e| DemoError::Store(e.to_string()))?;
+    let keyring = install_examples(plugins, workdir.path())?;
     let config = Config::parse(
         &format!(
-            "gateway-id = \"demo\"\nplugins = \"{}\"\n[broker]\nurl = \"mqtt://127.0.0.1:{port}\"\n[metrics]\npublish-interval-s = 0\n",
-            plugins.display()
+            "gateway-id = \"demo\"\nkeyring = \"{}\"\nstore = \"{}\"\n[broker]\nurl = \"mqtt://127.0.0.1:{port}\"\n[metrics]\npublish-interval-s = 0\n",
+            keyring.display(),
+            workdir.path().join("store").display(),
         ),
         Path::new("demo.toml"),
     )?;
     let (stop_tx, mut stop_rx) = watch::channel(false);
-    let gateway = tokio::spawn(gateway::run(config, async move {
+    let options = gateway::Options::default();
+    let gateway = tokio::spawn(gateway::run(config, options, async move {
         let _ = stop_rx.wait_for(|stop| *stop).await;
     }));
     let (offline_tx, offline_rx) = tokio::sync::oneshot::channel();
@@ -93,6 +117,31 @@ pub async fn run(
     let _ = tokio::time::timeout(Duration::from_secs(3), offline_rx).await;
     watcher.abort();
     result.map_err(DemoError::from)
+}
+
+/// Signs the examples with a new throwaway key and installs them in `<dir>/store`; returns the
+/// keyring that trusts that key.
+fn install_examples(plugins: &Path, dir: &Path) -> Result<PathBuf, DemoError> {
+    let key = SecretKey::generate().map_err(|e| DemoError::Store(e.to_string()))?;
+    let keyring_path = dir.join("keyring.toml");
+    let text = format!(
+        "version = 1\n\n[[keys]]\nname = \"demo\"\nrole = \"release\"\npublic-key = \"{}\"\n",
+        key.public()
+    );
+    std::fs::write(&keyring_path, &text).map_err(|e| DemoError::Store(e.to_string()))?;
+    let keyring =
+        Keyring::parse(&text, &keyring_path).map_err(|e| DemoError::Store(e.to_string()))?;
+    let store = Store::open(&dir.join("store"), keyring, bundle::DEFAULT_MAX_BYTES)?;
+    for name in EXAMPLES {
+        let packed = bundle::pack(&plugins.join(name), &key, false, &mut |_| {})?;
+        store.install(&packed.to_bytes(), Path::new(name))?;
+    }
+    println!(
+        "packed {} into bundles signed by a throwaway release key ({}), installed in a temporary store",
+        EXAMPLES.join(", "),
+        key.public().id()
+    );
+    Ok(keyring_path)
 }
 
 fn start_broker(port: u16) -> Result<(), DemoError> {

@@ -4,6 +4,10 @@
 //! bounded [`Mailbox`] in front of each. The data path: broker → [`Router`] → mailbox →
 //! worker thread (`Worker::handle`) → outputs published → inbound message acknowledged. A plugin
 //! that fails to load is reported in the status and skipped; the others run.
+//!
+//! Plugins come from the [`Store`] (signed bundles, verified again at this load). Unsigned
+//! plugin directories are refused unless the operator passed `--allow-unsigned`, which is
+//! logged as a warning at start and shown in the status.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -15,8 +19,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use edgewise_signing::{Manifest, TopicFilter};
-use rumqttc::{Event, Packet, QoS, SubscribeFilter};
+use edgewise_signing::{Keyring, Manifest, TopicFilter, VerifiedBundle};
+use rumqttc::QoS;
 use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::runtime::Handle;
@@ -24,10 +28,11 @@ use tokio::runtime::Handle;
 use crate::config::Config;
 use crate::mailbox::{Mailbox, Pushed};
 use crate::metrics::{Metrics, PluginMetrics, observe};
-use crate::mqtt::{Ack, Backoff, Link, OFFLINE};
+use crate::mqtt::{Ack, Backoff, Event, Link, OFFLINE};
 use crate::plugin::{CompiledPlugin, MANIFEST_FILE};
 use crate::router::Router;
 use crate::runtime::{Runtime, RuntimeError};
+use crate::store::{Store, StoreError};
 use crate::supervisor::RestartPolicy;
 use crate::worker::{Message, Worker};
 
@@ -48,6 +53,12 @@ pub enum GatewayError {
     /// The broker settings are unusable.
     #[error("broker: {0}")]
     Broker(String),
+    /// The keyring could not be read.
+    #[error(transparent)]
+    Keyring(#[from] edgewise_signing::KeyringError),
+    /// The store could not be opened or read.
+    #[error(transparent)]
+    Store(#[from] StoreError),
     /// The metrics address could not be bound.
     #[error("metrics: cannot listen on {addr}: {source}")]
     Metrics {
@@ -56,6 +67,21 @@ pub enum GatewayError {
         /// The failure.
         source: std::io::Error,
     },
+}
+
+/// How `edgewise run` was asked to behave beyond its config file.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Options {
+    /// Development only: load the unsigned plugin directories under `plugins`.
+    pub allow_unsigned: bool,
+}
+
+/// Where a plugin comes from.
+enum Source {
+    /// A verified signed bundle from the store.
+    Bundle(Box<VerifiedBundle>),
+    /// An unsigned plugin directory (development).
+    Directory(PathBuf),
 }
 
 /// One inbound message for one plugin; acknowledged when every holder is done with it.
@@ -75,10 +101,15 @@ struct Slot {
 
 /// Runs the gateway until `shutdown` completes, then stops taking messages, lets each plugin
 /// finish what is queued, publishes its outputs and the offline status, and disconnects.
-pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), GatewayError> {
+pub async fn run(
+    config: Config,
+    options: Options,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), GatewayError> {
     let (link, mut eventloop) = Link::new(&config).map_err(GatewayError::Broker)?;
-    let dirs = plugin_dirs(&config.plugins)?;
-    let runtime = Runtime::new(config.caps(), (dirs.len() as u32 * 2).max(4))?;
+    let (sources, mut health) = plugin_sources(&config, options)?;
+    let runtime = Runtime::new(config.caps(), (sources.len() as u32 * 2).max(4))?;
+    let cache = config.store.join("cache");
     let handle = Handle::current();
     let metrics = Metrics::new();
     if let Some(addr) = config.metrics.listen {
@@ -90,9 +121,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     }
 
     let mut slots = Vec::new();
-    let mut health = Vec::new();
-    for dir in dirs {
-        match start_plugin(&runtime, &config, &dir, &link, &handle, &metrics) {
+    for source in sources {
+        match start_plugin(&runtime, &config, source, &cache, &link, &handle, &metrics) {
             Ok((slot, entry)) => {
                 slots.push(slot);
                 health.push(entry);
@@ -106,11 +136,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             .enumerate()
             .map(|(ix, s)| (ix, s.filters.as_slice())),
     );
-    let subscriptions: Vec<SubscribeFilter> = router
-        .subscriptions()
-        .into_iter()
-        .map(|f| SubscribeFilter::new(f, QoS::AtLeastOnce))
-        .collect();
+    let subscriptions = router.subscriptions();
     let online = json!({
         "state": "online",
         "gateway": config.gateway_id,
@@ -152,24 +178,24 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             () = room => {}
             _ = report.tick(), if config.metrics.publish_interval_s > 0 => {
                 let (client, _) = link.client();
-                let _ = client.try_publish(config.metrics_topic(), QoS::AtMostOnce, false, metrics.render());
+                let _ = client.try_publish(&config.metrics_topic(), QoS::AtMostOnce, false, metrics.render());
             }
             event = eventloop.poll() => match event {
-                Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                Ok(Event::Connected) => {
                     backoff.reset();
                     established = true;
                     let (client, _) = link.client();
-                    tracing::info!("connected to the broker");
-                    if !subscriptions.is_empty() && let Err(e) = client.try_subscribe_many(subscriptions.clone()) {
+                    tracing::info!(broker = link.endpoint(), "connected to the broker");
+                    if !subscriptions.is_empty() && let Err(e) = client.try_subscribe(&subscriptions) {
                         tracing::error!("subscribing: {e}");
                     }
-                    if let Err(e) = client.try_publish(config.status_topic(), QoS::AtLeastOnce, true, online.clone()) {
+                    if let Err(e) = client.try_publish(&config.status_topic(), QoS::AtLeastOnce, true, online.clone()) {
                         tracing::error!("publishing status: {e}");
                     }
                 }
-                Ok(Event::Incoming(Packet::Publish(publish))) => {
-                    let ack = Arc::new(Ack::new(link.clone(), link.client().1, &publish, handle.clone()));
-                    let msg = Message { topic: publish.topic.clone(), payload: publish.payload.to_vec(), received_at_ms: now_ms() };
+                Ok(Event::Message(delivery)) => {
+                    let ack = Arc::new(Ack::new(link.clone(), link.client().1, &delivery, handle.clone()));
+                    let msg = Message { topic: delivery.topic.clone(), payload: delivery.payload.to_vec(), received_at_ms: now_ms() };
                     for ix in router.route(&msg.topic) {
                         let job = Job { msg: msg.clone(), ack: ack.clone() };
                         if !stalled.is_empty() {
@@ -191,11 +217,14 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
                 }
                 Ok(_) => {}
                 Err(e) => {
+                    let broker = link.endpoint();
                     if std::mem::take(&mut established) {
                         eventloop = link.renew();
+                    } else {
+                        link.fail_over(&mut eventloop);
                     }
                     let delay = backoff.next_delay();
-                    tracing::warn!("broker connection: {e}; retrying in {} ms", delay.as_millis());
+                    tracing::warn!(broker, "broker connection: {e}; retrying in {} ms", delay.as_millis());
                     tokio::select! {
                         () = &mut shutdown => break,
                         () = tokio::time::sleep(delay) => {}
@@ -226,7 +255,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             _ = &mut joined, if !finished => {
                 finished = true;
                 let (client, _) = link.client();
-                let _ = client.try_publish(config.status_topic(), QoS::AtLeastOnce, true, OFFLINE);
+                let _ = client.try_publish(&config.status_topic(), QoS::AtLeastOnce, true, OFFLINE);
                 let _ = client.try_disconnect();
             }
             () = &mut deadline => {
@@ -234,7 +263,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
                 break;
             }
             event = eventloop.poll() => match event {
-                Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) => disconnect_sent = true,
+                Ok(Event::DisconnectSent) => disconnect_sent = true,
                 Ok(_) => {}
                 Err(_) if disconnect_sent => break,
                 Err(e) => {
@@ -248,41 +277,132 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     Ok(())
 }
 
-/// Loads, starts and spawns the worker thread of the plugin in `dir`; the error is its status.
+/// What to run: every plugin in the store, and with `--allow-unsigned` the plugin
+/// directories; the second list is the status of those refused before loading.
+fn plugin_sources(
+    config: &Config,
+    options: Options,
+) -> Result<(Vec<Source>, Vec<serde_json::Value>), GatewayError> {
+    let mut sources = Vec::new();
+    let mut refused = Vec::new();
+    let mut names = Vec::new();
+    match &config.keyring {
+        Some(path) => {
+            let keyring = Keyring::from_file(path)?;
+            let store = Store::open(&config.store, keyring, config.max_bundle_bytes())?;
+            for loaded in store.load_all()? {
+                match loaded.bundle {
+                    Ok(bundle) => {
+                        names.push(loaded.plugin);
+                        sources.push(Source::Bundle(Box::new(bundle)));
+                    }
+                    Err(error) => {
+                        tracing::error!(plugin = loaded.plugin, "{error}");
+                        refused.push(json!({ "name": loaded.plugin, "state": "failed", "error": error.to_string() }));
+                    }
+                }
+            }
+        }
+        None => tracing::warn!("no `keyring` configured: no signed plugin can be trusted"),
+    }
+    let Some(root) = &config.plugins else {
+        return Ok((sources, refused));
+    };
+    let dirs = plugin_dirs(root)?;
+    if dirs.is_empty() {
+        return Ok((sources, refused));
+    }
+    if !options.allow_unsigned {
+        for dir in dirs {
+            let name = dir_name(&dir);
+            let error = format!(
+                "unsigned plugin directory {} refused: pack and install it as a signed bundle, or run with --allow-unsigned for development",
+                dir.display()
+            );
+            tracing::error!(plugin = name, "{error}");
+            refused.push(json!({ "name": name, "state": "refused", "error": error }));
+        }
+        return Ok((sources, refused));
+    }
+    tracing::warn!(
+        "DEVELOPMENT MODE (--allow-unsigned): running UNSIGNED plugins from {}; never do this in production",
+        root.display()
+    );
+    for dir in dirs {
+        if names.contains(&dir_name(&dir)) {
+            tracing::warn!(
+                plugin = dir_name(&dir),
+                "installed as a signed bundle: its unsigned directory is ignored"
+            );
+            continue;
+        }
+        sources.push(Source::Directory(dir));
+    }
+    Ok((sources, refused))
+}
+
+fn dir_name(dir: &Path) -> String {
+    dir.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// Loads, starts and spawns the worker thread of one plugin; the error is its status.
 fn start_plugin(
     runtime: &Runtime,
     config: &Config,
-    dir: &Path,
+    source: Source,
+    cache: &Path,
     link: &Arc<Link>,
     handle: &Handle,
     metrics: &Metrics,
 ) -> Result<(Slot, serde_json::Value), serde_json::Value> {
-    let dir_name = dir
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let failed = |error: String| {
-        tracing::error!(plugin = dir_name, "{error}");
-        json!({ "name": dir_name, "state": "failed", "error": error })
+    let label = match &source {
+        Source::Bundle(bundle) => bundle.manifest.name.clone(),
+        Source::Directory(dir) => dir_name(dir),
     };
-    let manifest =
-        Manifest::from_file(&dir.join(MANIFEST_FILE)).map_err(|e| failed(e.to_string()))?;
-    let name = manifest.name.clone();
-    let plugin = CompiledPlugin::from_manifest(runtime, dir, manifest, &config.settings_for(&name))
-        .map_err(|e| failed(e.to_string()))?;
+    let failed = |error: String| {
+        tracing::error!(plugin = label, "{error}");
+        json!({ "name": label, "state": "failed", "error": error })
+    };
+    let (plugin, origin) = match source {
+        Source::Bundle(bundle) => {
+            let settings = config.settings_for(&bundle.manifest.name);
+            let plugin = CompiledPlugin::from_bundle(runtime, &bundle, &settings, Some(cache))
+                .map_err(|e| failed(e.to_string()))?;
+            let origin = json!({
+                "signed": true,
+                "release": bundle.manifest.release,
+                "digest": bundle.digest,
+            });
+            (plugin, origin)
+        }
+        Source::Directory(dir) => {
+            let manifest =
+                Manifest::from_file(&dir.join(MANIFEST_FILE)).map_err(|e| failed(e.to_string()))?;
+            let settings = config.settings_for(&manifest.name);
+            let plugin = CompiledPlugin::from_manifest(runtime, &dir, manifest, &settings)
+                .map_err(|e| failed(e.to_string()))?;
+            (plugin, json!({ "signed": false }))
+        }
+    };
+    let name = plugin.name().to_owned();
     let version = plugin.manifest().version.to_string();
     let filters = plugin.subscribe().to_vec();
     let plugin_metrics = metrics.plugin(&name);
     let inference = plugin_metrics.inference.clone();
     plugin.observe_inference(Box::new(move |elapsed| observe(&inference, elapsed)));
     let mut worker = Worker::new(Arc::new(plugin), RestartPolicy::default());
-    let entry = match worker.start() {
+    let mut entry = match worker.start() {
         Ok(()) => json!({ "name": name, "version": version, "state": "running" }),
         Err(failure) => {
             tracing::error!(plugin = name, "{failure}");
             json!({ "name": name, "version": version, "state": "failing", "error": failure.to_string() })
         }
     };
+    if let (Some(entry), serde_json::Value::Object(origin)) = (entry.as_object_mut(), origin) {
+        entry.extend(origin);
+    }
     let mailbox = Arc::new(Mailbox::new(config.queue.depth, config.queue.overflow));
     let dead_letter = config.dead_letter_topic(&name);
     let thread = {
@@ -352,7 +472,7 @@ fn serve(
         for (topic, payload) in outputs {
             // Waits for room in the client's request queue: a bounded buffer while the broker is away.
             let (client, _) = link.client();
-            if let Err(e) = handle.block_on(client.publish(topic.as_str(), qos, false, payload)) {
+            if let Err(e) = handle.block_on(client.publish(&topic, qos, false, payload)) {
                 tracing::error!(
                     plugin = worker.plugin().name(),
                     topic,

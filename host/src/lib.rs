@@ -2,7 +2,8 @@
 //!
 //! The path of one message through the host:
 //!
-//! 1. [`replay`] (or, later, the MQTT connection) turns input into a [`worker::Message`].
+//! 1. The [`gateway`] (MQTT, through [`mqtt`] and [`router`]) or [`replay`] (files) turns
+//!    input into a [`worker::Message`] and queues it in the plugin's [`mailbox`].
 //! 2. A [`worker::Worker`] owns one plugin: it admits the message (size, backoff), makes sure a
 //!    live [`instance::Instance`] exists, and calls the plugin's `on-message`.
 //! 3. Inside the call the plugin reaches the host only through [`capability`]: `publish` into
@@ -12,8 +13,9 @@
 //!    fresh one may start.
 //!
 //! [`runtime::Runtime`] holds what all plugins share: the engine, the linker and the epoch
-//! ticker that enforces deadlines. [`plugin::CompiledPlugin`] is one plugin directory checked,
-//! compiled and linked once, with its models loaded.
+//! ticker that enforces deadlines. [`plugin::CompiledPlugin`] is one plugin checked, compiled
+//! and linked once, with its models loaded: from a signed bundle verified by the [`store`], or
+//! in development from a plain directory.
 
 pub mod capability;
 pub mod cli;
@@ -29,6 +31,7 @@ pub mod plugin;
 pub mod replay;
 pub mod router;
 pub mod runtime;
+pub mod store;
 pub mod supervisor;
 pub mod worker;
 

@@ -1,7 +1,9 @@
 //! The broker connection: options from the config, acknowledgements, reconnect backoff.
 //!
-//! The gateway task is the sole owner of the rumqttc `EventLoop`; everything else sends through
-//! the [`Link`]. Inbound QoS 1 messages are acknowledged manually, by [`Ack`], only after every
+//! MQTT 3.1.1 and MQTT 5 are both rumqttc, with separate types; [`Client`], [`Connection`] and
+//! [`Event`] hide which one the config chose, so the gateway is written once. The gateway task
+//! is the sole owner of the event loop ([`Connection`]); everything else sends through the
+//! [`Link`]. With several brokers configured, each failed attempt moves to the next one. Inbound QoS 1 messages are acknowledged manually, by [`Ack`], only after every
 //! plugin they were routed to has handled them: a gateway killed mid-message gets the message
 //! again from the broker, which keeps the session (clean session off).
 //!
@@ -17,57 +19,139 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use bytes::Bytes;
 use rand::Rng;
-use rumqttc::{
-    AsyncClient, EventLoop, LastWill, MqttOptions, Publish, QoS, TlsConfiguration, Transport,
-};
+use rumqttc::v5;
+use rumqttc::{LastWill, MqttOptions, Outgoing, Packet, Publish, QoS, TlsConfiguration, Transport};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::{ClientConfig, RootCertStore};
 use tokio::runtime::Handle;
 
-use crate::config::Config;
+use crate::config::{Config, Endpoint, Protocol};
 
 /// The status payload the broker publishes for us if we vanish.
 pub const OFFLINE: &str = r#"{"state":"offline"}"#;
 
+/// A request the client could not queue for the event loop.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct SendError(String);
+
+/// The connection options of every configured broker, for the configured protocol.
+enum Options {
+    V4(Vec<MqttOptions>),
+    V5(Vec<v5::MqttOptions>),
+}
+
 /// The current broker connection as everyone but the event loop sees it: the client to send
-/// through, and a generation that changes when the connection is renewed.
+/// through, a generation that changes when the connection is renewed, and which broker of the
+/// configured list it is for.
 pub struct Link {
-    options: MqttOptions,
-    current: RwLock<(AsyncClient, u64)>,
+    options: Options,
+    endpoints: Vec<Endpoint>,
+    current: RwLock<Current>,
+}
+
+struct Current {
+    client: Client,
+    generation: u64,
+    endpoint: usize,
 }
 
 impl Link {
     /// A link from the configuration, and the event loop the gateway task will poll. Connects
     /// nothing yet.
-    pub fn new(config: &Config) -> Result<(Arc<Link>, EventLoop), String> {
-        let options = options(config)?;
-        let (client, eventloop) = AsyncClient::new(options.clone(), REQUEST_CAPACITY);
-        Ok((
-            Arc::new(Link {
-                options,
-                current: RwLock::new((client, 0)),
-            }),
-            eventloop,
-        ))
+    pub fn new(config: &Config) -> Result<(Arc<Link>, Connection), String> {
+        let endpoints = config.endpoints()?;
+        let tls = match endpoints.iter().any(|e| e.tls) {
+            true => Some(tls_config(config)?),
+            false => None,
+        };
+        let options = match config.broker.protocol {
+            Protocol::V311 => Options::V4(
+                endpoints
+                    .iter()
+                    .map(|e| options_v4(config, e, tls.clone()))
+                    .collect(),
+            ),
+            Protocol::V5 => Options::V5(
+                endpoints
+                    .iter()
+                    .map(|e| options_v5(config, e, tls.clone()))
+                    .collect(),
+            ),
+        };
+        let (client, connection) = connect(&options, 0);
+        let current = Current {
+            client,
+            generation: 0,
+            endpoint: 0,
+        };
+        let link = Link {
+            options,
+            endpoints,
+            current: RwLock::new(current),
+        };
+        Ok((Arc::new(link), connection))
     }
 
     /// The client of the current connection, and its generation.
-    pub fn client(&self) -> (AsyncClient, u64) {
-        self.current
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+    pub fn client(&self) -> (Client, u64) {
+        let current = self.current.read().unwrap_or_else(|p| p.into_inner());
+        (current.client.clone(), current.generation)
+    }
+
+    /// The broker the current connection is for, as `host:port`.
+    pub fn endpoint(&self) -> String {
+        let current = self.current.read().unwrap_or_else(|p| p.into_inner());
+        let e = &self.endpoints[current.endpoint];
+        format!("{}:{}", e.host, e.port)
     }
 
     /// A fresh client and event loop for a new connection; what was queued on the old one is
     /// dropped (its inputs were not acknowledged, so the broker delivers them again).
-    pub fn renew(&self) -> EventLoop {
-        let (client, eventloop) = AsyncClient::new(self.options.clone(), REQUEST_CAPACITY);
+    pub fn renew(&self) -> Connection {
         let mut current = self.current.write().unwrap_or_else(|p| p.into_inner());
-        *current = (client, current.1 + 1);
-        eventloop
+        let (client, connection) = connect(&self.options, current.endpoint);
+        current.client = client;
+        current.generation += 1;
+        connection
+    }
+
+    /// Points the next connection attempt of `connection` at the next configured broker, if
+    /// there are several. Whatever is queued on the connection stays queued.
+    pub fn fail_over(&self, connection: &mut Connection) {
+        if self.endpoints.len() < 2 {
+            return;
+        }
+        let mut current = self.current.write().unwrap_or_else(|p| p.into_inner());
+        current.endpoint = (current.endpoint + 1) % self.endpoints.len();
+        match (connection, &self.options) {
+            (Connection::V4(eventloop), Options::V4(options)) => {
+                eventloop.mqtt_options = options[current.endpoint].clone();
+            }
+            (Connection::V5(eventloop), Options::V5(options)) => {
+                eventloop.options = options[current.endpoint].clone();
+            }
+            // A connection is always made from this link's options.
+            _ => {}
+        }
+    }
+}
+
+fn connect(options: &Options, endpoint: usize) -> (Client, Connection) {
+    match options {
+        Options::V4(options) => {
+            let (client, eventloop) =
+                rumqttc::AsyncClient::new(options[endpoint].clone(), REQUEST_CAPACITY);
+            (Client::V4(client), Connection::V4(Box::new(eventloop)))
+        }
+        Options::V5(options) => {
+            let (client, eventloop) =
+                v5::AsyncClient::new(options[endpoint].clone(), REQUEST_CAPACITY);
+            (Client::V5(client), Connection::V5(Box::new(eventloop)))
+        }
     }
 }
 
@@ -75,9 +159,10 @@ impl Link {
 /// holds outputs while the broker is away.
 const REQUEST_CAPACITY: usize = 1024;
 
-fn options(config: &Config) -> Result<MqttOptions, String> {
-    let (host, port) = config.broker_address()?;
-    let mut options = MqttOptions::new(config.client_id(), host, port);
+/// MQTT 3.1.1: a persistent session (clean session off), manual acknowledgements, and the
+/// offline status as last will.
+fn options_v4(config: &Config, endpoint: &Endpoint, tls: Option<Arc<ClientConfig>>) -> MqttOptions {
+    let mut options = MqttOptions::new(config.client_id(), &endpoint.host, endpoint.port);
     options
         .set_keep_alive(Duration::from_secs(config.broker.keep_alive_s))
         .set_clean_session(false)
@@ -88,14 +173,42 @@ fn options(config: &Config) -> Result<MqttOptions, String> {
             QoS::AtLeastOnce,
             true,
         ));
-    if config.broker_tls() {
-        let tls = tls_config(config)?;
+    if let (true, Some(tls)) = (endpoint.tls, tls) {
         options.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(tls)));
     }
     if let (Some(user), Some(password)) = (&config.broker.username, &config.broker.password) {
         options.set_credentials(user, password.expose());
     }
-    Ok(options)
+    options
+}
+
+/// MQTT 5: the same, with a session that never expires (MQTT 5 ends a session at disconnect
+/// unless the client asks otherwise).
+fn options_v5(
+    config: &Config,
+    endpoint: &Endpoint,
+    tls: Option<Arc<ClientConfig>>,
+) -> v5::MqttOptions {
+    let mut options = v5::MqttOptions::new(config.client_id(), &endpoint.host, endpoint.port);
+    options
+        .set_keep_alive(Duration::from_secs(config.broker.keep_alive_s))
+        .set_clean_start(false)
+        .set_session_expiry_interval(Some(u32::MAX))
+        .set_manual_acks(true)
+        .set_last_will(v5::mqttbytes::v5::LastWill::new(
+            config.status_topic(),
+            OFFLINE,
+            v5::mqttbytes::QoS::AtLeastOnce,
+            true,
+            None,
+        ));
+    if let (true, Some(tls)) = (endpoint.tls, tls) {
+        options.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(tls)));
+    }
+    if let (Some(user), Some(password)) = (&config.broker.username, &config.broker.password) {
+        options.set_credentials(user, password.expose());
+    }
+    options
 }
 
 /// TLS from the configured files: the CA to trust and, for mutual TLS, the client certificate.
@@ -136,6 +249,188 @@ fn tls_config(config: &Config) -> Result<Arc<ClientConfig>, String> {
     Ok(Arc::new(tls))
 }
 
+/// The sending half of one connection, whichever MQTT version it speaks.
+#[derive(Clone)]
+pub enum Client {
+    /// MQTT 3.1.1.
+    V4(rumqttc::AsyncClient),
+    /// MQTT 5.
+    V5(v5::AsyncClient),
+}
+
+impl Client {
+    /// Queues a publish, waiting for room in the request queue.
+    pub async fn publish(
+        &self,
+        topic: &str,
+        qos: QoS,
+        retain: bool,
+        payload: Vec<u8>,
+    ) -> Result<(), SendError> {
+        match self {
+            Client::V4(c) => c.publish(topic, qos, retain, payload).await.map_err(send),
+            Client::V5(c) => c
+                .publish(topic, qos_v5(qos), retain, payload)
+                .await
+                .map_err(send),
+        }
+    }
+
+    /// Queues a publish if there is room.
+    pub fn try_publish(
+        &self,
+        topic: &str,
+        qos: QoS,
+        retain: bool,
+        payload: impl Into<Vec<u8>>,
+    ) -> Result<(), SendError> {
+        let payload = payload.into();
+        match self {
+            Client::V4(c) => c.try_publish(topic, qos, retain, payload).map_err(send),
+            Client::V5(c) => c
+                .try_publish(topic, qos_v5(qos), retain, payload)
+                .map_err(send),
+        }
+    }
+
+    /// Subscribes to `filters` at QoS 1.
+    pub fn try_subscribe(&self, filters: &[String]) -> Result<(), SendError> {
+        match self {
+            Client::V4(c) => c
+                .try_subscribe_many(
+                    filters
+                        .iter()
+                        .map(|f| rumqttc::SubscribeFilter::new(f.clone(), QoS::AtLeastOnce)),
+                )
+                .map_err(send),
+            Client::V5(c) => c
+                .try_subscribe_many(filters.iter().map(|f| {
+                    v5::mqttbytes::v5::Filter::new(f.clone(), v5::mqttbytes::QoS::AtLeastOnce)
+                }))
+                .map_err(send),
+        }
+    }
+
+    /// Asks the event loop to disconnect cleanly (the broker then drops the last will).
+    pub fn try_disconnect(&self) -> Result<(), SendError> {
+        match self {
+            Client::V4(c) => c.try_disconnect().map_err(send),
+            Client::V5(c) => c.try_disconnect().map_err(send),
+        }
+    }
+
+    fn try_ack(&self, receipt: &Receipt) -> Result<(), SendError> {
+        match (self, receipt) {
+            (Client::V4(c), Receipt::V4(p)) => c.try_ack(p).map_err(send),
+            (Client::V5(c), Receipt::V5(p)) => c.try_ack(p).map_err(send),
+            _ => Err(SendError("acknowledgement for another protocol".into())),
+        }
+    }
+
+    async fn ack(&self, receipt: &Receipt) -> Result<(), SendError> {
+        match (self, receipt) {
+            (Client::V4(c), Receipt::V4(p)) => c.ack(p).await.map_err(send),
+            (Client::V5(c), Receipt::V5(p)) => c.ack(p).await.map_err(send),
+            _ => Err(SendError("acknowledgement for another protocol".into())),
+        }
+    }
+}
+
+fn send(e: impl std::fmt::Display) -> SendError {
+    SendError(e.to_string())
+}
+
+fn qos_v5(qos: QoS) -> v5::mqttbytes::QoS {
+    match qos {
+        QoS::AtMostOnce => v5::mqttbytes::QoS::AtMostOnce,
+        QoS::AtLeastOnce => v5::mqttbytes::QoS::AtLeastOnce,
+        QoS::ExactlyOnce => v5::mqttbytes::QoS::ExactlyOnce,
+    }
+}
+
+/// The receiving half of one connection: the rumqttc event loop, polled by the gateway task.
+pub enum Connection {
+    /// MQTT 3.1.1.
+    V4(Box<rumqttc::EventLoop>),
+    /// MQTT 5.
+    V5(Box<v5::EventLoop>),
+}
+
+/// What the gateway acts on, from either protocol's events.
+pub enum Event {
+    /// The broker accepted the connection.
+    Connected,
+    /// A message arrived.
+    Message(Box<Delivery>),
+    /// Our disconnect request went out.
+    DisconnectSent,
+    /// Anything else (acknowledgements, pings).
+    Other,
+}
+
+/// An inbound message.
+pub struct Delivery {
+    /// Its topic.
+    pub topic: String,
+    /// Its payload.
+    pub payload: Bytes,
+    receipt: Receipt,
+}
+
+/// What acknowledging a message takes: the publish, without its payload.
+#[derive(Clone)]
+enum Receipt {
+    V4(Publish),
+    V5(v5::mqttbytes::v5::Publish),
+}
+
+impl Connection {
+    /// Drives the connection until the next event; an error means the connection is down (the
+    /// next poll tries again).
+    pub async fn poll(&mut self) -> Result<Event, String> {
+        match self {
+            Connection::V4(eventloop) => match eventloop.poll().await {
+                Ok(rumqttc::Event::Incoming(Packet::ConnAck(_))) => Ok(Event::Connected),
+                Ok(rumqttc::Event::Incoming(Packet::Publish(publish))) => {
+                    let payload = publish.payload.clone();
+                    let topic = publish.topic.clone();
+                    let receipt = Receipt::V4(Publish {
+                        payload: Bytes::new(),
+                        ..publish
+                    });
+                    Ok(Event::Message(Box::new(Delivery {
+                        topic,
+                        payload,
+                        receipt,
+                    })))
+                }
+                Ok(rumqttc::Event::Outgoing(Outgoing::Disconnect)) => Ok(Event::DisconnectSent),
+                Ok(_) => Ok(Event::Other),
+                Err(e) => Err(e.to_string()),
+            },
+            Connection::V5(eventloop) => match eventloop.poll().await {
+                Ok(v5::Event::Incoming(v5::Incoming::ConnAck(_))) => Ok(Event::Connected),
+                Ok(v5::Event::Incoming(v5::Incoming::Publish(publish))) => {
+                    let payload = publish.payload.clone();
+                    let topic = String::from_utf8_lossy(&publish.topic).into_owned();
+                    let receipt = Receipt::V5(v5::mqttbytes::v5::Publish {
+                        payload: Bytes::new(),
+                        ..publish
+                    });
+                    Ok(Event::Message(Box::new(Delivery {
+                        topic,
+                        payload,
+                        receipt,
+                    })))
+                }
+                Ok(v5::Event::Outgoing(Outgoing::Disconnect)) => Ok(Event::DisconnectSent),
+                Ok(_) => Ok(Event::Other),
+                Err(e) => Err(e.to_string()),
+            },
+        }
+    }
+}
+
 /// Acknowledges one inbound message to the broker when the last holder drops it.
 ///
 /// Each plugin the message was routed to holds a clone of the `Arc<Ack>`; the message is
@@ -143,23 +438,20 @@ fn tls_config(config: &Config) -> Result<Arc<ClientConfig>, String> {
 pub struct Ack {
     link: Arc<Link>,
     generation: u64,
-    publish: Publish,
+    topic: String,
+    receipt: Receipt,
     runtime: Handle,
     cancelled: AtomicBool,
 }
 
 impl Ack {
-    /// An acknowledgement for `publish`, received on connection `generation` (its payload is
-    /// not kept).
-    pub fn new(link: Arc<Link>, generation: u64, publish: &Publish, runtime: Handle) -> Self {
-        let publish = Publish {
-            payload: Default::default(),
-            ..publish.clone()
-        };
+    /// An acknowledgement for `delivery`, received on connection `generation`.
+    pub fn new(link: Arc<Link>, generation: u64, delivery: &Delivery, runtime: Handle) -> Self {
         Self {
             link,
             generation,
-            publish,
+            topic: delivery.topic.clone(),
+            receipt: delivery.receipt.clone(),
             runtime,
             cancelled: AtomicBool::new(false),
         }
@@ -180,12 +472,12 @@ impl Drop for Ack {
         if self.cancelled.load(Ordering::Relaxed) || generation != self.generation {
             return;
         }
-        if client.try_ack(&self.publish).is_err() {
+        if client.try_ack(&self.receipt).is_err() {
             // The request channel is full: queue the ack behind the traffic ahead of it.
-            let publish = self.publish.clone();
+            let (receipt, topic) = (self.receipt.clone(), std::mem::take(&mut self.topic));
             self.runtime.spawn(async move {
-                if let Err(e) = client.ack(&publish).await {
-                    tracing::warn!(topic = publish.topic, "could not acknowledge: {e}");
+                if let Err(e) = client.ack(&receipt).await {
+                    tracing::warn!(topic, "could not acknowledge: {e}");
                 }
             });
         }

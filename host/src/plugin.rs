@@ -1,15 +1,23 @@
-//! A plugin directory, checked, compiled and linked once: ready to instantiate.
+//! A plugin, checked, compiled and linked once: ready to instantiate.
 //!
-//! [`CompiledPlugin::load`] reads `plugin.toml`, caps its limits by the host's, compiles the
-//! component, checks that it fits the `edgewise:plugin` world (its imports are all provided,
-//! its `handler` export is there), and loads its models. Every failure is a [`LoadError`] that
-//! names the plugin and the file. Reads files; never runs plugin code.
+//! A plugin comes from a verified signed bundle ([`CompiledPlugin::from_bundle`]) or, in
+//! development, from a plain directory ([`CompiledPlugin::load`]). Either way its limits are
+//! capped by the host's, its component compiled and checked against the `edgewise:plugin`
+//! world (its imports are all provided, its `handler` export is there), and its models loaded.
+//! Every failure is a [`LoadError`] that names the plugin and the file. Never runs plugin code.
+//!
+//! Compiled components of bundles are cached next to the store, keyed by the bundle's digest
+//! and the engine's compatibility hash. Loading one is `unsafe` in wasmtime (it is native code):
+//! the cache is written only by this host, in the owner-only store directory, never taken from
+//! anywhere else, and a file whose key does not match, or that fails to load, is deleted and
+//! the component compiled again.
 
 use std::collections::BTreeMap;
+use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use edgewise_signing::{Limits, Manifest, ManifestError, TopicFilter};
+use edgewise_signing::{Limits, Manifest, ManifestError, TopicFilter, VerifiedBundle};
 use wasmtime::component::Component;
 
 use crate::bindings::PluginPre;
@@ -103,22 +111,55 @@ impl CompiledPlugin {
         manifest: Manifest,
         settings: &BTreeMap<String, String>,
     ) -> Result<Self, LoadError> {
-        let plugin = manifest.name.clone();
         let path = dir.join(&manifest.component);
         let bytes = std::fs::read(&path).map_err(|source| LoadError::ReadComponent {
-            plugin: plugin.clone(),
+            plugin: manifest.name.clone(),
             path: path.clone(),
             source,
         })?;
-        if is_core_module(&bytes) {
-            return Err(LoadError::NotAComponent { plugin, path });
-        }
-        let component =
-            Component::new(runtime.engine(), &bytes).map_err(|e| LoadError::Compile {
-                plugin: plugin.clone(),
-                path,
-                reason: format!("{e:#}"),
+        let component = compile(runtime, &manifest.name, &path, &bytes)?;
+        let read = |file: &Path| std::fs::read(dir.join(file));
+        Self::link(runtime, manifest, component, dir, &read, settings)
+    }
+
+    /// Loads the plugin in a verified bundle, compiling its component or taking it from
+    /// `cache` (a directory this host alone writes).
+    pub fn from_bundle(
+        runtime: &Runtime,
+        bundle: &VerifiedBundle,
+        settings: &BTreeMap<String, String>,
+        cache: Option<&Path>,
+    ) -> Result<Self, LoadError> {
+        let manifest = bundle.manifest.clone();
+        let origin = PathBuf::from(format!("bundle {}", &bundle.digest[..16]));
+        let path = origin.join(&manifest.component);
+        let missing = || std::io::Error::new(std::io::ErrorKind::NotFound, "not in the bundle");
+        let bytes = bundle
+            .file(&manifest.component)
+            .ok_or_else(|| LoadError::ReadComponent {
+                plugin: manifest.name.clone(),
+                path: path.clone(),
+                source: missing(),
             })?;
+        let component = match cache {
+            Some(dir) => {
+                cached_compile(runtime, &manifest.name, &path, bytes, dir, &bundle.digest)?
+            }
+            None => compile(runtime, &manifest.name, &path, bytes)?,
+        };
+        let read = |file: &Path| bundle.file(file).map(<[u8]>::to_vec).ok_or_else(missing);
+        Self::link(runtime, manifest, component, &origin, &read, settings)
+    }
+
+    fn link(
+        runtime: &Runtime,
+        manifest: Manifest,
+        component: Component,
+        origin: &Path,
+        read: &dyn Fn(&Path) -> std::io::Result<Vec<u8>>,
+        settings: &BTreeMap<String, String>,
+    ) -> Result<Self, LoadError> {
+        let plugin = manifest.name.clone();
         let world_error = |e: wasmtime::Error| LoadError::World {
             plugin: plugin.clone(),
             reason: format!("{e:#}"),
@@ -128,10 +169,11 @@ impl CompiledPlugin {
             .instantiate_pre(&component)
             .map_err(world_error)?;
         let pre = PluginPre::new(instance_pre).map_err(world_error)?;
-        let models = ModelSet::load(&manifest.models, dir).map_err(|source| LoadError::Model {
-            plugin: plugin.clone(),
-            source,
-        })?;
+        let models =
+            ModelSet::load(&manifest.models, origin, read).map_err(|source| LoadError::Model {
+                plugin: plugin.clone(),
+                source,
+            })?;
 
         let mut merged: BTreeMap<String, String> = manifest
             .settings
@@ -191,6 +233,79 @@ impl CompiledPlugin {
     pub(crate) fn grants(&self) -> &Grants {
         &self.grants
     }
+}
+
+fn compile(
+    runtime: &Runtime,
+    plugin: &str,
+    path: &Path,
+    bytes: &[u8],
+) -> Result<Component, LoadError> {
+    if is_core_module(bytes) {
+        return Err(LoadError::NotAComponent {
+            plugin: plugin.to_owned(),
+            path: path.to_owned(),
+        });
+    }
+    Component::new(runtime.engine(), bytes).map_err(|e| LoadError::Compile {
+        plugin: plugin.to_owned(),
+        path: path.to_owned(),
+        reason: format!("{e:#}"),
+    })
+}
+
+/// [`compile`], through the cache in `dir`: `<digest>-<engine>.cwasm`. The one `unsafe` in
+/// the host: loading a compiled component (see the module doc for why it is sound here).
+#[allow(unsafe_code)]
+fn cached_compile(
+    runtime: &Runtime,
+    plugin: &str,
+    path: &Path,
+    bytes: &[u8],
+    dir: &Path,
+    digest: &str,
+) -> Result<Component, LoadError> {
+    let engine = runtime.engine();
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    engine.precompile_compatibility_hash().hash(&mut hasher);
+    let key = format!("{digest}-{:016x}.cwasm", hasher.finish());
+    let file = dir.join(&key);
+    if file.is_file() {
+        // SAFETY: the file is in the store's owner-only cache directory, which only this
+        // host writes, under a name that binds the verified bundle's digest and this engine's
+        // settings (see the module doc). It is never taken from a bundle or the network.
+        match unsafe { Component::deserialize_file(engine, &file) } {
+            Ok(component) => return Ok(component),
+            Err(e) => {
+                tracing::warn!(
+                    plugin,
+                    "compiled cache {} unusable, recompiling: {e}",
+                    file.display()
+                );
+                let _ = std::fs::remove_file(&file);
+            }
+        }
+    }
+    let component = compile(runtime, plugin, path, bytes)?;
+    // Entries for this bundle under another engine's key are stale.
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with(digest) && name != key {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
+    match component.serialize() {
+        Ok(serialized) => {
+            if let Err(e) = crate::store::write_atomically(&file, &serialized) {
+                tracing::warn!(plugin, "cannot cache the compiled component: {e}");
+            }
+        }
+        Err(e) => tracing::warn!(plugin, "cannot serialise the compiled component: {e}"),
+    }
+    Ok(component)
 }
 
 /// A core module starts with the wasm magic and version 1; a component has another version

@@ -1,12 +1,17 @@
-//! The Edgewise plugin format, shared by the gateway and by plugin authors' tooling.
-//!
-//! Today this crate holds the plugin manifest (`plugin.toml`) and the MQTT topic rules the
-//! manifest is checked against. Bundles, signatures and keyrings join it next; it will never
-//! depend on wasmtime or tokio, so a plugin author's CI can check and sign a plugin without the
-//! gateway.
+//! The Edgewise plugin format, shared by the gateway and by plugin authors' tooling: the plugin
+//! manifest (`plugin.toml`), the MQTT topic rules it is checked against, signed bundles, keys
+//! and keyrings. It never depends on wasmtime or tokio, so a plugin author's CI can check, pack
+//! and sign a plugin without the gateway.
 
+pub mod bundle;
+pub mod envelope;
+pub mod keyring;
 pub mod manifest;
+pub mod signature;
 pub mod topic;
 
+pub use bundle::{Bundle, BundleError, VerifiedBundle};
+pub use keyring::{Keyring, KeyringError, Role};
 pub use manifest::{HOST_API_VERSION, Limits, Manifest, ManifestError, ModelSpec};
+pub use signature::{PayloadType, PublicKey, SecretKey, Signature};
 pub use topic::{TopicError, TopicFilter};

@@ -75,6 +75,12 @@ pub struct Manifest {
     pub name: String,
     /// Plugin version.
     pub version: Version,
+    /// The release counter: grows with every signed release of this plugin; a gateway refuses
+    /// a lower one than it has seen (rollback protection). Required to pack a bundle.
+    pub release: Option<u64>,
+    /// Set by `edgewise pack --rollback` only: this bundle may replace a higher release.
+    #[serde(default)]
+    pub rollback: bool,
     /// Requirement on the host API version, e.g. `"0.1"`.
     pub api: VersionReq,
     /// The component file, relative to the manifest.
@@ -96,6 +102,20 @@ pub struct Manifest {
     /// Plugin settings, read by the plugin through `host.config`.
     #[serde(default)]
     pub settings: BTreeMap<String, Setting>,
+    /// In a bundle's manifest, written by `edgewise pack`: every file of the bundle by path,
+    /// with its size and SHA-256. Not written by hand.
+    #[serde(default)]
+    pub files: BTreeMap<String, FileDigest>,
+}
+
+/// A file pinned by a bundle manifest.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileDigest {
+    /// Its length in bytes.
+    pub size: u64,
+    /// Its SHA-256, lowercase hex.
+    pub sha256: String,
 }
 
 /// One model the host loads for a plugin.
@@ -295,6 +315,21 @@ impl Manifest {
                         "expected a shape of positive dimensions, like [1, 8]".into(),
                     );
                 }
+            }
+        }
+        for (path, digest) in &self.files {
+            let key = format!("files.\"{path}\"");
+            relative_path(&key, Path::new(path))?;
+            let hex_digest = digest.sha256.len() == 64
+                && digest
+                    .sha256
+                    .chars()
+                    .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c));
+            if !hex_digest {
+                return bad(
+                    &format!("{key}.sha256"),
+                    "expected 64 lowercase hex digits".into(),
+                );
             }
         }
         let l = &self.limits;

@@ -486,3 +486,88 @@ fn a_full_queue_under_the_block_policy_holds_messages_instead_of_dropping_them()
         "{text}"
     );
 }
+
+#[test]
+fn a_full_queue_under_drop_oldest_keeps_the_newest_message_and_counts_the_rest() {
+    let broker = Broker::start();
+    let port = free_port();
+    let extra = format!(
+        "[queue]\ndepth = 1\noverflow = \"drop-oldest\"\n\n[metrics]\nlisten = \"127.0.0.1:{port}\"\npublish-interval-s = 0\n"
+    );
+    let gw = Gateway::start(&broker, "forgetful", &["hostile"], &extra);
+    let sub = broker.subscribe(&["edgewise/forgetful/dead-letter/#"]);
+    // The first loop holds the plugin for its 200 ms deadline while the rest arrive; each
+    // arrival pushes the one waiting out, so the last, an `error`, is the one still queued.
+    let mut sent = vec!["loop".to_owned(); 5];
+    sent.push("error".to_owned());
+    broker.publish_lines("hostile/in/x", &sent);
+    let newest_handled = |got: &[(String, String)]| {
+        got.iter()
+            .any(|(_, letter)| letter.contains("this message is not acceptable"))
+    };
+    let letters = sub.collect_until(WAIT, newest_handled);
+    assert!(newest_handled(&letters), "{letters:?}\n{}", gw.log());
+    let text = http_get(port, "/metrics");
+    let drops = metric(&text, "edgewise_drops_total", "hostile");
+    assert!(drops >= 1.0, "{text}");
+    assert_eq!(
+        metric(&text, "edgewise_failures_total", "hostile") + drops,
+        sent.len() as f64,
+        "each message either handled or counted as dropped: {text}"
+    );
+    assert!(gw.log().contains("message dropped by the overflow policy"));
+}
+
+#[test]
+fn mqtt_5_carries_messages_and_keeps_the_session_across_a_kill() {
+    let broker = Broker::start();
+    let mut gw = Gateway::start(&broker, "five", &["template"], "protocol = \"5\"\n");
+    assert!(
+        broker.log().contains("as edgewise-five (p5, c0"),
+        "the gateway speaks MQTT 5 with a persistent session:\n{}",
+        broker.log()
+    );
+    let sub = broker.subscribe(&["echo/#"]);
+    let (sent, publisher) = stream(&broker, 300);
+    let mut got = sub.collect_until(WAIT, |got| got.len() >= 20);
+    gw.kill();
+    gw.restart(&broker);
+    publisher.join().expect("publisher");
+    collect_all(&sub, &mut got, &sent);
+    let lost = missing(&sent, &got);
+    assert!(
+        lost.is_empty(),
+        "{} of {} outputs missing, e.g. {:?}\n{}",
+        lost.len(),
+        sent.len(),
+        &lost[..lost.len().min(5)],
+        gw.log()
+    );
+}
+
+#[test]
+fn with_several_brokers_configured_the_gateway_fails_over_to_one_that_answers() {
+    let broker = Broker::start();
+    let mut gw = Gateway::prepare(&broker, "failover", &["threshold"], "");
+    let down = free_port();
+    edgewise_tests::edit(
+        gw.dir(),
+        "gateway.toml",
+        &format!("url = \"mqtt://127.0.0.1:{}\"", broker.port),
+        &format!(
+            "url = [\"mqtt://127.0.0.1:{down}\", \"mqtt://127.0.0.1:{}\"]",
+            broker.port
+        ),
+    );
+    gw.launch(&broker);
+    let sub = broker.subscribe(&["alerts/#"]);
+    broker.publish("sensors/oven/reading", br#"{"value": 91}"#, 1);
+    let got = sub.collect_until(WAIT, |got| !got.is_empty());
+    assert_eq!(got.len(), 1, "{got:?}");
+    let log = gw.log();
+    assert!(
+        log.contains(&format!("broker=\"127.0.0.1:{down}\""))
+            && log.contains("connected to the broker"),
+        "tried the first broker, then connected to the second:\n{log}"
+    );
+}

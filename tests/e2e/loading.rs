@@ -74,7 +74,7 @@ fn a_manifest_typo_names_the_file_the_key_and_the_line() {
     edit(dir.path(), "plugin.toml", "subscribe =", "subcribe =");
     let err = load_error(dir.path()).to_string();
     assert!(
-        err.contains("plugin.toml") && err.contains("subcribe") && err.contains("line 5"),
+        err.contains("plugin.toml") && err.contains("subcribe") && err.contains("line 6"),
         "{err}"
     );
 }

@@ -1,6 +1,7 @@
 //! End-to-end tests: real plugins built from `plugins/`, real ONNX models through wasi-nn,
 //! and the real `edgewise` binary.
 //!
+//! - `bundles`: signed bundles, the author and operator commands, the store, every refusal.
 //! - `gateway`: `edgewise run` against a real Mosquitto: routing, dead letters, a kill -9.
 //! - `examples`: each example plugin produces the right outputs on real data.
 //! - `sandbox`: a hostile plugin cannot escape or exhaust the host, nor disturb a neighbour.
@@ -8,6 +9,7 @@
 //! - `loading`: every kind of bad plugin directory is refused with an error that says why.
 //! - `replay`: the `edgewise replay` command's behaviour at its edges.
 
+mod bundles;
 mod examples;
 mod gateway;
 mod loading;

@@ -266,6 +266,11 @@ impl Broker {
         }
     }
 
+    /// What the broker logged so far (every kind of line).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("mosquitto.log")).unwrap_or_default()
+    }
+
     /// Stops the broker (its persisted state stays) and starts it again on the same port.
     pub fn restart(&mut self) {
         self.stop();
@@ -471,6 +476,7 @@ pub struct Gateway {
     dir: tempfile::TempDir,
     child: Option<Child>,
     log: PathBuf,
+    allow_unsigned: bool,
 }
 
 impl Gateway {
@@ -505,7 +511,24 @@ impl Gateway {
             log: dir.path().join("gateway.log"),
             dir,
             child: None,
+            allow_unsigned: true,
         }
+    }
+
+    /// Runs it as in production: signed bundles from its store only, no `--allow-unsigned`.
+    /// The test plugins are plain directories, so gateways run with the flag unless this is
+    /// called.
+    pub fn signed_only(&mut self, keyring: &Path) {
+        crate::edit(
+            self.dir(),
+            "gateway.toml",
+            "plugins = \"plugins\"\n",
+            &format!(
+                "plugins = \"plugins\"\nkeyring = \"{}\"\n",
+                keyring.display()
+            ),
+        );
+        self.allow_unsigned = false;
     }
 
     /// The directory holding gateway.toml and plugins/.
@@ -524,9 +547,14 @@ impl Gateway {
             .append(true)
             .open(&self.log)
             .expect("log file");
-        Command::new(crate::edgewise())
+        let mut command = Command::new(crate::edgewise());
+        command
             .args(["run", "--config"])
-            .arg(self.dir.path().join("gateway.toml"))
+            .arg(self.dir.path().join("gateway.toml"));
+        if self.allow_unsigned {
+            command.arg("--allow-unsigned");
+        }
+        command
             .env("NO_COLOR", "1")
             .stdout(log.try_clone().expect("log file"))
             .stderr(log)
@@ -556,6 +584,11 @@ impl Gateway {
                 self.log()
             );
         }
+    }
+
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// Everything the gateway logged so far.

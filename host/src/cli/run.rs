@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 
+use super::Logging;
 use crate::config::Config;
 use crate::gateway;
 
@@ -14,16 +15,23 @@ pub struct Args {
     /// The gateway configuration (see docs/configuration.md).
     #[arg(long, short, default_value = "gateway.toml")]
     config: PathBuf,
+    /// Development only: also run the UNSIGNED plugin directories under the config's `plugins`.
+    #[arg(long)]
+    allow_unsigned: bool,
 }
 
-pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+pub fn run(args: Args, logging: &Logging) -> anyhow::Result<ExitCode> {
     let config = Config::from_file(&args.config)?;
+    logging.configure(config.log.as_deref());
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(gateway::run(config, shutdown_signal()))?;
+    let options = gateway::Options {
+        allow_unsigned: args.allow_unsigned,
+    };
+    runtime.block_on(gateway::run(config, options, shutdown_signal()))?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -85,8 +85,13 @@ pub struct ModelSet {
 }
 
 impl ModelSet {
-    /// Loads every model in `specs`, with files relative to `dir`.
-    pub fn load(specs: &[ModelSpec], dir: &Path) -> Result<Self, ModelError> {
+    /// Loads every model in `specs`, reading each file with `read` (`origin` names where
+    /// they come from in errors).
+    pub fn load(
+        specs: &[ModelSpec],
+        origin: &Path,
+        read: &dyn Fn(&Path) -> std::io::Result<Vec<u8>>,
+    ) -> Result<Self, ModelError> {
         let backends = backends();
         let observer: Arc<OnceLock<InferenceObserver>> = Arc::default();
         let mut graphs = HashMap::new();
@@ -98,8 +103,8 @@ impl ModelSet {
                     model: spec.name.clone(),
                     encoding: spec.encoding.clone(),
                 })?;
-            let file = dir.join(&spec.file);
-            let bytes = std::fs::read(&file).map_err(|source| ModelError::Read {
+            let file = origin.join(&spec.file);
+            let bytes = read(&spec.file).map_err(|source| ModelError::Read {
                 model: spec.name.clone(),
                 file: file.clone(),
                 source,

@@ -1,0 +1,171 @@
+//! The bundle commands: `pack` (author), `verify` and `inspect` (anyone), `install` (operator).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use edgewise_signing::bundle::{self, DEFAULT_MAX_BYTES, EXTENSION};
+use edgewise_signing::{Bundle, Keyring, Manifest, SecretKey};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::config::Config;
+use crate::store::{Installed, Store};
+
+/// Pack a plugin directory into a signed bundle.
+#[derive(clap::Args)]
+pub struct PackArgs {
+    /// The plugin directory (with plugin.toml).
+    dir: PathBuf,
+    /// The release key (PKCS#8 PEM, as `edgewise keygen` writes it).
+    #[arg(long)]
+    key: PathBuf,
+    /// Where to write the bundle (default: <name>-<version>.ewb here).
+    #[arg(long, short)]
+    output: Option<PathBuf>,
+    /// Sign it as a rollback: gateways accept it over a higher release.
+    #[arg(long)]
+    rollback: bool,
+}
+
+/// Check a bundle's signature and files against a keyring.
+#[derive(clap::Args)]
+pub struct VerifyArgs {
+    /// The bundle.
+    bundle: PathBuf,
+    /// The keyring to trust.
+    #[arg(long)]
+    keyring: PathBuf,
+}
+
+/// Show a bundle's manifest, files, digests and signers, without trusting it.
+#[derive(clap::Args)]
+pub struct InspectArgs {
+    /// The bundle.
+    bundle: PathBuf,
+}
+
+/// Install a bundle into a gateway's store (verified with the gateway's keyring).
+#[derive(clap::Args)]
+pub struct InstallArgs {
+    /// The bundle.
+    bundle: PathBuf,
+    /// The gateway's configuration (for its store and keyring).
+    #[arg(long, short, default_value = "gateway.toml")]
+    config: PathBuf,
+}
+
+pub fn pack(args: PackArgs) -> anyhow::Result<ExitCode> {
+    let pem = std::fs::read_to_string(&args.key)
+        .with_context(|| format!("reading {}", args.key.display()))?;
+    let key = SecretKey::from_pem(&pem).with_context(|| args.key.display().to_string())?;
+    let manifest = Manifest::from_file(&args.dir.join("plugin.toml"))?;
+    let total: u64 = std::iter::once(&manifest.component)
+        .chain(manifest.models.iter().map(|m| &m.file))
+        .filter_map(|f| std::fs::metadata(args.dir.join(f)).ok())
+        .map(|m| m.len())
+        .sum();
+    let bar = ProgressBar::new(total).with_style(
+        ProgressStyle::with_template("hashing {bar:30} {bytes}/{total_bytes} {bytes_per_sec}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let packed = bundle::pack(&args.dir, &key, args.rollback, &mut |done| {
+        bar.set_position(done)
+    });
+    bar.finish_and_clear();
+    let packed = packed?;
+    let output = args.output.unwrap_or_else(|| {
+        PathBuf::from(format!(
+            "{}-{}.{EXTENSION}",
+            manifest.name, manifest.version
+        ))
+    });
+    let bytes = packed.to_bytes();
+    std::fs::write(&output, &bytes).with_context(|| format!("writing {}", output.display()))?;
+    println!(
+        "packed {} {} (release {}{}) into {}: {} bytes, {} files, sha256 {}, signed by key {}",
+        manifest.name,
+        manifest.version,
+        manifest.release.unwrap_or_default(),
+        if args.rollback { ", rollback" } else { "" },
+        output.display(),
+        bytes.len(),
+        packed.files.len(),
+        bundle::sha256_hex(&bytes),
+        key.public().id()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
+    let keyring = Keyring::from_file(&args.keyring)?;
+    let bytes = bundle::read_capped(&args.bundle, DEFAULT_MAX_BYTES)?;
+    let verified = Bundle::verify(&bytes, &keyring, &args.bundle)
+        .with_context(|| format!("{} refused", args.bundle.display()))?;
+    let signers: Vec<String> = verified.signers.iter().map(|k| k.id()).collect();
+    println!(
+        "OK {}: {} {} release {}, {} files, signed by {}, sha256 {}",
+        args.bundle.display(),
+        verified.manifest.name,
+        verified.manifest.version,
+        verified.manifest.release.unwrap_or_default(),
+        verified.files.len(),
+        signers.join(", "),
+        verified.digest
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn inspect(args: InspectArgs) -> anyhow::Result<ExitCode> {
+    let bytes = bundle::read_capped(&args.bundle, DEFAULT_MAX_BYTES)?;
+    let parsed = Bundle::parse(&bytes).with_context(|| args.bundle.display().to_string())?;
+    println!(
+        "bundle {} (NOT verified: use `edgewise verify`)",
+        args.bundle.display()
+    );
+    println!("sha256 {}", bundle::sha256_hex(&bytes));
+    for s in &parsed.signatures {
+        println!("signature by key {} ({})", s.key.id(), s.key);
+    }
+    println!("files:");
+    for (path, content) in &parsed.files {
+        println!(
+            "  {path}  {} bytes  sha256 {}",
+            content.len(),
+            bundle::sha256_hex(content)
+        );
+    }
+    println!("manifest:\n{}", String::from_utf8_lossy(&parsed.manifest));
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn install(args: InstallArgs) -> anyhow::Result<ExitCode> {
+    let config = Config::from_file(&args.config)?;
+    let keyring_path = config
+        .keyring
+        .as_deref()
+        .with_context(|| format!("{}: no `keyring` configured", args.config.display()))?;
+    let keyring = Keyring::from_file(keyring_path)?;
+    let store = Store::open(&config.store, keyring, config.max_bundle_bytes())?;
+    match store
+        .install_file(&args.bundle)
+        .with_context(|| format!("{} not installed", args.bundle.display()))?
+    {
+        Installed::Activated {
+            plugin,
+            version,
+            release,
+            digest,
+        } => println!(
+            "installed {plugin} {version} (release {release}, sha256 {digest}) in {}; it runs from the next gateway start",
+            display(&config.store)
+        ),
+        Installed::AlreadyActive { plugin, digest } => {
+            println!("{plugin}: this bundle ({digest}) is already installed; nothing changed")
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn display(path: &Path) -> String {
+    path.display().to_string()
+}

@@ -1,0 +1,341 @@
+//! The plugin store on the gateway: signed bundles, content-addressed, verified at every load.
+//!
+//! ```text
+//! <store>/bundles/<sha256>.ewb      installed bundles, named by the SHA-256 of the file
+//! <store>/quarantine/<sha256>.ewb   bundles that failed verification at load (changed on disk)
+//! <store>/cache/<sha256>-<engine>.cwasm  compiled components, written only by this host
+//! <store>/state.json                per plugin: the active bundle, the last-known-good one,
+//!                                   and the highest release counter ever accepted
+//! ```
+//!
+//! Every write is atomic (temporary file in the same directory, fsync, rename, fsync of the
+//! directory), so a gateway killed at any moment finds either the old file or the new one. The
+//! highest release is recorded in the same write that activates a bundle, and a lower release
+//! is refused unless its signed manifest says `rollback = true`. The directory is created
+//! owner-only (0700): the compiled cache in it is native code (see [`crate::plugin`]).
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use edgewise_signing::bundle::{self, BundleError, EXTENSION};
+use edgewise_signing::{Bundle, Keyring, VerifiedBundle};
+use serde::{Deserialize, Serialize};
+
+/// Why the store refused something.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A file or directory of the store could not be read or written.
+    #[error("store: {}: {source}", path.display())]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// The failure.
+        source: std::io::Error,
+    },
+    /// The state file is corrupt.
+    #[error("store: {}: {problem}", path.display())]
+    State {
+        /// The state file.
+        path: PathBuf,
+        /// What is wrong.
+        problem: String,
+    },
+    /// The bundle failed verification.
+    #[error(transparent)]
+    Bundle(#[from] BundleError),
+    /// The bundle's release counter is lower than one already accepted.
+    #[error(
+        "plugin `{plugin}`: release {offered} is older than release {highest} already accepted \
+         (rollback refused; a release key can sign a bundle with `edgewise pack --rollback`)"
+    )]
+    Rollback {
+        /// The plugin.
+        plugin: String,
+        /// The bundle's release.
+        offered: u64,
+        /// The highest accepted.
+        highest: u64,
+    },
+    /// The same release with other content.
+    #[error(
+        "plugin `{plugin}`: release {release} is already installed with other content; raise \
+         the release counter"
+    )]
+    Conflict {
+        /// The plugin.
+        plugin: String,
+        /// The release.
+        release: u64,
+    },
+}
+
+/// What an install did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Installed {
+    /// A new bundle is now the plugin's active one.
+    Activated {
+        /// The plugin.
+        plugin: String,
+        /// Its version.
+        version: String,
+        /// Its release counter.
+        release: u64,
+        /// The bundle's digest.
+        digest: String,
+    },
+    /// This very bundle was already the active one: nothing changed.
+    AlreadyActive {
+        /// The plugin.
+        plugin: String,
+        /// The bundle's digest.
+        digest: String,
+    },
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct State {
+    plugins: BTreeMap<String, PluginState>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct PluginState {
+    active: String,
+    last_known_good: Option<String>,
+    highest_release: u64,
+}
+
+/// A plugin's bundle as loaded from the store, or why it could not be.
+pub struct Loaded {
+    /// The plugin's name.
+    pub plugin: String,
+    /// The verified bundle, or the failure (after falling back to the last-known-good).
+    pub bundle: Result<VerifiedBundle, StoreError>,
+}
+
+/// The store in one directory, checked against one keyring.
+pub struct Store {
+    root: PathBuf,
+    keyring: Keyring,
+    max_bundle_bytes: u64,
+}
+
+impl Store {
+    /// Opens (creating if needed) the store in `root`.
+    pub fn open(root: &Path, keyring: Keyring, max_bundle_bytes: u64) -> Result<Self, StoreError> {
+        for dir in [
+            root.to_owned(),
+            root.join("bundles"),
+            root.join("quarantine"),
+            root.join("cache"),
+        ] {
+            create_private_dir(&dir)?;
+        }
+        Ok(Self {
+            root: root.to_owned(),
+            keyring,
+            max_bundle_bytes,
+        })
+    }
+
+    /// The directory of compiled components.
+    pub fn cache_dir(&self) -> PathBuf {
+        self.root.join("cache")
+    }
+
+    /// Verifies the bundle file at `path` and makes it its plugin's active bundle. Nothing in
+    /// the store changes unless every check passed.
+    pub fn install_file(&self, path: &Path) -> Result<Installed, StoreError> {
+        let bytes = bundle::read_capped(path, self.max_bundle_bytes)?;
+        self.install(&bytes, path)
+    }
+
+    /// Like [`Store::install_file`], from the bundle's bytes; `origin` names it in errors.
+    pub fn install(&self, bytes: &[u8], origin: &Path) -> Result<Installed, StoreError> {
+        if bytes.len() as u64 > self.max_bundle_bytes {
+            return Err(BundleError::TooLarge {
+                max: self.max_bundle_bytes,
+            }
+            .into());
+        }
+        let verified = Bundle::verify(bytes, &self.keyring, origin)?;
+        let manifest = &verified.manifest;
+        let plugin = manifest.name.clone();
+        let release = manifest.release.unwrap_or_default();
+        let mut state = self.state()?;
+        let previous = state.plugins.get(&plugin).cloned();
+        if let Some(p) = &previous {
+            if p.active == verified.digest {
+                return Ok(Installed::AlreadyActive {
+                    plugin,
+                    digest: verified.digest,
+                });
+            }
+            if release < p.highest_release && !manifest.rollback {
+                return Err(StoreError::Rollback {
+                    plugin,
+                    offered: release,
+                    highest: p.highest_release,
+                });
+            }
+            if release == p.highest_release && !manifest.rollback {
+                return Err(StoreError::Conflict { plugin, release });
+            }
+        }
+        write_atomically(&self.bundle_path(&verified.digest), bytes)?;
+        let highest = previous
+            .as_ref()
+            .map_or(release, |p| p.highest_release.max(release));
+        state.plugins.insert(
+            plugin.clone(),
+            PluginState {
+                active: verified.digest.clone(),
+                last_known_good: previous.map(|p| p.active),
+                highest_release: highest,
+            },
+        );
+        self.save(&state)?;
+        Ok(Installed::Activated {
+            plugin,
+            version: manifest.version.to_string(),
+            release,
+            digest: verified.digest,
+        })
+    }
+
+    /// Loads and re-verifies every plugin's active bundle. A bundle that fails (changed on
+    /// disk, or its signer revoked) is moved to quarantine and the plugin falls back to its
+    /// last-known-good bundle, if that one verifies.
+    pub fn load_all(&self) -> Result<Vec<Loaded>, StoreError> {
+        let mut state = self.state()?;
+        let mut changed = false;
+        let mut loaded = Vec::new();
+        for (plugin, entry) in state.plugins.iter_mut() {
+            let bundle = match self.load(&entry.active) {
+                Ok(bundle) => Ok(bundle),
+                Err(error) => {
+                    tracing::error!(plugin, digest = entry.active, "{error}; quarantined");
+                    self.quarantine(&entry.active);
+                    match entry.last_known_good.take().map(|d| (self.load(&d), d)) {
+                        Some((Ok(bundle), digest)) => {
+                            tracing::warn!(plugin, digest, "running the last-known-good bundle");
+                            entry.active = digest;
+                            changed = true;
+                            Ok(bundle)
+                        }
+                        _ => Err(error),
+                    }
+                }
+            };
+            loaded.push(Loaded {
+                plugin: plugin.clone(),
+                bundle,
+            });
+        }
+        if changed {
+            self.save(&state)?;
+        }
+        Ok(loaded)
+    }
+
+    /// The active bundle of every installed plugin: name, digest, highest release.
+    pub fn list(&self) -> Result<Vec<(String, String, u64)>, StoreError> {
+        Ok(self
+            .state()?
+            .plugins
+            .into_iter()
+            .map(|(name, p)| (name, p.active, p.highest_release))
+            .collect())
+    }
+
+    fn load(&self, digest: &str) -> Result<VerifiedBundle, StoreError> {
+        let path = self.bundle_path(digest);
+        let bytes = bundle::read_capped(&path, self.max_bundle_bytes)?;
+        let verified = Bundle::verify(&bytes, &self.keyring, &path)?;
+        if verified.digest != digest {
+            return Err(BundleError::File {
+                path: path.display().to_string(),
+                problem: format!("content digest is {}, not its name", verified.digest),
+            }
+            .into());
+        }
+        Ok(verified)
+    }
+
+    fn quarantine(&self, digest: &str) {
+        let from = self.bundle_path(digest);
+        let to = self
+            .root
+            .join("quarantine")
+            .join(format!("{digest}.{EXTENSION}"));
+        if let Err(e) = std::fs::rename(&from, &to) {
+            tracing::warn!("cannot quarantine {}: {e}", from.display());
+        }
+    }
+
+    fn bundle_path(&self, digest: &str) -> PathBuf {
+        self.root
+            .join("bundles")
+            .join(format!("{digest}.{EXTENSION}"))
+    }
+
+    fn state_path(&self) -> PathBuf {
+        self.root.join("state.json")
+    }
+
+    fn state(&self) -> Result<State, StoreError> {
+        let path = self.state_path();
+        match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| StoreError::State {
+                path,
+                problem: e.to_string(),
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(State::default()),
+            Err(source) => Err(StoreError::Io { path, source }),
+        }
+    }
+
+    fn save(&self, state: &State) -> Result<(), StoreError> {
+        let bytes = serde_json::to_vec_pretty(state).map_err(|e| StoreError::State {
+            path: self.state_path(),
+            problem: e.to_string(),
+        })?;
+        write_atomically(&self.state_path(), &bytes)
+    }
+}
+
+/// Writes `bytes` to `path` so that a crash leaves either the old file or the new one: a
+/// temporary file beside it, fsync, rename over, fsync of the directory.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    let io = |path: &Path| {
+        let path = path.to_owned();
+        move |source| StoreError::Io { path, source }
+    };
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut temp = tempfile::NamedTempFile::new_in(dir).map_err(io(dir))?;
+    temp.write_all(bytes).map_err(io(path))?;
+    temp.as_file().sync_all().map_err(io(path))?;
+    temp.persist(path).map_err(|e| StoreError::Io {
+        path: path.to_owned(),
+        source: e.error,
+    })?;
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io(dir))
+}
+
+fn create_private_dir(dir: &Path) -> Result<(), StoreError> {
+    let io = |source| StoreError::Io {
+        path: dir.to_owned(),
+        source,
+    };
+    std::fs::create_dir_all(dir).map_err(io)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(io)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,477 @@
+//! Signed plugin bundles: one file with the manifest, its signatures, the component and the
+//! models. `docs/bundle-format.md` is the specification; this is the reference reader/writer.
+//!
+//! Layout (all integers big-endian):
+//!
+//! ```text
+//! "EWBUNDLE" u16 format=1
+//! u32 manifest length, manifest bytes (UTF-8 TOML)
+//! u16 signature count, each: 32-byte ed25519 public key, 64-byte signature
+//! u16 file count, each: u16 path length, path (UTF-8), u64 size, bytes
+//! (nothing after)
+//! ```
+//!
+//! [`Bundle::verify`] checks in a fixed order, each step only on what the previous one
+//! vouched for: the size cap and framing, then the signatures over the exact manifest bytes,
+//! then the manifest's parse, then policy (a bundle manifest must carry `release` and pin its
+//! files), then every file's size and SHA-256 against the manifest. Nothing is compiled or
+//! interpreted before all of it passed.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use crate::keyring::{Keyring, Role};
+use crate::manifest::{Manifest, ManifestError};
+use crate::signature::{PayloadType, PublicKey, SecretKey, Signature};
+
+/// The first bytes of every bundle.
+pub const MAGIC: &[u8; 8] = b"EWBUNDLE";
+/// The container format this code reads and writes.
+pub const FORMAT: u16 = 1;
+/// The conventional file extension.
+pub const EXTENSION: &str = "ewb";
+/// The largest bundle read by default: 256 MiB.
+pub const DEFAULT_MAX_BYTES: u64 = 256 << 20;
+/// Limits on the framing, far above any real bundle, so a hostile header cannot make the
+/// reader allocate.
+const MAX_MANIFEST_BYTES: u32 = 1 << 20;
+const MAX_FILES: u16 = 1024;
+
+/// Why a bundle was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum BundleError {
+    /// The file could not be read.
+    #[error("cannot read {}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The I/O failure.
+        source: std::io::Error,
+    },
+    /// Larger than the cap.
+    #[error("the bundle is larger than the limit of {max} bytes")]
+    TooLarge {
+        /// The cap.
+        max: u64,
+    },
+    /// The container is malformed: truncated, bad magic, bad lengths, trailing bytes.
+    #[error("malformed bundle at byte {offset}: {problem}")]
+    Malformed {
+        /// Where reading stopped.
+        offset: usize,
+        /// What was wrong.
+        problem: String,
+    },
+    /// No signature by a trusted key of the right role.
+    #[error("bundle manifest not signed by a trusted release key: {0}")]
+    Untrusted(String),
+    /// The manifest (signed, so from a trusted author) is invalid.
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    /// The manifest is valid but not acceptable in a bundle.
+    #[error("bundle manifest: {0}")]
+    Policy(String),
+    /// A file does not match what the manifest pins, or is not pinned at all.
+    #[error("bundle file `{path}`: {problem}")]
+    File {
+        /// The file's path in the bundle.
+        path: String,
+        /// What is wrong.
+        problem: String,
+    },
+}
+
+/// A bundle as read from its bytes: framing checked, nothing else yet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bundle {
+    /// The manifest, exactly as signed.
+    pub manifest: Vec<u8>,
+    /// The signatures over it.
+    pub signatures: Vec<Signature>,
+    /// The files, by path, in the order stored.
+    pub files: Vec<(String, Vec<u8>)>,
+}
+
+/// A bundle that passed every check: trusted, parsed, every file as pinned.
+#[derive(Debug, Clone)]
+pub struct VerifiedBundle {
+    /// The parsed manifest.
+    pub manifest: Manifest,
+    /// The manifest text, exactly as signed.
+    pub manifest_text: String,
+    /// The trusted keys that signed it.
+    pub signers: Vec<PublicKey>,
+    /// The files, by path.
+    pub files: BTreeMap<String, Vec<u8>>,
+    /// SHA-256 of the whole bundle file, lowercase hex: its identity in a store.
+    pub digest: String,
+}
+
+impl VerifiedBundle {
+    /// The content of the file at `path` as the manifest names it (`component`, a model's
+    /// `file`).
+    pub fn file(&self, path: &Path) -> Option<&[u8]> {
+        self.files.get(&canonical(path)?).map(Vec::as_slice)
+    }
+}
+
+/// Reads a bundle file, refusing one larger than `max` bytes before reading it all.
+pub fn read_capped(path: &Path, max: u64) -> Result<Vec<u8>, BundleError> {
+    let io = |source| BundleError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let file = std::fs::File::open(path).map_err(io)?;
+    if file.metadata().map_err(io)?.len() > max {
+        return Err(BundleError::TooLarge { max });
+    }
+    let mut bytes = Vec::new();
+    // `take` guards against a file that grows while it is read.
+    file.take(max + 1).read_to_end(&mut bytes).map_err(io)?;
+    if bytes.len() as u64 > max {
+        return Err(BundleError::TooLarge { max });
+    }
+    Ok(bytes)
+}
+
+/// SHA-256 in lowercase hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+impl Bundle {
+    /// Parses the container. Checks framing only: nothing here is trusted yet.
+    pub fn parse(bytes: &[u8]) -> Result<Self, BundleError> {
+        let mut r = Reader { bytes, at: 0 };
+        if r.take(8)? != MAGIC {
+            return Err(r.malformed(0, "not an Edgewise bundle (bad magic)"));
+        }
+        let format = r.u16()?;
+        if format != FORMAT {
+            return Err(r.malformed(8, &format!("format {format}; this gateway reads {FORMAT}")));
+        }
+        let manifest_len = r.u32()?;
+        if manifest_len > MAX_MANIFEST_BYTES {
+            return Err(r.malformed(r.at - 4, "manifest length over 1 MiB"));
+        }
+        let manifest = r.take(manifest_len as usize)?.to_vec();
+        let count = r.u16()?;
+        let mut signatures = Vec::with_capacity(usize::from(count.min(16)));
+        for _ in 0..count {
+            let key = <[u8; 32]>::try_from(r.take(32)?).map_err(|_| r.malformed(r.at, "key"))?;
+            let sig = <[u8; 64]>::try_from(r.take(64)?).map_err(|_| r.malformed(r.at, "sig"))?;
+            signatures.push(Signature {
+                key: PublicKey::from_bytes(key),
+                bytes: sig,
+            });
+        }
+        let count = r.u16()?;
+        if count > MAX_FILES {
+            return Err(r.malformed(r.at - 2, &format!("{count} files; at most {MAX_FILES}")));
+        }
+        let mut files: Vec<(String, Vec<u8>)> = Vec::with_capacity(usize::from(count));
+        for _ in 0..count {
+            let start = r.at;
+            let len = r.u16()?;
+            let path = std::str::from_utf8(r.take(usize::from(len))?)
+                .map_err(|_| r.malformed(start, "file path is not UTF-8"))?
+                .to_owned();
+            if canonical(Path::new(&path)).as_deref() != Some(path.as_str()) {
+                return Err(r.malformed(
+                    start,
+                    &format!(
+                        "file path `{path}` must be relative, `/`-separated, without `.` or `..`"
+                    ),
+                ));
+            }
+            if files.iter().any(|(p, _)| *p == path) {
+                return Err(r.malformed(start, &format!("file `{path}` appears twice")));
+            }
+            let size = r.u64()?;
+            let size = usize::try_from(size).map_err(|_| r.malformed(r.at - 8, "file size"))?;
+            files.push((path, r.take(size)?.to_vec()));
+        }
+        if r.at != bytes.len() {
+            return Err(r.malformed(
+                r.at,
+                &format!("{} bytes after the last file", bytes.len() - r.at),
+            ));
+        }
+        Ok(Self {
+            manifest,
+            signatures,
+            files,
+        })
+    }
+
+    /// The container's bytes.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&FORMAT.to_be_bytes());
+        out.extend_from_slice(&(self.manifest.len() as u32).to_be_bytes());
+        out.extend_from_slice(&self.manifest);
+        out.extend_from_slice(&(self.signatures.len() as u16).to_be_bytes());
+        for s in &self.signatures {
+            out.extend_from_slice(&s.key.to_bytes());
+            out.extend_from_slice(&s.bytes);
+        }
+        out.extend_from_slice(&(self.files.len() as u16).to_be_bytes());
+        for (path, bytes) in &self.files {
+            out.extend_from_slice(&(path.len() as u16).to_be_bytes());
+            out.extend_from_slice(path.as_bytes());
+            out.extend_from_slice(&(bytes.len() as u64).to_be_bytes());
+            out.extend_from_slice(bytes);
+        }
+        out
+    }
+
+    /// Verifies a bundle file's bytes against `keyring`, in the order the module doc gives.
+    /// `origin` names the bundle in manifest errors.
+    pub fn verify(
+        bytes: &[u8],
+        keyring: &Keyring,
+        origin: &Path,
+    ) -> Result<VerifiedBundle, BundleError> {
+        let digest = sha256_hex(bytes);
+        let bundle = Bundle::parse(bytes)?;
+        let ty = PayloadType::Manifest;
+        let signers: Vec<PublicKey> = keyring
+            .signers(Role::Release, ty, &bundle.manifest, &bundle.signatures)
+            .into_iter()
+            .map(|k| k.key)
+            .collect();
+        if signers.is_empty() {
+            let why = keyring.explain(Role::Release, ty, &bundle.manifest, &bundle.signatures);
+            return Err(BundleError::Untrusted(why));
+        }
+        let manifest_text = String::from_utf8(bundle.manifest)
+            .map_err(|_| BundleError::Policy("the manifest is not UTF-8".into()))?;
+        let manifest = Manifest::parse(&manifest_text, &origin.join("manifest"))?;
+        if manifest.release.is_none() {
+            return Err(BundleError::Policy("no `release` counter".into()));
+        }
+        let mut pinned: Vec<&Path> = vec![&manifest.component];
+        pinned.extend(manifest.models.iter().map(|m| m.file.as_path()));
+        for path in pinned {
+            let pinned = canonical(path).is_some_and(|p| manifest.files.contains_key(&p));
+            if !pinned {
+                return Err(BundleError::Policy(format!(
+                    "`{}` is used but not pinned in [files]",
+                    path.display()
+                )));
+            }
+        }
+        let mut files = BTreeMap::new();
+        for (path, content) in bundle.files {
+            let Some(pin) = manifest.files.get(&path) else {
+                return Err(BundleError::File {
+                    path,
+                    problem: "not pinned by the manifest".into(),
+                });
+            };
+            if content.len() as u64 != pin.size {
+                return Err(BundleError::File {
+                    path,
+                    problem: format!("{} bytes, the manifest pins {}", content.len(), pin.size),
+                });
+            }
+            let actual = sha256_hex(&content);
+            if actual != pin.sha256 {
+                return Err(BundleError::File {
+                    path,
+                    problem: format!("SHA-256 {actual}, the manifest pins {}", pin.sha256),
+                });
+            }
+            files.insert(path, content);
+        }
+        if let Some(missing) = manifest.files.keys().find(|p| !files.contains_key(*p)) {
+            return Err(BundleError::File {
+                path: missing.clone(),
+                problem: "pinned by the manifest but missing from the bundle".into(),
+            });
+        }
+        Ok(VerifiedBundle {
+            manifest,
+            manifest_text,
+            signers,
+            files,
+            digest,
+        })
+    }
+}
+
+/// Why a plugin directory could not be packed.
+#[derive(Debug, thiserror::Error)]
+pub enum PackError {
+    /// The manifest is invalid.
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    /// A file could not be read.
+    #[error("cannot read {}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The failure.
+        source: std::io::Error,
+    },
+    /// The plugin cannot be packed as it is.
+    #[error("{}: {problem}", path.display())]
+    Refused {
+        /// The manifest.
+        path: PathBuf,
+        /// Why.
+        problem: String,
+    },
+}
+
+/// Packs the plugin directory `dir` into a bundle signed by `key`. The manifest is the
+/// directory's `plugin.toml` as written, with `rollback = true` put first if asked and a
+/// `[files]` table appended that pins the component and every model. `progress` hears the
+/// bytes hashed so far, for large models.
+pub fn pack(
+    dir: &Path,
+    key: &SecretKey,
+    rollback: bool,
+    progress: &mut dyn FnMut(u64),
+) -> Result<Bundle, PackError> {
+    let manifest_path = dir.join("plugin.toml");
+    let text = std::fs::read_to_string(&manifest_path).map_err(|source| PackError::Io {
+        path: manifest_path.clone(),
+        source,
+    })?;
+    let manifest = Manifest::parse(&text, &manifest_path)?;
+    let refuse = |problem: &str| PackError::Refused {
+        path: manifest_path.clone(),
+        problem: problem.to_owned(),
+    };
+    if manifest.release.is_none() {
+        return Err(refuse(
+            "add a `release = <n>` counter (raise it with every release)",
+        ));
+    }
+    if !manifest.files.is_empty() || manifest.rollback {
+        return Err(refuse(
+            "`files` and `rollback` are written by `edgewise pack`, not by hand",
+        ));
+    }
+    let mut paths: Vec<String> = std::iter::once(&manifest.component)
+        .chain(manifest.models.iter().map(|m| &m.file))
+        .filter_map(|p| canonical(p))
+        .collect();
+    paths.sort();
+    paths.dedup();
+    let mut files = Vec::with_capacity(paths.len());
+    let mut pins =
+        String::from("\n# Written by `edgewise pack`: every file of the bundle.\n[files]\n");
+    let mut hashed = 0u64;
+    for path in paths {
+        let file = dir.join(&path);
+        let content =
+            std::fs::read(&file).map_err(|source| PackError::Io { path: file, source })?;
+        let mut hasher = Sha256::new();
+        for chunk in content.chunks(1 << 20) {
+            hasher.update(chunk);
+            hashed += chunk.len() as u64;
+            progress(hashed);
+        }
+        pins += &format!(
+            "\"{path}\" = {{ size = {}, sha256 = \"{}\" }}\n",
+            content.len(),
+            hex::encode(hasher.finalize())
+        );
+        files.push((path, content));
+    }
+    let mut signed = String::new();
+    if rollback {
+        signed += "# Written by `edgewise pack --rollback`: may replace a higher release.\nrollback = true\n";
+    }
+    signed += &text;
+    if !signed.ends_with('\n') {
+        signed.push('\n');
+    }
+    signed += &pins;
+    // What is signed must parse as what was meant.
+    let check = Manifest::parse(&signed, &manifest_path)?;
+    debug_assert_eq!(check.files.len(), files.len());
+    let signature = key.sign(PayloadType::Manifest, signed.as_bytes());
+    Ok(Bundle {
+        manifest: signed.into_bytes(),
+        signatures: vec![signature],
+        files,
+    })
+}
+
+/// The canonical bundle path of a relative path: `/`-separated normal components, or `None`
+/// for anything that could leave the bundle (`..`, absolute, empty, backslashes).
+pub fn canonical(path: &Path) -> Option<String> {
+    let mut parts = Vec::new();
+    for component in path.components() {
+        match component {
+            std::path::Component::Normal(part) => {
+                let part = part.to_str()?;
+                if part.contains('\\') || part.contains('\0') {
+                    return None;
+                }
+                parts.push(part);
+            }
+            std::path::Component::CurDir => {}
+            _ => return None,
+        }
+    }
+    (!parts.is_empty()).then(|| parts.join("/"))
+}
+
+/// A cursor over the container bytes.
+struct Reader<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], BundleError> {
+        let end = self
+            .at
+            .checked_add(n)
+            .filter(|end| *end <= self.bytes.len());
+        let Some(end) = end else {
+            return Err(self.malformed(
+                self.at,
+                &format!(
+                    "truncated: {n} bytes expected, {} left",
+                    self.bytes.len() - self.at
+                ),
+            ));
+        };
+        let slice = &self.bytes[self.at..end];
+        self.at = end;
+        Ok(slice)
+    }
+
+    fn u16(&mut self) -> Result<u16, BundleError> {
+        let b = self.take(2)?;
+        Ok(u16::from_be_bytes([b[0], b[1]]))
+    }
+
+    fn u32(&mut self) -> Result<u32, BundleError> {
+        let b = self.take(4)?;
+        Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    }
+
+    fn u64(&mut self) -> Result<u64, BundleError> {
+        let b = self.take(8)?;
+        let mut a = [0u8; 8];
+        a.copy_from_slice(b);
+        Ok(u64::from_be_bytes(a))
+    }
+
+    fn malformed(&self, offset: usize, problem: &str) -> BundleError {
+        BundleError::Malformed {
+            offset,
+            problem: problem.to_owned(),
+        }
+    }
+}

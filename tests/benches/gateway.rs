@@ -1,0 +1,460 @@
+//! The gateway benchmark (issue 3): printed, not asserted. Run with `scripts/bench`.
+//!
+//! Everything runs against one Mosquitto started here, one system under test at a time, with
+//! the same load generator and sink (rumqttc clients in this process):
+//!
+//! - **pass-through**: `edgewise run` with the `template` plugin (republishes each message under
+//!   `echo/`) versus a native Rust rumqttc program doing the same, with the same semantics
+//!   (QoS 1 in, manual acknowledgement after the output is queued, QoS 1 out): the ceiling.
+//!   Throughput from a flood; latency from a paced stream, less the broker's own latency
+//!   (publisher → broker → subscriber with nothing in between).
+//! - **inference**: `edgewise run` with `vibration-fault` versus `paho_onnxruntime.py`, a
+//!   paho-mqtt subscriber running the same features and `vibration.onnx` with onnxruntime.
+//! - **memory**: the gateway's resident set with the three example plugins loaded and fed.
+//!
+//! `EDGEWISE_BENCH_ROUNDS` (default 3) sets how many times each flood runs, alternating the
+//! systems compared so that a noisy neighbour hurts both alike.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use edgewise_tests::mqtt::{Broker, Gateway, free_port, http_get};
+use edgewise_tests::{model_file, repo, wav_pcm};
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use tokio::sync::mpsc;
+
+const PASS_THROUGH_FLOOD: usize = 8000;
+const INFERENCE_FLOOD: usize = 3000;
+const PACED: usize = 1000;
+const PACED_RATE_HZ: f64 = 500.0;
+
+/// What one run saw.
+struct Figures {
+    sent: usize,
+    received: usize,
+    elapsed: Duration,
+    latencies: Vec<Duration>,
+}
+
+impl Figures {
+    fn per_second(&self) -> f64 {
+        self.received as f64 / self.elapsed.as_secs_f64()
+    }
+
+    fn percentile(&self, p: f64) -> Duration {
+        let mut sorted = self.latencies.clone();
+        sorted.sort_unstable();
+        let ix = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+        sorted.get(ix).copied().unwrap_or_default()
+    }
+}
+
+/// One kind of load: where message `i` goes, what it carries, and where its output comes back.
+struct Load<'a> {
+    input_topic: &'a dyn Fn(usize) -> String,
+    payload: &'a dyn Fn(usize) -> Vec<u8>,
+    output_filter: String,
+    /// The sequence number an output topic answers, if it is one of this run's.
+    sequence_of: &'a dyn Fn(&str) -> Option<usize>,
+}
+
+fn options(id: &str, port: u16) -> MqttOptions {
+    let mut options = MqttOptions::new(id, "127.0.0.1", port);
+    options.set_keep_alive(Duration::from_secs(30));
+    options.set_max_packet_size(1 << 20, 1 << 20);
+    options
+}
+
+/// Sends `count` messages of `load` at QoS 1, paced at `rate` per second or as fast as the
+/// broker takes them, and waits for their outputs (until 20 s pass without one).
+async fn drive(port: u16, run: &str, load: &Load<'_>, count: usize, rate: Option<f64>) -> Figures {
+    let (sink, mut sink_loop) = AsyncClient::new(options(&format!("sink-{run}"), port), 1000);
+    sink.subscribe(load.output_filter.clone(), QoS::AtLeastOnce)
+        .await
+        .expect("sink subscribes");
+    loop {
+        match sink_loop.poll().await {
+            Ok(Event::Incoming(Packet::SubAck(_))) => break,
+            Ok(_) => {}
+            Err(e) => panic!("sink: {e}"),
+        }
+    }
+    let (arrivals_tx, mut arrivals) = mpsc::unbounded_channel();
+    let sink_task = tokio::spawn(async move {
+        while let Ok(event) = sink_loop.poll().await {
+            if let Event::Incoming(Packet::Publish(p)) = event {
+                let _ = arrivals_tx.send((p.topic, Instant::now()));
+            }
+        }
+    });
+
+    let (source, mut source_loop) = AsyncClient::new(options(&format!("source-{run}"), port), 100);
+    let source_task = tokio::spawn(async move { while source_loop.poll().await.is_ok() {} });
+    let mut sent_at = Vec::with_capacity(count);
+    let start = Instant::now();
+    for i in 0..count {
+        if let Some(rate) = rate {
+            tokio::time::sleep_until((start + Duration::from_secs_f64(i as f64 / rate)).into())
+                .await;
+        }
+        sent_at.push(Instant::now());
+        source
+            .publish(
+                (load.input_topic)(i),
+                QoS::AtLeastOnce,
+                false,
+                (load.payload)(i),
+            )
+            .await
+            .expect("source publishes");
+    }
+
+    let mut received_at: HashMap<usize, Instant> = HashMap::new();
+    while received_at.len() < count {
+        match tokio::time::timeout(Duration::from_secs(20), arrivals.recv()).await {
+            Ok(Some((topic, at))) => {
+                if let Some(seq) = (load.sequence_of)(&topic) {
+                    received_at.entry(seq).or_insert(at);
+                }
+            }
+            _ => break,
+        }
+    }
+    sink_task.abort();
+    source_task.abort();
+    let last = received_at.values().max().copied().unwrap_or(start);
+    let latencies = received_at
+        .iter()
+        .map(|(seq, at)| at.duration_since(sent_at[*seq]))
+        .collect();
+    Figures {
+        sent: count,
+        received: received_at.len(),
+        elapsed: last.duration_since(start),
+        latencies,
+    }
+}
+
+/// The native ceiling: a rumqttc program that republishes `sensors/#` under `echo/`, QoS 1 in
+/// and out, acknowledging each input after queueing its output. Returns once subscribed.
+async fn native_pass_through(port: u16) -> tokio::task::JoinHandle<()> {
+    let mut options = options("native-pass-through", port);
+    options.set_manual_acks(true);
+    // Room for a whole flood, so that queueing an output never waits on the loop that sends it.
+    let (client, mut eventloop) = AsyncClient::new(options, 2 * PASS_THROUGH_FLOOD);
+    client
+        .subscribe("sensors/#", QoS::AtLeastOnce)
+        .await
+        .expect("native subscribes");
+    loop {
+        match eventloop.poll().await {
+            Ok(Event::Incoming(Packet::SubAck(_))) => break,
+            Ok(_) => {}
+            Err(e) => panic!("native pass-through: {e}"),
+        }
+    }
+    tokio::spawn(async move {
+        while let Ok(event) = eventloop.poll().await {
+            if let Event::Incoming(Packet::Publish(p)) = event {
+                let out = format!("echo/{}", p.topic);
+                let sent = client.try_publish(out, QoS::AtLeastOnce, false, p.payload.clone());
+                if sent.is_ok() {
+                    let _ = client.try_ack(&p);
+                }
+            }
+        }
+    })
+}
+
+/// The Python baseline, started and subscribed.
+fn python_baseline(port: u16) -> Child {
+    let mut child = Command::new("python3")
+        .arg(repo().join("tests/benches/paho_onnxruntime.py"))
+        .arg(port.to_string())
+        .arg(repo().join("plugins/vibration-fault/model"))
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3 starts");
+    let stdout = child.stdout.take().expect("stdout");
+    let ready = BufReader::new(stdout).lines().next();
+    assert!(
+        matches!(ready, Some(Ok(ref line)) if line == "ready"),
+        "the Python baseline did not start (pip install -r scripts/bench-requirements.txt): {ready:?}"
+    );
+    child
+}
+
+/// Resident and peak resident memory of a process, in MiB.
+fn memory_mib(pid: u32) -> (f64, f64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+            .map_or(f64::NAN, |kib| kib / 1024.0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// Kills a gateway and clears its persistent session, so the broker stops queueing for it.
+async fn forget(gateway: Gateway, port: u16) {
+    let id = format!("edgewise-{}", gateway.id);
+    drop(gateway);
+    let mut options = options(&id, port);
+    options.set_clean_session(true);
+    let (client, mut eventloop) = AsyncClient::new(options, 10);
+    loop {
+        match eventloop.poll().await {
+            Ok(Event::Incoming(Packet::ConnAck(_))) => break,
+            Ok(_) => {}
+            Err(e) => panic!("clearing the session of {id}: {e}"),
+        }
+    }
+    let _ = client.disconnect().await;
+    let _ = eventloop.poll().await;
+}
+
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    xs[xs.len() / 2]
+}
+
+fn row(what: &str, f: &Figures) {
+    println!(
+        "  {what:<34} {:>6}/{:<6} {:>9.0} msg/s   p50 {:>7.2} ms   p99 {:>7.2} ms",
+        f.received,
+        f.sent,
+        f.per_second(),
+        f.percentile(0.5).as_secs_f64() * 1e3,
+        f.percentile(0.99).as_secs_f64() * 1e3,
+    );
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let rounds: usize = std::env::var("EDGEWISE_BENCH_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(3);
+    let broker = Broker::start();
+    let port = broker.port;
+    let mut run_id = 0;
+    let mut next_run = || {
+        run_id += 1;
+        format!("r{run_id}")
+    };
+
+    println!("gateway benchmark: mosquitto on 127.0.0.1:{port}; QoS 1 in and out");
+    println!("\npass-through, flood of {PASS_THROUGH_FLOOD} messages of 64 bytes:");
+    let pass_through = |run: String| {
+        let prefix = format!("sensors/{run}/");
+        let echo = format!("echo/sensors/{run}/");
+        (prefix, echo)
+    };
+    let payload = |_: usize| vec![b'x'; 64];
+    let mut native_rates = Vec::new();
+    let mut edgewise_rates = Vec::new();
+    let mut paced = Vec::new();
+    for round in 0..rounds {
+        for system in ["native rumqttc pass-through", "edgewise + template plugin"] {
+            let (prefix, echo) = pass_through(next_run());
+            let input = |i: usize| format!("{prefix}{i}");
+            let sequence = |t: &str| t.strip_prefix(&echo).and_then(|s| s.parse().ok());
+            let load = Load {
+                input_topic: &input,
+                payload: &payload,
+                output_filter: format!("{echo}#"),
+                sequence_of: &sequence,
+            };
+            let (native, gateway) = if system.starts_with("native") {
+                (Some(native_pass_through(port).await), None)
+            } else {
+                let id = format!("bench-{}", next_run());
+                let gateway =
+                    tokio::task::block_in_place(|| Gateway::start(&broker, &id, &["template"], ""));
+                (None, Some(gateway))
+            };
+            let flood = drive(port, &next_run(), &load, PASS_THROUGH_FLOOD, None).await;
+            row(&format!("{system} (round {})", round + 1), &flood);
+            if round == 0 {
+                let (prefix, echo) = pass_through(next_run());
+                let input = |i: usize| format!("{prefix}{i}");
+                let sequence = |t: &str| t.strip_prefix(&echo).and_then(|s| s.parse().ok());
+                let load = Load {
+                    input_topic: &input,
+                    payload: &payload,
+                    output_filter: format!("{echo}#"),
+                    sequence_of: &sequence,
+                };
+                paced.push((
+                    system,
+                    drive(port, &next_run(), &load, PACED, Some(PACED_RATE_HZ)).await,
+                ));
+            }
+            match system.starts_with("native") {
+                true => native_rates.push(flood.per_second()),
+                false => edgewise_rates.push(flood.per_second()),
+            }
+            if let Some(native) = native {
+                native.abort();
+            }
+            if let Some(gateway) = gateway {
+                forget(gateway, port).await;
+            }
+        }
+    }
+    let (native, edgewise) = (median(native_rates), median(edgewise_rates));
+    println!(
+        "  median: native {native:.0} msg/s, edgewise {edgewise:.0} msg/s: edgewise at {:.0} % of native (target >= 80 %)",
+        100.0 * edgewise / native
+    );
+
+    println!("\nlatency, {PACED} messages paced at {PACED_RATE_HZ} msg/s:");
+    let direct = {
+        let run = next_run();
+        let prefix = format!("direct/{run}/");
+        let input = |i: usize| format!("{prefix}{i}");
+        let sequence = |t: &str| t.strip_prefix(&prefix).and_then(|s| s.parse().ok());
+        let load = Load {
+            input_topic: &input,
+            payload: &payload,
+            output_filter: format!("{prefix}#"),
+            sequence_of: &sequence,
+        };
+        drive(port, &next_run(), &load, PACED, Some(PACED_RATE_HZ)).await
+    };
+    row("broker alone (no pass-through)", &direct);
+    for (system, figures) in &paced {
+        row(system, figures);
+    }
+    for (system, figures) in &paced {
+        println!(
+            "  added by {system}: p50 {:.2} ms, p99 {:.2} ms",
+            (figures.percentile(0.5).as_secs_f64() - direct.percentile(0.5).as_secs_f64()) * 1e3,
+            (figures.percentile(0.99).as_secs_f64() - direct.percentile(0.99).as_secs_f64()) * 1e3,
+        );
+    }
+
+    println!("\ninference (vibration-fault, 512-sample windows), flood of {INFERENCE_FLOOD}:");
+    let windows: Vec<Vec<u8>> =
+        std::fs::read_to_string(model_file("vibration-fault", "heldout.jsonl"))
+            .expect("held-out windows")
+            .lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).expect("JSON line");
+                v["payload"].to_string().into_bytes()
+            })
+            .collect();
+    let window = |i: usize| windows[i % windows.len()].clone();
+    let mut python_rss = (f64::NAN, f64::NAN);
+    let (mut edgewise_rates, mut python_rates) = (Vec::new(), Vec::new());
+    for round in 0..rounds {
+        for system in [
+            "python paho-mqtt + onnxruntime",
+            "edgewise + vibration-fault",
+        ] {
+            let run = next_run();
+            let input = |i: usize| format!("plant/{run}-{i}/vibration");
+            let machine = format!("plant/{run}-");
+            let sequence = |t: &str| {
+                t.strip_prefix(&machine)
+                    .and_then(|s| s.strip_suffix("/vibration/diagnosis"))
+                    .and_then(|s| s.parse().ok())
+            };
+            let load = Load {
+                input_topic: &input,
+                payload: &window,
+                output_filter: "plant/+/vibration/diagnosis".into(),
+                sequence_of: &sequence,
+            };
+            let (python, gateway) = if system.starts_with("python") {
+                (Some(python_baseline(port)), None)
+            } else {
+                let id = format!("bench-{}", next_run());
+                let gateway = tokio::task::block_in_place(|| {
+                    Gateway::start(&broker, &id, &["vibration-fault"], "")
+                });
+                (None, Some(gateway))
+            };
+            let flood = drive(port, &next_run(), &load, INFERENCE_FLOOD, None).await;
+            row(&format!("{system} (round {})", round + 1), &flood);
+            if let Some(mut python) = python {
+                python_rss = memory_mib(python.id());
+                let _ = python.kill();
+                let _ = python.wait();
+                python_rates.push(flood.per_second());
+            } else {
+                edgewise_rates.push(flood.per_second());
+            }
+            if let Some(gateway) = gateway {
+                forget(gateway, port).await;
+            }
+        }
+    }
+    let (python, edgewise) = (median(python_rates), median(edgewise_rates));
+    println!(
+        "  median: python {python:.0} msg/s, edgewise {edgewise:.0} msg/s: edgewise {:.2}x python (target >= 3x)",
+        edgewise / python
+    );
+
+    println!("\nmemory, gateway with threshold, vibration-fault and voice-activity, each fed:");
+    let metrics_port = free_port();
+    let extra =
+        format!("[metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\npublish-interval-s = 0\n");
+    let gateway = tokio::task::block_in_place(|| {
+        Gateway::start(
+            &broker,
+            "bench-memory",
+            &["threshold", "vibration-fault", "voice-activity"],
+            &extra,
+        )
+    });
+    let (_, pcm) = wav_pcm(&repo().join("plugins/voice-activity/testdata/speech.wav"));
+    let frames: Vec<Vec<u8>> = pcm.chunks(1024).map(<[u8]>::to_vec).collect();
+    let feed = [
+        (
+            "sensors/oven/reading",
+            vec![br#"{"value": 95}"#.to_vec(); 50],
+        ),
+        ("plant/pump-0/vibration", windows[..50].to_vec()),
+        ("audio/kitchen/pcm", frames),
+    ];
+    let (client, mut eventloop) = AsyncClient::new(options("feeder", port), 100);
+    let feeder = tokio::spawn(async move { while eventloop.poll().await.is_ok() {} });
+    let fed: usize = feed.iter().map(|(_, p)| p.len()).sum();
+    for (topic, payloads) in feed {
+        for payload in payloads {
+            client
+                .publish(topic, QoS::AtLeastOnce, false, payload)
+                .await
+                .expect("feed");
+        }
+    }
+    // Settled when the gateway's metrics count every fed message as handled.
+    let handled = || {
+        http_get(metrics_port, "/metrics")
+            .lines()
+            .filter(|l| l.starts_with("edgewise_messages_in_total{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>() as usize
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while tokio::task::block_in_place(handled) < fed {
+        assert!(
+            Instant::now() < deadline,
+            "the gateway never handled all {fed}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    feeder.abort();
+    let pid = gateway.pid().expect("gateway pid");
+    let (rss, peak) = memory_mib(pid);
+    println!("  edgewise: resident {rss:.1} MiB, peak {peak:.1} MiB (target <= 64 MiB)");
+    println!(
+        "  python baseline (one model, for scale): resident {:.1} MiB, peak {:.1} MiB",
+        python_rss.0, python_rss.1
+    );
+}

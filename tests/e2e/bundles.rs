@@ -1,0 +1,666 @@
+//! Signed bundles end to end: the commands an author and an operator use, the gateway's store,
+//! and the ways a bundle is refused (each leaving the store as it was).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use edgewise_host::plugin::CompiledPlugin;
+use edgewise_host::store::{Installed, Store, StoreError};
+use edgewise_host::supervisor::RestartPolicy;
+use edgewise_host::worker::Worker;
+use edgewise_signing::bundle::{self, DEFAULT_MAX_BYTES};
+use edgewise_signing::signature::signed_bytes;
+use edgewise_signing::{Bundle, Keyring, PayloadType, SecretKey};
+use edgewise_tests::mqtt::{Broker, Gateway};
+use edgewise_tests::{copy_plugin, edgewise, edit, message, runtime};
+
+fn cli(args: &[&str]) -> Output {
+    Command::new(edgewise())
+        .args(args)
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("edgewise runs")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Keys and a keyring trusting `release` for bundles and `operator` for commands.
+struct Trust {
+    dir: tempfile::TempDir,
+    release: SecretKey,
+    operator: SecretKey,
+}
+
+impl Trust {
+    fn new() -> Trust {
+        let key = || SecretKey::generate().expect("random key");
+        Trust {
+            dir: tempfile::tempdir().expect("temporary directory"),
+            release: key(),
+            operator: key(),
+        }
+    }
+
+    /// Writes the keyring, with the release key revoked if asked, and returns its path.
+    fn keyring(&self, release_revoked: bool) -> PathBuf {
+        let path = self.dir.path().join("keyring.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "version = 1\n\n[[keys]]\nname = \"release\"\nrole = \"release\"\npublic-key = \"{}\"\nrevoked = {release_revoked}\n\n[[keys]]\nname = \"ops\"\nrole = \"operator\"\npublic-key = \"{}\"\n",
+                self.release.public(),
+                self.operator.public()
+            ),
+        )
+        .expect("write keyring");
+        path
+    }
+
+    fn parsed(&self, release_revoked: bool) -> Keyring {
+        Keyring::from_file(&self.keyring(release_revoked)).expect("keyring parses")
+    }
+}
+
+/// Example plugin `name` packed and signed by `key`, after `change` edits to its plugin.toml.
+fn packed(name: &str, key: &SecretKey, change: &[(&str, &str)], rollback: bool) -> Vec<u8> {
+    let dir = copy_plugin(name);
+    for (from, to) in change {
+        edit(dir.path(), "plugin.toml", from, to);
+    }
+    bundle::pack(dir.path(), key, rollback, &mut |_| {})
+        .unwrap_or_else(|e| panic!("{e}"))
+        .to_bytes()
+}
+
+/// What is in a store: its state file and the names of its bundles.
+fn snapshot(root: &Path) -> (String, Vec<String>) {
+    let state = std::fs::read_to_string(root.join("state.json")).unwrap_or_default();
+    let mut bundles: Vec<String> = std::fs::read_dir(root.join("bundles"))
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    bundles.sort();
+    (state, bundles)
+}
+
+fn refusal(store: &Store, bytes: &[u8]) -> String {
+    match store.install(bytes, Path::new("candidate.ewb")) {
+        Ok(done) => panic!("installed: {done:?}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn an_author_packs_an_operator_verifies_and_installs_and_the_gateway_runs_it_signed() {
+    let work = tempfile::tempdir().expect("temporary directory");
+    let prefix = work.path().join("release-2026");
+    let prefix = prefix.to_str().expect("UTF-8 path");
+    let out = cli(&["keygen", prefix]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let key_file = format!("{prefix}.key");
+    let mode = std::fs::metadata(&key_file)
+        .expect("key written")
+        .permissions();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+        0o600
+    );
+    let public = std::fs::read_to_string(format!("{prefix}.pub")).expect("public key");
+    assert!(
+        text(&out.stdout).contains(public.trim()),
+        "prints a keyring entry"
+    );
+    let keyring = work.path().join("keyring.toml");
+    std::fs::write(
+        &keyring,
+        format!(
+            "version = 1\n[[keys]]\nname = \"release-2026\"\nrole = \"release\"\npublic-key = \"{}\"\n",
+            public.trim()
+        ),
+    )
+    .expect("keyring");
+
+    let plugin = copy_plugin("threshold");
+    let bundle_file = work.path().join("threshold.ewb");
+    let bundle_path = bundle_file.to_str().expect("UTF-8 path");
+    let out = cli(&[
+        "pack",
+        plugin.path().to_str().expect("UTF-8 path"),
+        "--key",
+        &key_file,
+        "-o",
+        bundle_path,
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("packed threshold 0.1.0 (release 1)"));
+
+    let keyring_arg = keyring.to_str().expect("UTF-8 path");
+    let out = cli(&["verify", bundle_path, "--keyring", keyring_arg]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).starts_with("OK "),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = cli(&["inspect", bundle_path]);
+    assert!(out.status.success());
+    let shown = text(&out.stdout);
+    assert!(
+        shown.contains("NOT verified")
+            && shown.contains("plugin.wasm")
+            && shown.contains("[files]"),
+        "{shown}"
+    );
+
+    let stranger = Trust::new();
+    let out = cli(&[
+        "verify",
+        bundle_path,
+        "--keyring",
+        stranger.keyring(false).to_str().expect("UTF-8"),
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("not in the keyring"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let broker = Broker::start();
+    let mut gw = Gateway::prepare(&broker, "signed", &[], "");
+    gw.signed_only(&keyring);
+    let config = gw.dir().join("gateway.toml");
+    let config = config.to_str().expect("UTF-8 path");
+    let out = cli(&["install", bundle_path, "--config", config]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("installed threshold 0.1.0 (release 1"));
+    let out = cli(&["install", bundle_path, "--config", config]);
+    assert!(
+        out.status.success(),
+        "installing the same bundle again is not an error"
+    );
+    assert!(text(&out.stdout).contains("already installed"));
+
+    gw.launch(&broker);
+    let status = broker
+        .retained("edgewise/signed/status", Duration::from_secs(5))
+        .unwrap_or_default();
+    assert!(
+        status.contains("\"signed\":true") && status.contains("\"release\":1"),
+        "{status}"
+    );
+    let sub = broker.subscribe(&["alerts/#"]);
+    broker.publish("sensors/oven/reading", br#"{"value": 91}"#, 1);
+    let got = sub.collect_until(Duration::from_secs(20), |got| !got.is_empty());
+    assert_eq!(got.len(), 1, "{got:?}\n{}", gw.log());
+}
+
+#[test]
+fn an_unsigned_plugin_directory_is_refused_without_the_development_flag() {
+    let broker = Broker::start();
+    let trust = Trust::new();
+    let mut strict = Gateway::prepare(&broker, "strict", &["threshold"], "");
+    strict.signed_only(&trust.keyring(false));
+    strict.launch(&broker);
+    let status = broker
+        .retained("edgewise/strict/status", Duration::from_secs(5))
+        .unwrap_or_default();
+    assert!(
+        status.contains("\"state\":\"refused\"") && status.contains("--allow-unsigned"),
+        "{status}"
+    );
+    let sub = broker.subscribe(&["alerts/#"]);
+    broker.publish("sensors/oven/reading", br#"{"value": 91}"#, 1);
+    assert_eq!(sub.next(Duration::from_secs(1)), None, "nothing ran it");
+
+    let lenient = Gateway::start(&broker, "lenient", &["threshold"], "");
+    assert!(
+        lenient
+            .log()
+            .contains("DEVELOPMENT MODE (--allow-unsigned)")
+    );
+}
+
+#[test]
+fn signatures_interoperate_with_openssl_in_both_directions() {
+    let trust = Trust::new();
+    let work = tempfile::tempdir().expect("temporary directory");
+    let key_file = work.path().join("release.key");
+    std::fs::write(&key_file, trust.release.to_pem().expect("PEM")).expect("key file");
+    let mut bundle =
+        Bundle::parse(&packed("threshold", &trust.release, &[], false)).expect("bundle");
+    let pae = work.path().join("signed-bytes");
+    std::fs::write(&pae, signed_bytes(PayloadType::Manifest, &bundle.manifest)).expect("write");
+
+    // openssl signs the same bytes with the same key file: the gateway accepts its signature.
+    let sig_file = work.path().join("openssl.sig");
+    let status = Command::new("openssl")
+        .args(["pkeyutl", "-sign", "-rawin", "-inkey"])
+        .arg(&key_file)
+        .arg("-in")
+        .arg(&pae)
+        .arg("-out")
+        .arg(&sig_file)
+        .status()
+        .expect("openssl runs");
+    assert!(status.success());
+    let openssl_sig: [u8; 64] = std::fs::read(&sig_file)
+        .expect("signature")
+        .try_into()
+        .expect("64 bytes");
+    assert_eq!(
+        openssl_sig, bundle.signatures[0].bytes,
+        "ed25519 is deterministic: the same key over the same bytes gives the same signature"
+    );
+    bundle.signatures[0].bytes = openssl_sig;
+    let keyring = trust.parsed(false);
+    assert!(Bundle::verify(&bundle.to_bytes(), &keyring, Path::new("x.ewb")).is_ok());
+
+    // And openssl verifies ours with the public key alone.
+    let public_pem = work.path().join("release.pub.pem");
+    let status = Command::new("openssl")
+        .args(["pkey", "-pubout", "-in"])
+        .arg(&key_file)
+        .arg("-out")
+        .arg(&public_pem)
+        .status()
+        .expect("openssl runs");
+    assert!(status.success());
+    let ours = work.path().join("ours.sig");
+    std::fs::write(
+        &ours,
+        trust
+            .release
+            .sign(PayloadType::Manifest, &bundle.manifest)
+            .bytes,
+    )
+    .expect("write");
+    let verified = Command::new("openssl")
+        .args(["pkeyutl", "-verify", "-rawin", "-pubin", "-inkey"])
+        .arg(&public_pem)
+        .arg("-in")
+        .arg(&pae)
+        .arg("-sigfile")
+        .arg(&ours)
+        .output()
+        .expect("openssl runs");
+    assert!(verified.status.success(), "{}", text(&verified.stdout));
+    assert!(text(&verified.stdout).contains("Signature Verified Successfully"));
+}
+
+#[test]
+fn the_store_refuses_rollbacks_accepts_a_signed_rollback_and_ignores_a_repeat() {
+    let trust = Trust::new();
+    let root = tempfile::tempdir().expect("temporary directory");
+    let store = Store::open(root.path(), trust.parsed(false), DEFAULT_MAX_BYTES).expect("store");
+    let r1 = packed("threshold", &trust.release, &[], false);
+    let r2 = packed(
+        "threshold",
+        &trust.release,
+        &[
+            ("release = 1", "release = 2"),
+            ("version = \"0.1.0\"", "version = \"0.2.0\""),
+        ],
+        false,
+    );
+    let install = |bytes: &[u8]| store.install(bytes, Path::new("t.ewb"));
+    assert!(matches!(
+        install(&r1),
+        Ok(Installed::Activated { release: 1, .. })
+    ));
+    assert!(matches!(install(&r1), Ok(Installed::AlreadyActive { .. })));
+    assert!(matches!(
+        install(&r2),
+        Ok(Installed::Activated { release: 2, .. })
+    ));
+    let before = snapshot(root.path());
+    let why = refusal(&store, &r1);
+    assert!(why.contains("release 1 is older than release 2"), "{why}");
+    let r2_other = packed(
+        "threshold",
+        &trust.release,
+        &[
+            ("release = 1", "release = 2"),
+            ("version = \"0.1.0\"", "version = \"0.2.1\""),
+        ],
+        false,
+    );
+    assert!(
+        matches!(
+            install(&r2_other),
+            Err(StoreError::Conflict { release: 2, .. })
+        ),
+        "the same release with other content"
+    );
+    assert_eq!(snapshot(root.path()), before, "refusals change nothing");
+
+    let back = packed("threshold", &trust.release, &[], true);
+    assert!(matches!(
+        install(&back),
+        Ok(Installed::Activated { release: 1, .. })
+    ));
+    let listed = store.list().expect("list");
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].2, 2, "the highest release seen stays 2");
+}
+
+#[test]
+fn every_refused_bundle_leaves_the_store_and_its_plugins_as_they_were() {
+    let trust = Trust::new();
+    let root = tempfile::tempdir().expect("temporary directory");
+    let store = Store::open(root.path(), trust.parsed(false), 4 << 20).expect("store");
+    let good = packed("vibration-fault", &trust.release, &[], false);
+    store
+        .install(&good, Path::new("good.ewb"))
+        .expect("installs");
+    let before = snapshot(root.path());
+    // A release 2 of the same plugin, to be spoilt in one way each.
+    let next = || -> Bundle {
+        Bundle::parse(&packed(
+            "vibration-fault",
+            &trust.release,
+            &[("release = 1", "release = 2")],
+            false,
+        ))
+        .expect("bundle")
+    };
+    let file_index = |b: &Bundle, path: &str| {
+        b.files
+            .iter()
+            .position(|(p, _)| p == path)
+            .unwrap_or_else(|| panic!("{path} in the bundle"))
+    };
+    let resign = |b: &mut Bundle, key: &SecretKey, ty: PayloadType| {
+        b.signatures = vec![key.sign(ty, &b.manifest)];
+    };
+    let stranger = SecretKey::generate().expect("random key");
+
+    let mut cases: Vec<(&str, Vec<u8>, &str)> = Vec::new();
+    let mut b = next();
+    let ix = file_index(&b, "plugin.wasm");
+    b.files[ix].1[100] ^= 0xff;
+    cases.push(("tampered component", b.to_bytes(), "`plugin.wasm`: SHA-256"));
+    let mut b = next();
+    let ix = file_index(&b, "model/vibration.onnx");
+    let last = b.files[ix].1.len() - 1;
+    b.files[ix].1[last] ^= 1;
+    cases.push((
+        "tampered model",
+        b.to_bytes(),
+        "`model/vibration.onnx`: SHA-256",
+    ));
+    let mut b = next();
+    b.manifest = text(&b.manifest)
+        .replace("memory-mib = 16", "memory-mib = 160")
+        .into_bytes();
+    cases.push((
+        "tampered manifest",
+        b.to_bytes(),
+        "does not match the signed bytes",
+    ));
+    let mut b = next();
+    resign(&mut b, &stranger, PayloadType::Manifest);
+    cases.push(("unknown key", b.to_bytes(), "not in the keyring"));
+    let mut b = next();
+    resign(&mut b, &trust.operator, PayloadType::Manifest);
+    cases.push(("operator key", b.to_bytes(), "not a Release key"));
+    let mut b = next();
+    resign(&mut b, &trust.release, PayloadType::Command);
+    cases.push((
+        "command signature as a manifest's",
+        b.to_bytes(),
+        "does not match",
+    ));
+    let mut b = next();
+    let ix = file_index(&b, "plugin.wasm");
+    b.files[ix].1.push(0);
+    cases.push(("size differs", b.to_bytes(), "bytes, the manifest pins"));
+    let b = next().to_bytes();
+    cases.push(("truncated", b[..b.len() / 2].to_vec(), "truncated"));
+    let mut b = next();
+    b.files[0].0 = "../../etc/passwd".into();
+    cases.push(("path with ..", b.to_bytes(), "must be relative"));
+    let mut b = next();
+    b.files[0].0 = "/etc/passwd".into();
+    cases.push(("absolute path", b.to_bytes(), "must be relative"));
+    let mut b = next();
+    b.manifest = text(&b.manifest)
+        .replace("api = \"0.1\"", "api = \"2.0\"")
+        .into_bytes();
+    resign(&mut b, &trust.release, PayloadType::Manifest);
+    cases.push((
+        "unsupported host API",
+        b.to_bytes(),
+        "does not match this gateway's API",
+    ));
+    let mut huge = next();
+    huge.files[0].1.extend(vec![0u8; 5 << 20]);
+    cases.push((
+        "over the size cap",
+        huge.to_bytes(),
+        "larger than the limit",
+    ));
+
+    for (what, bytes, expected) in cases {
+        let why = refusal(&store, &bytes);
+        assert!(why.contains(expected), "{what}: {why}");
+        assert_eq!(snapshot(root.path()), before, "{what} changed the store");
+    }
+    let loaded = store.load_all().expect("load");
+    assert!(loaded[0].bundle.is_ok(), "the installed plugin still loads");
+}
+
+#[test]
+fn a_bundle_changed_on_disk_is_quarantined_and_the_last_known_good_one_runs() {
+    let trust = Trust::new();
+    let root = tempfile::tempdir().expect("temporary directory");
+    let store = Store::open(root.path(), trust.parsed(false), DEFAULT_MAX_BYTES).expect("store");
+    let r1 = packed("threshold", &trust.release, &[], false);
+    let r2 = packed(
+        "threshold",
+        &trust.release,
+        &[("release = 1", "release = 2")],
+        false,
+    );
+    store.install(&r1, Path::new("r1.ewb")).expect("r1");
+    store.install(&r2, Path::new("r2.ewb")).expect("r2");
+    let r2_digest = bundle::sha256_hex(&r2);
+    let on_disk = root.path().join("bundles").join(format!("{r2_digest}.ewb"));
+    let mut bytes = std::fs::read(&on_disk).expect("installed bundle");
+    let at = bytes.len() - 10;
+    bytes[at] ^= 1;
+    std::fs::write(&on_disk, bytes).expect("tamper");
+
+    let loaded = store.load_all().expect("load");
+    let bundle = loaded[0].bundle.as_ref().expect("falls back");
+    assert_eq!(bundle.manifest.release, Some(1));
+    assert_eq!(bundle.digest, bundle::sha256_hex(&r1));
+    assert!(
+        root.path()
+            .join("quarantine")
+            .join(format!("{r2_digest}.ewb"))
+            .is_file()
+    );
+    assert!(!on_disk.exists());
+    let listed = store.list().expect("list");
+    assert_eq!(listed[0].1, bundle::sha256_hex(&r1), "r1 is active now");
+    assert_eq!(listed[0].2, 2, "and release 2 stays the highest seen");
+}
+
+#[test]
+fn a_revoked_keys_bundles_stop_loading() {
+    let trust = Trust::new();
+    let root = tempfile::tempdir().expect("temporary directory");
+    let store = Store::open(root.path(), trust.parsed(false), DEFAULT_MAX_BYTES).expect("store");
+    store
+        .install(
+            &packed("threshold", &trust.release, &[], false),
+            Path::new("t.ewb"),
+        )
+        .expect("installs");
+    let revoked = Store::open(root.path(), trust.parsed(true), DEFAULT_MAX_BYTES).expect("store");
+    let loaded = revoked.load_all().expect("load");
+    let why = loaded[0]
+        .bundle
+        .as_ref()
+        .err()
+        .map(ToString::to_string)
+        .unwrap_or_default();
+    assert!(why.contains("revoked"), "{why}");
+}
+
+#[test]
+fn compiled_components_are_cached_and_a_spoilt_cache_entry_is_compiled_again() {
+    let trust = Trust::new();
+    let root = tempfile::tempdir().expect("temporary directory");
+    let store = Store::open(root.path(), trust.parsed(false), DEFAULT_MAX_BYTES).expect("store");
+    store
+        .install(
+            &packed("threshold", &trust.release, &[], false),
+            Path::new("t.ewb"),
+        )
+        .expect("installs");
+    let loaded = store.load_all().expect("load");
+    let bundle = loaded[0].bundle.as_ref().expect("verified");
+    let cache = store.cache_dir();
+    let settings = BTreeMap::new();
+    let alert_for = |plugin: CompiledPlugin| {
+        let mut worker = Worker::new(std::sync::Arc::new(plugin), RestartPolicy::default());
+        let out = worker
+            .handle(&message("sensors/oven/reading", br#"{"value": 95}"#))
+            .unwrap_or_else(|e| panic!("{e}"));
+        out.iter().any(|p| p.topic == "alerts/oven")
+    };
+
+    let first =
+        CompiledPlugin::from_bundle(runtime(), bundle, &settings, Some(&cache)).expect("compiles");
+    assert!(alert_for(first));
+    let entries: Vec<PathBuf> = std::fs::read_dir(&cache)
+        .expect("cache")
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    let name = entries[0]
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    assert!(
+        name.starts_with(&bundle.digest) && name.ends_with(".cwasm"),
+        "{name}"
+    );
+
+    let cached = CompiledPlugin::from_bundle(runtime(), bundle, &settings, Some(&cache))
+        .expect("from the cache");
+    assert!(alert_for(cached));
+
+    std::fs::write(&entries[0], b"not a compiled component").expect("spoil");
+    let again = CompiledPlugin::from_bundle(runtime(), bundle, &settings, Some(&cache))
+        .expect("recompiles");
+    assert!(alert_for(again));
+    let rewritten = std::fs::read(&entries[0]).expect("cache entry");
+    assert_ne!(rewritten, b"not a compiled component");
+}
+
+#[test]
+fn a_key_rotation_needs_the_old_key_and_the_new_one_and_revokes_the_old_bundles() {
+    let work = tempfile::tempdir().expect("temporary directory");
+    let path = |name: &str| work.path().join(name).to_string_lossy().into_owned();
+    for name in ["old", "new"] {
+        assert!(cli(&["keygen", &path(name)]).status.success());
+    }
+    let public = |name: &str| {
+        std::fs::read_to_string(work.path().join(format!("{name}.pub")))
+            .expect("public key")
+            .trim()
+            .to_owned()
+    };
+    let entry = |name: &str, revoked: bool| {
+        format!(
+            "\n[[keys]]\nname = \"{name}\"\nrole = \"release\"\npublic-key = \"{}\"\nrevoked = {revoked}\n",
+            public(name)
+        )
+    };
+    let broker = Broker::start();
+    let mut gw = Gateway::prepare(&broker, "rotating", &[], "");
+    let keyring = gw.dir().join("keyring.toml");
+    std::fs::write(&keyring, format!("version = 1\n{}", entry("old", false))).expect("keyring");
+    gw.signed_only(&keyring);
+    let config = gw.dir().join("gateway.toml").to_string_lossy().into_owned();
+
+    let plugin = copy_plugin("threshold");
+    let bundle_file = path("threshold.ewb");
+    let pack = cli(&[
+        "pack",
+        &plugin.path().to_string_lossy(),
+        "--key",
+        &path("old.key"),
+        "-o",
+        &bundle_file,
+    ]);
+    assert!(pack.status.success(), "{}", text(&pack.stderr));
+    assert!(
+        cli(&["install", &bundle_file, "--config", &config])
+            .status
+            .success()
+    );
+
+    let rotated = path("keyring-v2.toml");
+    std::fs::write(
+        &rotated,
+        format!("version = 2\n{}{}", entry("old", true), entry("new", false)),
+    )
+    .expect("new keyring");
+    let sign = |keys: &[&str], out: &str| {
+        let mut args = vec!["keyring", "sign", rotated.as_str(), "-o", out];
+        let keys: Vec<String> = keys.iter().map(|k| path(&format!("{k}.key"))).collect();
+        for k in &keys {
+            args.extend(["--key", k.as_str()]);
+        }
+        let out = cli(&args);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    };
+    let only_new = path("only-new.json");
+    sign(&["new"], &only_new);
+    let refused = cli(&["keyring", "apply", &only_new, "--config", &config]);
+    assert!(!refused.status.success());
+    assert!(
+        text(&refused.stderr).contains("not signed by any key of the current keyring"),
+        "{}",
+        text(&refused.stderr)
+    );
+    let only_old = path("only-old.json");
+    sign(&["old"], &only_old);
+    let refused = cli(&["keyring", "apply", &only_old, "--config", &config]);
+    assert!(
+        text(&refused.stderr).contains("new key `new`"),
+        "{}",
+        text(&refused.stderr)
+    );
+    assert!(
+        std::fs::read_to_string(&keyring)
+            .expect("keyring")
+            .starts_with("version = 1"),
+        "refused updates change nothing"
+    );
+
+    let both = path("both.json");
+    sign(&["old", "new"], &both);
+    let applied = cli(&["keyring", "apply", &both, "--config", &config]);
+    assert!(applied.status.success(), "{}", text(&applied.stderr));
+    assert!(text(&applied.stdout).contains("version 2 (2 keys, 1 revoked)"));
+
+    // The bundle the old key signed no longer loads; the gateway says why.
+    gw.launch(&broker);
+    let status = broker
+        .retained("edgewise/rotating/status", Duration::from_secs(5))
+        .unwrap_or_default();
+    assert!(status.contains("revoked"), "{status}");
+}
