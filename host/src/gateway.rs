@@ -472,7 +472,7 @@ fn serve(
         for (topic, payload) in outputs {
             // Waits for room in the client's request queue: a bounded buffer while the broker is away.
             let (client, _) = link.client();
-            if let Err(e) = handle.block_on(client.publish(&topic, qos, false, payload)) {
+            if let Err(e) = client.publish_blocking(handle, &topic, qos, payload) {
                 tracing::error!(
                     plugin = worker.plugin().name(),
                     topic,

@@ -101,6 +101,10 @@ fn engine_config(caps: &Limits, max_instances: u32) -> Config {
         .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
         // Deep recursion traps as a stack overflow long before the host's stack is at risk.
         .max_wasm_stack(1024 * 1024);
+    // `EDGEWISE_PERF_MAP=1` names plugin functions for `perf` (in /tmp/perf-<pid>.map).
+    if std::env::var_os("EDGEWISE_PERF_MAP").is_some() {
+        config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+    }
     config
 }
 

@@ -67,10 +67,19 @@ fn options(id: &str, port: u16) -> MqttOptions {
     options
 }
 
+/// A client and its event loop with TCP_NODELAY, as the gateway connects.
+fn client(options: MqttOptions, capacity: usize) -> (AsyncClient, rumqttc::EventLoop) {
+    let (client, mut eventloop) = AsyncClient::new(options, capacity);
+    let mut network = rumqttc::NetworkOptions::new();
+    network.set_tcp_nodelay(true);
+    eventloop.set_network_options(network);
+    (client, eventloop)
+}
+
 /// Sends `count` messages of `load` at QoS 1, paced at `rate` per second or as fast as the
 /// broker takes them, and waits for their outputs (until 20 s pass without one).
 async fn drive(port: u16, run: &str, load: &Load<'_>, count: usize, rate: Option<f64>) -> Figures {
-    let (sink, mut sink_loop) = AsyncClient::new(options(&format!("sink-{run}"), port), 1000);
+    let (sink, mut sink_loop) = client(options(&format!("sink-{run}"), port), 1000);
     sink.subscribe(load.output_filter.clone(), QoS::AtLeastOnce)
         .await
         .expect("sink subscribes");
@@ -90,7 +99,7 @@ async fn drive(port: u16, run: &str, load: &Load<'_>, count: usize, rate: Option
         }
     });
 
-    let (source, mut source_loop) = AsyncClient::new(options(&format!("source-{run}"), port), 100);
+    let (source, mut source_loop) = client(options(&format!("source-{run}"), port), 100);
     let source_task = tokio::spawn(async move { while source_loop.poll().await.is_ok() {} });
     let mut sent_at = Vec::with_capacity(count);
     let start = Instant::now();
@@ -138,12 +147,12 @@ async fn drive(port: u16, run: &str, load: &Load<'_>, count: usize, rate: Option
 }
 
 /// The native ceiling: a rumqttc program that republishes `sensors/#` under `echo/`, QoS 1 in
-/// and out, acknowledging each input after queueing its output. Returns once subscribed.
+/// and out, acknowledging each input after queueing its output. Built as rumqttc's examples
+/// are: the event loop polled by one task, requests sent from another. Returns once subscribed.
 async fn native_pass_through(port: u16) -> tokio::task::JoinHandle<()> {
     let mut options = options("native-pass-through", port);
     options.set_manual_acks(true);
-    // Room for a whole flood, so that queueing an output never waits on the loop that sends it.
-    let (client, mut eventloop) = AsyncClient::new(options, 2 * PASS_THROUGH_FLOOD);
+    let (client, mut eventloop) = self::client(options, 1024);
     client
         .subscribe("sensors/#", QoS::AtLeastOnce)
         .await
@@ -155,16 +164,27 @@ async fn native_pass_through(port: u16) -> tokio::task::JoinHandle<()> {
             Err(e) => panic!("native pass-through: {e}"),
         }
     }
+    let (inputs, mut received) = mpsc::unbounded_channel();
+    let handler = tokio::spawn(async move {
+        while let Some(p) = received.recv().await {
+            let p: rumqttc::Publish = p;
+            let out = format!("echo/{}", p.topic);
+            if client
+                .publish(out, QoS::AtLeastOnce, false, p.payload.clone())
+                .await
+                .is_ok()
+            {
+                let _ = client.ack(&p).await;
+            }
+        }
+    });
     tokio::spawn(async move {
         while let Ok(event) = eventloop.poll().await {
             if let Event::Incoming(Packet::Publish(p)) = event {
-                let out = format!("echo/{}", p.topic);
-                let sent = client.try_publish(out, QoS::AtLeastOnce, false, p.payload.clone());
-                if sent.is_ok() {
-                    let _ = client.try_ack(&p);
-                }
+                let _ = inputs.send(p);
             }
         }
+        handler.abort();
     })
 }
 
@@ -422,7 +442,7 @@ async fn main() {
         ("plant/pump-0/vibration", windows[..50].to_vec()),
         ("audio/kitchen/pcm", frames),
     ];
-    let (client, mut eventloop) = AsyncClient::new(options("feeder", port), 100);
+    let (client, mut eventloop) = self::client(options("feeder", port), 100);
     let feeder = tokio::spawn(async move { while eventloop.poll().await.is_ok() {} });
     let fed: usize = feed.iter().map(|(_, p)| p.len()).sum();
     for (topic, payloads) in feed {

@@ -11,7 +11,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use edgewise_host::capability::nn::tract::TractModel;
+use edgewise_host::capability::nn::tract::{TractModel, clear_upper_simd_state};
 use edgewise_host::instance::Instance;
 use edgewise_host::worker::{Message, Worker};
 use edgewise_tests::{copy_plugin, edit, load, message, model_file, plugin_dir, repo, worker};
@@ -101,6 +101,9 @@ fn run_native(plan: &Arc<TypedSimplePlan>, inputs: &[(&str, &[usize], Vec<f32>)]
         .map(|(_, shape, values)| Tensor::from_shape(shape, values).expect("tensor").into())
         .collect();
     plan.run(tensors).expect("native inference");
+    // What the backend does after tract too: without it the caller's own SSE code pays for
+    // tract's dirty AVX state (see `clear_upper_simd_state`), and native would look slower.
+    clear_upper_simd_state();
 }
 
 /// An onnx-runner plugin serving `model` with the given inputs.

@@ -238,7 +238,7 @@ impl Broker {
         std::fs::write(
             &config,
             format!(
-                "per_listener_settings false\nlistener {} 127.0.0.1\n{}allow_anonymous {}\npersistence true\npersistence_location {}/\nmax_queued_messages 10000\nlog_dest file {}/mosquitto.log\nlog_type all\n",
+                "per_listener_settings false\nset_tcp_nodelay true\nlistener {} 127.0.0.1\n{}allow_anonymous {}\npersistence true\npersistence_location {}/\nmax_queued_messages 10000\nlog_dest file {}/mosquitto.log\nlog_type all\n",
                 self.port,
                 self.security.listener,
                 !self.security.listener.contains("password_file"),

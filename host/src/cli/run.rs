@@ -23,8 +23,10 @@ pub struct Args {
 pub fn run(args: Args, logging: &Logging) -> anyhow::Result<ExitCode> {
     let config = Config::from_file(&args.config)?;
     logging.configure(config.log.as_deref());
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    // One thread for the async side (the MQTT event loop, metrics): plugins run on their own
+    // threads, and a second async worker only added wake-ups between the two (measured: the
+    // pass-through benchmark spent most of its time switching threads).
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;

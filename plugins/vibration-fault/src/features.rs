@@ -29,12 +29,23 @@ pub fn features(samples: &[f64], rate_hz: f64, rpm: f64) -> [f64; 8] {
 }
 
 /// Amplitude of the component at `freq_hz` (a single-bin DFT, like Goertzel).
+///
+/// The phasor turns by a fixed step per sample, so it is rotated rather than recomputed: two
+/// trigonometric calls per window instead of two per sample, which in wasm (software `sin` and
+/// `cos`) was 99 % of the plugin's time. Over a 512-sample window the rotation drifts from
+/// `cos`/`sin` of the exact phase by under 1e-12.
 fn amplitude_at(samples: &[f64], rate_hz: f64, freq_hz: f64) -> f64 {
+    let step = 2.0 * std::f64::consts::PI * freq_hz / rate_hz;
+    let (step_sin, step_cos) = step.sin_cos();
+    let (mut cos, mut sin) = (1.0_f64, 0.0_f64);
     let (mut re, mut im) = (0.0, 0.0);
-    for (i, x) in samples.iter().enumerate() {
-        let phase = 2.0 * std::f64::consts::PI * freq_hz * i as f64 / rate_hz;
-        re += x * phase.cos();
-        im += x * phase.sin();
+    for x in samples {
+        re += x * cos;
+        im += x * sin;
+        (cos, sin) = (
+            cos * step_cos - sin * step_sin,
+            cos * step_sin + sin * step_cos,
+        );
     }
     2.0 * re.hypot(im) / samples.len() as f64
 }
