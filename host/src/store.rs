@@ -1,9 +1,10 @@
 //! The plugin store on the gateway: signed bundles, content-addressed, verified at every load.
 //!
 //! ```text
-//! <store>/bundles/<sha256>.ewb      installed bundles, named by the SHA-256 of the file
-//! <store>/quarantine/<sha256>.ewb   bundles that failed verification at load (changed on disk)
-//! <store>/cache/<sha256>-<engine>.cwasm  compiled components, written only by this host
+//! <store>/bundles/<digest>.ewb      installed bundles, named by their digest (SHA-256 of the
+//!                                   manifest, which pins every file)
+//! <store>/quarantine/<digest>.ewb   bundles that failed verification at load (changed on disk)
+//! <store>/cache/<digest>-<engine>.cwasm  compiled components, written only by this host
 //! <store>/state.json                per plugin: the active bundle, the last-known-good one,
 //!                                   and the highest release counter ever accepted
 //! ```

@@ -106,7 +106,8 @@ pub struct VerifiedBundle {
     pub signers: Vec<PublicKey>,
     /// The files, by path.
     pub files: BTreeMap<String, Vec<u8>>,
-    /// SHA-256 of the whole bundle file, lowercase hex: its identity in a store.
+    /// The bundle's identity: the SHA-256 of its manifest (which pins every file), lowercase
+    /// hex. See [`Bundle::digest`].
     pub digest: String,
 }
 
@@ -207,6 +208,14 @@ impl Bundle {
         })
     }
 
+    /// The bundle's identity: the SHA-256 of the manifest bytes, in lowercase hex. The
+    /// manifest pins the size and hash of every file, so this names the content; signatures
+    /// are not part of it (the same release signed again is the same bundle). Computing it costs
+    /// one pass over the manifest instead of a second pass over every file.
+    pub fn digest(&self) -> String {
+        sha256_hex(&self.manifest)
+    }
+
     /// The container's bytes.
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = Vec::new();
@@ -236,8 +245,8 @@ impl Bundle {
         keyring: &Keyring,
         origin: &Path,
     ) -> Result<VerifiedBundle, BundleError> {
-        let digest = sha256_hex(bytes);
         let bundle = Bundle::parse(bytes)?;
+        let digest = bundle.digest();
         let ty = PayloadType::Manifest;
         let signers: Vec<PublicKey> = keyring
             .signers(Role::Release, ty, &bundle.manifest, &bundle.signatures)

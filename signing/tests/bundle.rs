@@ -89,7 +89,8 @@ fn a_packed_bundle_verifies_and_round_trips() {
     assert_eq!(v.manifest.files.len(), 2);
     assert_eq!(v.file(Path::new("./model/m.onnx")), Some(&[7u8; 5000][..]));
     assert_eq!(v.signers, vec![f.release.public()]);
-    assert_eq!(v.digest, bundle::sha256_hex(&bytes));
+    assert_eq!(v.digest, bundle::sha256_hex(&b.manifest));
+    assert_eq!(v.digest, b.digest());
     assert!(v.manifest_text.starts_with(MANIFEST));
 }
 

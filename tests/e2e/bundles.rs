@@ -471,7 +471,8 @@ fn a_bundle_changed_on_disk_is_quarantined_and_the_last_known_good_one_runs() {
     );
     store.install(&r1, Path::new("r1.ewb")).expect("r1");
     store.install(&r2, Path::new("r2.ewb")).expect("r2");
-    let r2_digest = bundle::sha256_hex(&r2);
+    let digest = |bytes: &[u8]| Bundle::parse(bytes).expect("bundle").digest();
+    let r2_digest = digest(&r2);
     let on_disk = root.path().join("bundles").join(format!("{r2_digest}.ewb"));
     let mut bytes = std::fs::read(&on_disk).expect("installed bundle");
     let at = bytes.len() - 10;
@@ -481,7 +482,7 @@ fn a_bundle_changed_on_disk_is_quarantined_and_the_last_known_good_one_runs() {
     let loaded = store.load_all().expect("load");
     let bundle = loaded[0].bundle.as_ref().expect("falls back");
     assert_eq!(bundle.manifest.release, Some(1));
-    assert_eq!(bundle.digest, bundle::sha256_hex(&r1));
+    assert_eq!(bundle.digest, digest(&r1));
     assert!(
         root.path()
             .join("quarantine")
@@ -490,7 +491,7 @@ fn a_bundle_changed_on_disk_is_quarantined_and_the_last_known_good_one_runs() {
     );
     assert!(!on_disk.exists());
     let listed = store.list().expect("list");
-    assert_eq!(listed[0].1, bundle::sha256_hex(&r1), "r1 is active now");
+    assert_eq!(listed[0].1, digest(&r1), "r1 is active now");
     assert_eq!(listed[0].2, 2, "and release 2 stays the highest seen");
 }
 

@@ -82,7 +82,7 @@ pub fn pack(args: PackArgs) -> anyhow::Result<ExitCode> {
     let bytes = packed.to_bytes();
     std::fs::write(&output, &bytes).with_context(|| format!("writing {}", output.display()))?;
     println!(
-        "packed {} {} (release {}{}) into {}: {} bytes, {} files, sha256 {}, signed by key {}",
+        "packed {} {} (release {}{}) into {}: {} bytes, {} files, digest {}, signed by key {}",
         manifest.name,
         manifest.version,
         manifest.release.unwrap_or_default(),
@@ -90,7 +90,7 @@ pub fn pack(args: PackArgs) -> anyhow::Result<ExitCode> {
         output.display(),
         bytes.len(),
         packed.files.len(),
-        bundle::sha256_hex(&bytes),
+        packed.digest(),
         key.public().id()
     );
     Ok(ExitCode::SUCCESS)
@@ -103,7 +103,7 @@ pub fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("{} refused", args.bundle.display()))?;
     let signers: Vec<String> = verified.signers.iter().map(|k| k.id()).collect();
     println!(
-        "OK {}: {} {} release {}, {} files, signed by {}, sha256 {}",
+        "OK {}: {} {} release {}, {} files, signed by {}, digest {}",
         args.bundle.display(),
         verified.manifest.name,
         verified.manifest.version,
@@ -122,7 +122,7 @@ pub fn inspect(args: InspectArgs) -> anyhow::Result<ExitCode> {
         "bundle {} (NOT verified: use `edgewise verify`)",
         args.bundle.display()
     );
-    println!("sha256 {}", bundle::sha256_hex(&bytes));
+    println!("digest {} (SHA-256 of the manifest)", parsed.digest());
     for s in &parsed.signatures {
         println!("signature by key {} ({})", s.key.id(), s.key);
     }
@@ -156,7 +156,7 @@ pub fn install(args: InstallArgs) -> anyhow::Result<ExitCode> {
             release,
             digest,
         } => println!(
-            "installed {plugin} {version} (release {release}, sha256 {digest}) in {}; it runs from the next gateway start",
+            "installed {plugin} {version} (release {release}, digest {digest}) in {}; it runs from the next gateway start",
             display(&config.store)
         ),
         Installed::AlreadyActive { plugin, digest } => {
