@@ -77,6 +77,9 @@ pub struct Config {
     /// Where metrics go.
     #[serde(default)]
     pub metrics: MetricsConfig,
+    /// How hot swaps watch a new version.
+    #[serde(default)]
+    pub update: UpdateConfig,
     /// Setting overrides by plugin name: `[settings.threshold] limit = 90`.
     #[serde(default)]
     pub settings: BTreeMap<String, BTreeMap<String, edgewise_signing::manifest::Setting>>,
@@ -216,6 +219,36 @@ impl Default for MetricsConfig {
 
 fn default_metrics_interval() -> u64 {
     60
+}
+
+/// How a new version is watched after a hot swap.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct UpdateConfig {
+    /// The first messages a new version handles on probation, with the old one kept ready
+    /// (default 20).
+    #[serde(default = "default_probation")]
+    pub probation_messages: u32,
+    /// The share of those that may trap; one more and the gateway goes back to the old version
+    /// by itself (default 0.1).
+    #[serde(default = "default_trap_share")]
+    pub max_trap_share: f64,
+}
+
+impl Default for UpdateConfig {
+    fn default() -> Self {
+        Self {
+            probation_messages: default_probation(),
+            max_trap_share: default_trap_share(),
+        }
+    }
+}
+
+fn default_probation() -> u32 {
+    20
+}
+fn default_trap_share() -> f64 {
+    0.1
 }
 
 /// What to do with a message for a plugin whose queue is full.
@@ -369,6 +402,12 @@ impl Config {
         if config.queue.depth == 0 {
             return Err(invalid("queue.depth", "must be at least 1".into()));
         }
+        if !(0.0..=1.0).contains(&config.update.max_trap_share) {
+            return Err(invalid(
+                "update.max-trap-share",
+                "must be between 0 and 1".into(),
+            ));
+        }
         if config.max_bundle_mib == 0 {
             return Err(invalid("max-bundle-mib", "must be at least 1".into()));
         }
@@ -452,6 +491,11 @@ impl Config {
     /// The metrics topic.
     pub fn metrics_topic(&self) -> String {
         format!("edgewise/{}/metrics", self.gateway_id)
+    }
+
+    /// The topic management commands arrive on.
+    pub fn command_topic(&self) -> String {
+        format!("edgewise/{}/cmd", self.gateway_id)
     }
 
     /// The dead-letter topic for `plugin`.

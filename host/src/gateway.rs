@@ -1,4 +1,5 @@
-//! `edgewise run`: plugins fed from an MQTT broker, their outputs published back.
+//! `edgewise run`: plugins fed from an MQTT broker, their outputs published back, managed by
+//! signed commands.
 //!
 //! Owns the MQTT event loop (polled by this task only), one worker thread per plugin, and a
 //! bounded [`Mailbox`] in front of each. The data path: broker → [`Router`] → mailbox →
@@ -8,25 +9,34 @@
 //! Plugins come from the [`Store`] (signed bundles, verified again at this load). Unsigned
 //! plugin directories are refused unless the operator passed `--allow-unsigned`, which is
 //! logged as a warning at start and shown in the status.
+//!
+//! Management commands on `edgewise/<gateway>/cmd` are checked here ([`CommandLog`]) and
+//! carried out by the [`Manager`] thread, which sends back [`Change`]s. A hot swap reaches the
+//! plugin's thread through its mailbox, in line with the messages: every message before it is
+//! handled by the old version, every one after by the new, none lost, none twice. During
+//! probation the old version stays ready; too many traps and the thread goes back to it, and
+//! hands the message that trapped to the old version.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
+use edgewise_signing::command::Action;
 use edgewise_signing::{Keyring, Manifest, TopicFilter, VerifiedBundle};
 use rumqttc::QoS;
-use serde_json::json;
+use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::runtime::Handle;
+use tokio::sync::mpsc;
 
 use crate::config::Config;
 use crate::mailbox::{Mailbox, Pushed};
+use crate::management::{Change, Checked, CommandLog, Manager, Probation, Replier, Request};
 use crate::metrics::{Metrics, PluginMetrics, observe};
 use crate::mqtt::{Ack, Backoff, Event, Link, OFFLINE};
 use crate::plugin::{CompiledPlugin, MANIFEST_FILE};
@@ -78,16 +88,26 @@ pub struct Options {
 
 /// Where a plugin comes from.
 enum Source {
-    /// A verified signed bundle from the store.
-    Bundle(Box<VerifiedBundle>),
+    /// A verified signed bundle from the store, with an operator's setting overrides.
+    Bundle(Box<VerifiedBundle>, BTreeMap<String, String>),
     /// An unsigned plugin directory (development).
     Directory(PathBuf),
 }
 
-/// One inbound message for one plugin; acknowledged when every holder is done with it.
-struct Job {
-    msg: Message,
-    ack: Arc<Ack>,
+/// What a plugin's thread is given, in order.
+enum Job {
+    /// One inbound message; acknowledged when every holder is done with it.
+    Message { msg: Message, ack: Arc<Ack> },
+    /// A new version to switch to before the next message.
+    Swap(Box<Swap>),
+}
+
+/// A hot swap, ready: the new version is instantiated and its `init` has run.
+struct Swap {
+    worker: Worker,
+    probation: Option<Probation>,
+    reply: Replier,
+    received: Instant,
 }
 
 /// A running plugin as the gateway sees it.
@@ -97,6 +117,17 @@ struct Slot {
     mailbox: Arc<Mailbox<Job>>,
     metrics: PluginMetrics,
     thread: Option<JoinHandle<()>>,
+    stopped: bool,
+    removed: bool,
+}
+
+/// What every plugin thread shares.
+#[derive(Clone)]
+struct Shared {
+    link: Arc<Link>,
+    handle: Handle,
+    requests: std::sync::mpsc::Sender<Request>,
+    probation: Probation,
 }
 
 /// Runs the gateway until `shutdown` completes, then stops taking messages, lets each plugin
@@ -107,8 +138,11 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), GatewayError> {
     let (link, mut eventloop) = Link::new(&config).map_err(GatewayError::Broker)?;
-    let (sources, mut health) = plugin_sources(&config, options)?;
-    let runtime = Runtime::new(config.caps(), (sources.len() as u32 * 2).max(4))?;
+    let (store, sources, refused) = plugin_sources(&config, options)?;
+    let runtime = Arc::new(Runtime::new(
+        config.caps(),
+        (sources.len() as u32 * 2).max(16),
+    )?);
     let cache = config.store.join("cache");
     let handle = Handle::current();
     let metrics = Metrics::new();
@@ -120,31 +154,85 @@ pub async fn run(
         tracing::info!(%addr, "serving metrics");
     }
 
-    let mut slots = Vec::new();
-    for source in sources {
-        match start_plugin(&runtime, &config, source, &cache, &link, &handle, &metrics) {
-            Ok((slot, entry)) => {
-                slots.push(slot);
-                health.push(entry);
+    let (requests, requests_rx) = std::sync::mpsc::channel();
+    let (changes_tx, mut changes) = mpsc::unbounded_channel();
+    let mut commands = None;
+    if let Some(store) = store {
+        let log = store.root().join("commands.json");
+        commands = Some(CommandLog::open(
+            log,
+            &config.gateway_id,
+            store.keyring().clone(),
+        )?);
+        let manager = Manager::new(
+            runtime.clone(),
+            store,
+            config.clone(),
+            metrics.clone(),
+            changes_tx.clone(),
+        );
+        std::thread::Builder::new()
+            .name("manager".into())
+            .spawn(move || manager.serve(requests_rx))
+            .map_err(|e| GatewayError::Broker(format!("cannot start the manager thread: {e}")))?;
+    }
+    let shared = Shared {
+        link: link.clone(),
+        handle: handle.clone(),
+        requests,
+        probation: Probation {
+            messages: config.update.probation_messages,
+            max_trap_share: config.update.max_trap_share,
+        },
+    };
+
+    let mut slots: Vec<Slot> = Vec::new();
+    let mut health: BTreeMap<String, Value> = refused;
+    for (source, stopped) in sources {
+        match load_plugin(&runtime, &config, source, &cache, &metrics) {
+            Ok((worker, entry)) => {
+                let name = worker.plugin().name().to_owned();
+                health.insert(name.clone(), entry);
+                match spawn_slot(worker, &config, &shared, &metrics) {
+                    Ok(mut slot) => {
+                        slot.stopped = stopped;
+                        slots.push(slot);
+                    }
+                    Err(error) => {
+                        health.insert(
+                            name.clone(),
+                            json!({ "name": name, "state": "failed", "error": error }),
+                        );
+                    }
+                }
             }
-            Err(entry) => health.push(entry),
+            Err((name, entry)) => {
+                health.insert(name, entry);
+            }
         }
     }
-    let router = Router::new(
-        slots
-            .iter()
-            .enumerate()
-            .map(|(ix, s)| (ix, s.filters.as_slice())),
-    );
-    let subscriptions = router.subscriptions();
-    let online = json!({
-        "state": "online",
-        "gateway": config.gateway_id,
-        "pid": std::process::id(),
-        "started_at_ms": now_ms(),
-        "plugins": health,
-    })
-    .to_string();
+    for slot in slots.iter().filter(|s| s.stopped) {
+        if let Some(entry) = health.get_mut(&slot.name).and_then(Value::as_object_mut) {
+            entry.insert("state".into(), json!("stopped"));
+        }
+    }
+    let mut router = route_table(&slots);
+    let command_topic = config.command_topic();
+    let mut subscriptions: BTreeSet<String> = router.subscriptions().into_iter().collect();
+    if commands.is_some() {
+        subscriptions.insert(command_topic.clone());
+    }
+    let started_at_ms = now_ms();
+    let status = |health: &BTreeMap<String, Value>| {
+        json!({
+            "state": "online",
+            "gateway": config.gateway_id,
+            "pid": std::process::id(),
+            "started_at_ms": started_at_ms,
+            "plugins": health.values().collect::<Vec<_>>(),
+        })
+        .to_string()
+    };
     tracing::info!(
         gateway = config.gateway_id,
         plugins = slots.len(),
@@ -167,9 +255,10 @@ pub async fn run(
                 break;
             }
         }
+        let waiting = stalled.front().map(|(ix, _)| slots[*ix].mailbox.clone());
         let room = async {
-            match stalled.front() {
-                Some((ix, _)) => slots[*ix].mailbox.room().await,
+            match waiting {
+                Some(mailbox) => mailbox.room().await,
                 None => std::future::pending().await,
             }
         };
@@ -180,24 +269,59 @@ pub async fn run(
                 let (client, _) = link.client();
                 let _ = client.try_publish(&config.metrics_topic(), QoS::AtMostOnce, false, metrics.render());
             }
+            Some(change) = changes.recv() => {
+                let Applied { status_changed, reroute } = {
+                    let current = status(&health);
+                    apply(change, &mut slots, &mut health, &config, &shared, &metrics, &current)
+                };
+                if reroute {
+                    // Messages already queued or stalled keep their slot; new ones follow the new table.
+                    router = route_table(&slots);
+                    let wanted: Vec<String> = router
+                        .subscriptions()
+                        .into_iter()
+                        .filter(|f| !subscriptions.contains(f))
+                        .collect();
+                    if !wanted.is_empty() {
+                        let (client, _) = link.client();
+                        if let Err(e) = client.try_subscribe(&wanted) {
+                            tracing::error!("subscribing: {e}");
+                        }
+                        subscriptions.extend(wanted);
+                    }
+                }
+                if status_changed {
+                    let (client, _) = link.client();
+                    let _ = client.try_publish(&config.status_topic(), QoS::AtLeastOnce, true, status(&health));
+                }
+            }
             event = eventloop.poll() => match event {
                 Ok(Event::Connected) => {
                     backoff.reset();
                     established = true;
                     let (client, _) = link.client();
                     tracing::info!(broker = link.endpoint(), "connected to the broker");
-                    if !subscriptions.is_empty() && let Err(e) = client.try_subscribe(&subscriptions) {
+                    let filters: Vec<String> = subscriptions.iter().cloned().collect();
+                    if !filters.is_empty() && let Err(e) = client.try_subscribe(&filters) {
                         tracing::error!("subscribing: {e}");
                     }
-                    if let Err(e) = client.try_publish(&config.status_topic(), QoS::AtLeastOnce, true, online.clone()) {
+                    if let Err(e) = client.try_publish(&config.status_topic(), QoS::AtLeastOnce, true, status(&health)) {
                         tracing::error!("publishing status: {e}");
                     }
                 }
                 Ok(Event::Message(delivery)) => {
                     let ack = Arc::new(Ack::new(link.clone(), link.client().1, &delivery, handle.clone()));
+                    if delivery.topic == command_topic {
+                        if let Some(log) = commands.as_mut()
+                            && let Checked::Accepted(command, reply) = log.check(&delivery.payload, delivery.retain, &link, now_ms())
+                        {
+                            let _ = shared.requests.send(Request::Run(command, reply, Instant::now()));
+                        }
+                        continue;
+                    }
                     let msg = Message { topic: delivery.topic.clone(), payload: delivery.payload.to_vec(), received_at_ms: now_ms() };
                     for ix in router.route(&msg.topic) {
-                        let job = Job { msg: msg.clone(), ack: ack.clone() };
+                        let job = Job::Message { msg: msg.clone(), ack: ack.clone() };
                         if !stalled.is_empty() {
                             stalled.push_back((ix, job));
                             continue;
@@ -209,7 +333,8 @@ pub async fn run(
                             Pushed::Dropped(lost) => {
                                 slot.metrics.drops.inc();
                                 let dropped = slot.metrics.drops.get();
-                                tracing::warn!(plugin = slot.name, topic = lost.msg.topic, dropped, "queue full: message dropped by the overflow policy");
+                                let topic = match &lost { Job::Message { msg, .. } => msg.topic.as_str(), Job::Swap(_) => "" };
+                                tracing::warn!(plugin = slot.name, topic, dropped, "queue full: message dropped by the overflow policy");
                             }
                         }
                         slot.metrics.queue_depth.set(slot.mailbox.len() as i64);
@@ -236,7 +361,9 @@ pub async fn run(
 
     tracing::info!("shutting down: finishing queued messages");
     for (_, job) in stalled.drain(..) {
-        job.ack.cancel();
+        if let Job::Message { ack, .. } = job {
+            ack.cancel();
+        }
     }
     for slot in &slots {
         slot.mailbox.close();
@@ -277,16 +404,17 @@ pub async fn run(
     Ok(())
 }
 
-/// What to run: every plugin in the store, and with `--allow-unsigned` the plugin
-/// directories; the second list is the status of those refused before loading.
-fn plugin_sources(
-    config: &Config,
-    options: Options,
-) -> Result<(Vec<Source>, Vec<serde_json::Value>), GatewayError> {
+/// The store (when a keyring is configured), what to run from it and with `--allow-unsigned`
+/// from plugin directories (each with whether an operator stopped it), and the status of
+/// those refused before loading.
+type Sources = (Option<Store>, Vec<(Source, bool)>, BTreeMap<String, Value>);
+
+/// What to run: every plugin in the store, and with `--allow-unsigned` the plugin directories.
+fn plugin_sources(config: &Config, options: Options) -> Result<Sources, GatewayError> {
     let mut sources = Vec::new();
-    let mut refused = Vec::new();
+    let mut refused = BTreeMap::new();
     let mut names = Vec::new();
-    match &config.keyring {
+    let store = match &config.keyring {
         Some(path) => {
             let keyring = Keyring::from_file(path)?;
             let store = Store::open(&config.store, keyring, config.max_bundle_bytes())?;
@@ -294,23 +422,31 @@ fn plugin_sources(
                 match loaded.bundle {
                     Ok(bundle) => {
                         names.push(loaded.plugin);
-                        sources.push(Source::Bundle(Box::new(bundle)));
+                        let source = Source::Bundle(Box::new(bundle), loaded.settings);
+                        sources.push((source, loaded.stopped));
                     }
                     Err(error) => {
                         tracing::error!(plugin = loaded.plugin, "{error}");
-                        refused.push(json!({ "name": loaded.plugin, "state": "failed", "error": error.to_string() }));
+                        let entry = json!({ "name": loaded.plugin, "state": "failed", "error": error.to_string() });
+                        refused.insert(loaded.plugin, entry);
                     }
                 }
             }
+            Some(store)
         }
-        None => tracing::warn!("no `keyring` configured: no signed plugin can be trusted"),
-    }
+        None => {
+            tracing::warn!(
+                "no `keyring` configured: no signed plugin can be trusted, and management commands are off"
+            );
+            None
+        }
+    };
     let Some(root) = &config.plugins else {
-        return Ok((sources, refused));
+        return Ok((store, sources, refused));
     };
     let dirs = plugin_dirs(root)?;
     if dirs.is_empty() {
-        return Ok((sources, refused));
+        return Ok((store, sources, refused));
     }
     if !options.allow_unsigned {
         for dir in dirs {
@@ -320,9 +456,12 @@ fn plugin_sources(
                 dir.display()
             );
             tracing::error!(plugin = name, "{error}");
-            refused.push(json!({ "name": name, "state": "refused", "error": error }));
+            refused.insert(
+                name.clone(),
+                json!({ "name": name, "state": "refused", "error": error }),
+            );
         }
-        return Ok((sources, refused));
+        return Ok((store, sources, refused));
     }
     tracing::warn!(
         "DEVELOPMENT MODE (--allow-unsigned): running UNSIGNED plugins from {}; never do this in production",
@@ -336,9 +475,9 @@ fn plugin_sources(
             );
             continue;
         }
-        sources.push(Source::Directory(dir));
+        sources.push((Source::Directory(dir), false));
     }
-    Ok((sources, refused))
+    Ok((store, sources, refused))
 }
 
 fn dir_name(dir: &Path) -> String {
@@ -347,35 +486,165 @@ fn dir_name(dir: &Path) -> String {
         .unwrap_or_default()
 }
 
-/// Loads, starts and spawns the worker thread of one plugin; the error is its status.
-fn start_plugin(
+/// What applying a change requires of the loop.
+struct Applied {
+    status_changed: bool,
+    reroute: bool,
+}
+
+/// Applies one change prepared by the manager.
+fn apply(
+    change: Change,
+    slots: &mut Vec<Slot>,
+    health: &mut BTreeMap<String, Value>,
+    config: &Config,
+    shared: &Shared,
+    metrics: &Arc<Metrics>,
+    status: &str,
+) -> Applied {
+    let live = |slots: &[Slot], name: &str| slots.iter().position(|s| s.name == name && !s.removed);
+    match change {
+        Change::Live {
+            worker,
+            entry,
+            probation,
+            reply,
+            received,
+        } => {
+            let name = worker.plugin().name().to_owned();
+            let filters = worker.plugin().subscribe().to_vec();
+            health.insert(name.clone(), entry);
+            match live(slots, &name) {
+                Some(ix) => {
+                    let swap = Swap {
+                        worker: *worker,
+                        probation: probation.then_some(shared.probation),
+                        reply,
+                        received,
+                    };
+                    slots[ix].filters = filters;
+                    slots[ix].mailbox.push_control(Job::Swap(Box::new(swap)));
+                }
+                None => match spawn_slot(*worker, config, shared, metrics) {
+                    Ok(slot) => {
+                        slots.push(slot);
+                        reply.send(
+                            "live",
+                            json!({ "swap_ms": received.elapsed().as_secs_f64() * 1e3 }),
+                        );
+                    }
+                    Err(error) => reply.send("failed", json!({ "reason": error })),
+                },
+            }
+            Applied {
+                status_changed: true,
+                reroute: true,
+            }
+        }
+        Change::Stopped {
+            plugin,
+            stopped,
+            reply,
+        } => {
+            let Some(ix) = live(slots, &plugin) else {
+                reply.send(
+                    "failed",
+                    json!({ "reason": format!("`{plugin}` is not running here") }),
+                );
+                return Applied {
+                    status_changed: false,
+                    reroute: false,
+                };
+            };
+            slots[ix].stopped = stopped;
+            let state = if stopped { "stopped" } else { "running" };
+            if let Some(entry) = health.get_mut(&plugin).and_then(Value::as_object_mut) {
+                entry.insert("state".into(), json!(state));
+            }
+            reply.send("done", json!({ "plugin": plugin, "plugin-state": state }));
+            Applied {
+                status_changed: true,
+                reroute: true,
+            }
+        }
+        Change::Removed { plugin, reply } => {
+            if let Some(ix) = live(slots, &plugin) {
+                slots[ix].removed = true;
+                slots[ix].mailbox.close();
+            }
+            health.remove(&plugin);
+            reply.send("done", json!({ "removed": plugin }));
+            Applied {
+                status_changed: true,
+                reroute: true,
+            }
+        }
+        Change::Report { action, reply } => {
+            let plugins: Vec<&Value> = health.values().collect();
+            match action {
+                Action::List => reply.send("done", json!({ "plugins": plugins })),
+                _ => reply.send(
+                    "done",
+                    json!({ "status": serde_json::from_str::<Value>(status).unwrap_or_default() }),
+                ),
+            }
+            Applied {
+                status_changed: false,
+                reroute: false,
+            }
+        }
+        Change::Health { plugin, entry } => {
+            if let (Some(old), Value::Object(new)) = (
+                health.get_mut(&plugin).and_then(Value::as_object_mut),
+                entry,
+            ) {
+                old.extend(new);
+            }
+            Applied {
+                status_changed: true,
+                reroute: false,
+            }
+        }
+    }
+}
+
+/// The routing table of the slots that take messages.
+fn route_table(slots: &[Slot]) -> Router {
+    Router::new(
+        slots
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| !s.stopped && !s.removed)
+            .map(|(ix, s)| (ix, s.filters.as_slice())),
+    )
+}
+
+/// Loads and starts one plugin; the error is its name and status entry.
+fn load_plugin(
     runtime: &Runtime,
     config: &Config,
     source: Source,
     cache: &Path,
-    link: &Arc<Link>,
-    handle: &Handle,
-    metrics: &Metrics,
-) -> Result<(Slot, serde_json::Value), serde_json::Value> {
+    metrics: &Arc<Metrics>,
+) -> Result<(Worker, Value), (String, Value)> {
     let label = match &source {
-        Source::Bundle(bundle) => bundle.manifest.name.clone(),
+        Source::Bundle(bundle, _) => bundle.manifest.name.clone(),
         Source::Directory(dir) => dir_name(dir),
     };
     let failed = |error: String| {
         tracing::error!(plugin = label, "{error}");
-        json!({ "name": label, "state": "failed", "error": error })
+        (
+            label.clone(),
+            json!({ "name": label, "state": "failed", "error": error }),
+        )
     };
     let (plugin, origin) = match source {
-        Source::Bundle(bundle) => {
-            let settings = config.settings_for(&bundle.manifest.name);
+        Source::Bundle(bundle, overrides) => {
+            let mut settings = config.settings_for(&bundle.manifest.name);
+            settings.extend(overrides);
             let plugin = CompiledPlugin::from_bundle(runtime, &bundle, &settings, Some(cache))
                 .map_err(|e| failed(e.to_string()))?;
-            let origin = json!({
-                "signed": true,
-                "release": bundle.manifest.release,
-                "digest": bundle.digest,
-            });
-            (plugin, origin)
+            (plugin, crate::management::describe(&bundle))
         }
         Source::Directory(dir) => {
             let manifest =
@@ -388,9 +657,7 @@ fn start_plugin(
     };
     let name = plugin.name().to_owned();
     let version = plugin.manifest().version.to_string();
-    let filters = plugin.subscribe().to_vec();
-    let plugin_metrics = metrics.plugin(&name);
-    let inference = plugin_metrics.inference.clone();
+    let inference = metrics.plugin(&name).inference.clone();
     plugin.observe_inference(Box::new(move |elapsed| observe(&inference, elapsed)));
     let mut worker = Worker::new(Arc::new(plugin), RestartPolicy::default());
     let mut entry = match worker.start() {
@@ -400,56 +667,125 @@ fn start_plugin(
             json!({ "name": name, "version": version, "state": "failing", "error": failure.to_string() })
         }
     };
-    if let (Some(entry), serde_json::Value::Object(origin)) = (entry.as_object_mut(), origin) {
-        entry.extend(origin);
+    if let (Some(entry), Value::Object(origin)) = (entry.as_object_mut(), origin) {
+        for (k, v) in origin {
+            entry.entry(k).or_insert(v);
+        }
     }
+    tracing::info!(plugin = name, version, "plugin loaded");
+    Ok((worker, entry))
+}
+
+/// Starts the thread that serves `worker`'s plugin from a new mailbox.
+fn spawn_slot(
+    worker: Worker,
+    config: &Config,
+    shared: &Shared,
+    metrics: &Arc<Metrics>,
+) -> Result<Slot, String> {
+    let name = worker.plugin().name().to_owned();
+    let filters = worker.plugin().subscribe().to_vec();
+    let plugin_metrics = metrics.plugin(&name);
     let mailbox = Arc::new(Mailbox::new(config.queue.depth, config.queue.overflow));
     let dead_letter = config.dead_letter_topic(&name);
     let thread = {
-        let (mailbox, link, handle, metrics) = (
-            mailbox.clone(),
-            link.clone(),
-            handle.clone(),
-            plugin_metrics.clone(),
-        );
+        let (mailbox, shared, metrics) = (mailbox.clone(), shared.clone(), plugin_metrics.clone());
         std::thread::Builder::new()
             .name(format!("plugin-{name}"))
-            .spawn(move || serve(worker, &mailbox, &link, &handle, &dead_letter, &metrics))
-            .map_err(|e| failed(format!("cannot start its thread: {e}")))?
+            .spawn(move || serve(worker, &mailbox, &shared, &dead_letter, &metrics))
+            .map_err(|e| format!("cannot start its thread: {e}"))?
     };
-    tracing::info!(plugin = name, version, "plugin loaded");
-    let slot = Slot {
+    Ok(Slot {
         name,
         filters,
         mailbox,
         metrics: plugin_metrics,
         thread: Some(thread),
-    };
-    Ok((slot, entry))
+        stopped: false,
+        removed: false,
+    })
+}
+
+/// A new version on probation, with the old one kept ready.
+struct Trial {
+    previous: Worker,
+    remaining: u32,
+    traps: u32,
+    allowed: f64,
+    reply: Replier,
 }
 
 /// A plugin's worker thread: handle each queued message, publish its outputs (or its failure
-/// to the dead-letter topic), then let go of it, which acknowledges it.
+/// to the dead-letter topic), then let go of it, which acknowledges it. Swaps versions where
+/// the mailbox says so, and goes back during probation if the new one keeps trapping.
 fn serve(
     mut worker: Worker,
     mailbox: &Mailbox<Job>,
-    link: &Link,
-    handle: &Handle,
+    shared: &Shared,
     dead_letter: &str,
     metrics: &PluginMetrics,
 ) {
-    let qos = match worker.plugin().manifest().publish_qos {
+    let qos = |worker: &Worker| match worker.plugin().manifest().publish_qos {
         0 => QoS::AtMostOnce,
         1 => QoS::AtLeastOnce,
         _ => QoS::ExactlyOnce,
     };
+    let mut trial: Option<Trial> = None;
     while let Some(job) = mailbox.pop() {
+        let (msg, ack) = match job {
+            Job::Message { msg, ack } => (msg, ack),
+            Job::Swap(swap) => {
+                let swap = *swap;
+                let previous = std::mem::replace(&mut worker, swap.worker);
+                let name = worker.plugin().name().to_owned();
+                trial = swap.probation.map(|p| Trial {
+                    previous,
+                    remaining: p.messages,
+                    traps: 0,
+                    allowed: p.max_trap_share * f64::from(p.messages),
+                    reply: swap.reply.clone(),
+                });
+                tracing::info!(plugin = name, version = %worker.plugin().manifest().version, "hot swap: new version live");
+                swap.reply.send(
+                    "live",
+                    json!({ "swap_ms": swap.received.elapsed().as_secs_f64() * 1e3 }),
+                );
+                continue;
+            }
+        };
         metrics.queue_depth.set(mailbox.len() as i64);
         metrics.messages_in.inc();
         let (traps, started) = (worker.stats().traps, Instant::now());
-        let handled = worker.handle(&job.msg);
+        let mut handled = worker.handle(&msg);
+        let trapped = worker.stats().traps - traps;
+        metrics.traps.inc_by(trapped);
+        if let Some(t) = trial.as_mut() {
+            t.traps += u32::from(trapped > 0);
+            t.remaining = t.remaining.saturating_sub(1);
+            if f64::from(t.traps) > t.allowed {
+                // Back to the old version, which also takes the message the new one trapped on.
+                let Some(t) = trial.take() else { continue };
+                let reason = handled
+                    .as_ref()
+                    .err()
+                    .map(|e| e.failure.to_string())
+                    .unwrap_or_default();
+                tracing::error!(
+                    plugin = worker.plugin().name(),
+                    "new version trapped on probation ({reason}): rolling back"
+                );
+                worker = t.previous;
+                let _ = shared.requests.send(Request::RolledBack {
+                    plugin: worker.plugin().name().to_owned(),
+                    reason: format!("the new version trapped on probation: {reason}"),
+                    reply: t.reply,
+                });
+                handled = worker.handle(&msg);
+            } else if t.remaining == 0 {
+                trial = None;
+            }
+        }
         observe(&metrics.handling, started.elapsed());
-        metrics.traps.inc_by(worker.stats().traps - traps);
         let outputs = match handled {
             Ok(published) => {
                 metrics.messages_out.inc_by(published.len() as u64);
@@ -464,21 +800,22 @@ fn serve(
                     "plugin": error.plugin,
                     "topic": error.topic,
                     "error": error.failure.to_string(),
-                    "payload_base64": BASE64.encode(&job.msg.payload),
+                    "payload_base64": BASE64.encode(&msg.payload),
                 });
                 vec![(dead_letter.to_owned(), letter.to_string().into_bytes())]
             }
         };
+        let qos = qos(&worker);
         for (topic, payload) in outputs {
             // Waits for room in the client's request queue: a bounded buffer while the broker is away.
-            let (client, _) = link.client();
-            if let Err(e) = client.publish_blocking(handle, &topic, qos, payload) {
+            let (client, _) = shared.link.client();
+            if let Err(e) = client.publish_blocking(&shared.handle, &topic, qos, payload) {
                 tracing::error!(
                     plugin = worker.plugin().name(),
                     topic,
                     "output not sent: {e}"
                 );
-                job.ack.cancel();
+                ack.cancel();
             }
         }
     }

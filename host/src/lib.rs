@@ -25,6 +25,7 @@ pub mod failure;
 pub mod gateway;
 pub mod instance;
 pub mod mailbox;
+pub mod management;
 pub mod metrics;
 pub mod mqtt;
 pub mod plugin;

@@ -79,6 +79,13 @@ impl<T> Mailbox<T> {
         outcome
     }
 
+    /// Queues `item` whatever the depth and policy: for the few control items (a version
+    /// swap) that must reach the worker in order with the messages and may not be dropped.
+    pub fn push_control(&self, item: T) {
+        self.lock().queue.push_back(item);
+        self.arrived.notify_one();
+    }
+
     /// Waits until an item may fit.
     pub async fn room(&self) {
         let notified = self.room.notified();

@@ -106,12 +106,22 @@ struct PluginState {
     active: String,
     last_known_good: Option<String>,
     highest_release: u64,
+    /// Stopped by an operator: installed, not running.
+    #[serde(default)]
+    stopped: bool,
+    /// Setting overrides sent by an operator (`config`), over the gateway file's.
+    #[serde(default)]
+    settings: BTreeMap<String, String>,
 }
 
 /// A plugin's bundle as loaded from the store, or why it could not be.
 pub struct Loaded {
     /// The plugin's name.
     pub plugin: String,
+    /// Whether an operator stopped it.
+    pub stopped: bool,
+    /// Setting overrides an operator sent.
+    pub settings: BTreeMap<String, String>,
     /// The verified bundle, or the failure (after falling back to the last-known-good).
     pub bundle: Result<VerifiedBundle, StoreError>,
 }
@@ -139,6 +149,16 @@ impl Store {
             keyring,
             max_bundle_bytes,
         })
+    }
+
+    /// The store's directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The keyring bundles are checked against.
+    pub fn keyring(&self) -> &Keyring {
+        &self.keyring
     }
 
     /// The directory of compiled components.
@@ -189,12 +209,18 @@ impl Store {
         let highest = previous
             .as_ref()
             .map_or(release, |p| p.highest_release.max(release));
+        let (stopped, settings) = previous
+            .as_ref()
+            .map(|p| (p.stopped, p.settings.clone()))
+            .unwrap_or_default();
         state.plugins.insert(
             plugin.clone(),
             PluginState {
                 active: verified.digest.clone(),
                 last_known_good: previous.map(|p| p.active),
                 highest_release: highest,
+                stopped,
+                settings,
             },
         );
         self.save(&state)?;
@@ -232,6 +258,8 @@ impl Store {
             };
             loaded.push(Loaded {
                 plugin: plugin.clone(),
+                stopped: entry.stopped,
+                settings: entry.settings.clone(),
                 bundle,
             });
         }
@@ -239,6 +267,90 @@ impl Store {
             self.save(&state)?;
         }
         Ok(loaded)
+    }
+
+    /// Makes `plugin`'s last-known-good bundle active again, keeping the one it replaces as the
+    /// new last-known-good; returns that bundle, verified. The highest release seen stays.
+    pub fn rollback(&self, plugin: &str) -> Result<VerifiedBundle, StoreError> {
+        let mut state = self.state()?;
+        let entry = state
+            .plugins
+            .get_mut(plugin)
+            .ok_or_else(|| self.unknown(plugin))?;
+        let previous = entry
+            .last_known_good
+            .clone()
+            .ok_or_else(|| StoreError::State {
+                path: self.state_path(),
+                problem: format!("plugin `{plugin}` has no earlier bundle to go back to"),
+            })?;
+        let bundle = self.load(&previous)?;
+        entry.last_known_good = Some(std::mem::replace(&mut entry.active, previous));
+        self.save(&state)?;
+        Ok(bundle)
+    }
+
+    /// The active bundle of `plugin`, verified, with its setting overrides.
+    pub fn active(
+        &self,
+        plugin: &str,
+    ) -> Result<(VerifiedBundle, BTreeMap<String, String>), StoreError> {
+        let state = self.state()?;
+        let entry = state
+            .plugins
+            .get(plugin)
+            .ok_or_else(|| self.unknown(plugin))?;
+        Ok((self.load(&entry.active)?, entry.settings.clone()))
+    }
+
+    /// Records an operator's stop or start.
+    pub fn set_stopped(&self, plugin: &str, stopped: bool) -> Result<(), StoreError> {
+        let mut state = self.state()?;
+        state
+            .plugins
+            .get_mut(plugin)
+            .ok_or_else(|| self.unknown(plugin))?
+            .stopped = stopped;
+        self.save(&state)
+    }
+
+    /// Records an operator's setting overrides (merged over earlier ones).
+    pub fn set_settings(
+        &self,
+        plugin: &str,
+        settings: &BTreeMap<String, String>,
+    ) -> Result<BTreeMap<String, String>, StoreError> {
+        let mut state = self.state()?;
+        let entry = state
+            .plugins
+            .get_mut(plugin)
+            .ok_or_else(|| self.unknown(plugin))?;
+        entry.settings.extend(settings.clone());
+        let merged = entry.settings.clone();
+        self.save(&state)?;
+        Ok(merged)
+    }
+
+    /// Uninstalls `plugin`: forgets it and deletes its bundles. Its highest release is
+    /// forgotten too, so a later install starts afresh.
+    pub fn remove(&self, plugin: &str) -> Result<(), StoreError> {
+        let mut state = self.state()?;
+        let entry = state
+            .plugins
+            .remove(plugin)
+            .ok_or_else(|| self.unknown(plugin))?;
+        self.save(&state)?;
+        for digest in std::iter::once(entry.active).chain(entry.last_known_good) {
+            let _ = std::fs::remove_file(self.bundle_path(&digest));
+        }
+        Ok(())
+    }
+
+    fn unknown(&self, plugin: &str) -> StoreError {
+        StoreError::State {
+            path: self.state_path(),
+            problem: format!("no plugin `{plugin}` is installed"),
+        }
     }
 
     /// The active bundle of every installed plugin: name, digest, highest release.

@@ -4,6 +4,7 @@
 //! and sign a plugin without the gateway.
 
 pub mod bundle;
+pub mod command;
 pub mod envelope;
 pub mod keyring;
 pub mod manifest;

@@ -177,7 +177,7 @@ impl Limits {
 }
 
 /// A setting's value: any TOML scalar, handed to the plugin as text.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
 #[serde(untagged, expecting = "a string, number or boolean")]
 pub enum Setting {
     /// `key = "text"`

@@ -10,11 +10,11 @@ use edgewise_host::plugin::CompiledPlugin;
 use edgewise_host::store::{Installed, Store, StoreError};
 use edgewise_host::supervisor::RestartPolicy;
 use edgewise_host::worker::Worker;
-use edgewise_signing::bundle::{self, DEFAULT_MAX_BYTES};
+use edgewise_signing::bundle::DEFAULT_MAX_BYTES;
 use edgewise_signing::signature::signed_bytes;
 use edgewise_signing::{Bundle, Keyring, PayloadType, SecretKey};
 use edgewise_tests::mqtt::{Broker, Gateway};
-use edgewise_tests::{copy_plugin, edgewise, edit, message, runtime};
+use edgewise_tests::{copy_plugin, edgewise, message, runtime};
 
 fn cli(args: &[&str]) -> Output {
     Command::new(edgewise())
@@ -65,15 +65,8 @@ impl Trust {
     }
 }
 
-/// Example plugin `name` packed and signed by `key`, after `change` edits to its plugin.toml.
 fn packed(name: &str, key: &SecretKey, change: &[(&str, &str)], rollback: bool) -> Vec<u8> {
-    let dir = copy_plugin(name);
-    for (from, to) in change {
-        edit(dir.path(), "plugin.toml", from, to);
-    }
-    bundle::pack(dir.path(), key, rollback, &mut |_| {})
-        .unwrap_or_else(|e| panic!("{e}"))
-        .to_bytes()
+    edgewise_tests::pack_example(name, key, change, rollback)
 }
 
 /// What is in a store: its state file and the names of its bundles.

@@ -6,6 +6,7 @@
 //! - `examples`: each example plugin produces the right outputs on real data.
 //! - `sandbox`: a hostile plugin cannot escape or exhaust the host, nor disturb a neighbour.
 //! - `nn`: inference through wasi-nn equals tract called directly, bit for bit.
+//! - `management`: signed commands over MQTT, hot swaps under load, automatic rollbacks.
 //! - `loading`: every kind of bad plugin directory is refused with an error that says why.
 //! - `replay`: the `edgewise replay` command's behaviour at its edges.
 
@@ -13,6 +14,7 @@ mod bundles;
 mod examples;
 mod gateway;
 mod loading;
+mod management;
 mod nn;
 mod replay;
 mod sandbox;

@@ -213,3 +213,20 @@ pub fn wav_pcm(path: &Path) -> (u32, Vec<u8>) {
     let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     edgewise_host::demo::wav_pcm(&bytes).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
+
+/// Example plugin `name`, after `changes` (from, to) to its plugin.toml, packed into a bundle
+/// signed by `key` (as a rollback bundle if asked).
+pub fn pack_example(
+    name: &str,
+    key: &edgewise_signing::SecretKey,
+    changes: &[(&str, &str)],
+    rollback: bool,
+) -> Vec<u8> {
+    let dir = copy_plugin(name);
+    for (from, to) in changes {
+        edit(dir.path(), "plugin.toml", from, to);
+    }
+    edgewise_signing::bundle::pack(dir.path(), key, rollback, &mut |_| {})
+        .unwrap_or_else(|e| panic!("{e}"))
+        .to_bytes()
+}

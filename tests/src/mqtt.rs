@@ -294,9 +294,21 @@ impl Broker {
 
     /// Publishes one message with `mosquitto_pub`.
     pub fn publish(&self, topic: &str, payload: &[u8], qos: u8) {
+        self.publish_as(topic, payload, qos, &[]);
+    }
+
+    /// Publishes one retained message.
+    pub fn publish_retained(&self, topic: &str, payload: &[u8]) {
+        self.publish_as(topic, payload, 1, &["-r"]);
+    }
+
+    fn publish_as(&self, topic: &str, payload: &[u8], qos: u8, extra: &[&str]) {
+        // `-s` reads the payload from stdin and refuses an empty one; `-n` sends it.
+        let source = if payload.is_empty() { "-n" } else { "-s" };
         let mut child = Command::new("mosquitto_pub")
             .args(self.client_args())
-            .args(["-q", &qos.to_string(), "-t", topic, "-s"])
+            .args(extra)
+            .args(["-q", &qos.to_string(), "-t", topic, source])
             .stdin(Stdio::piped())
             .spawn()
             .expect("mosquitto_pub starts");

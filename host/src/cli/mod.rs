@@ -4,6 +4,7 @@
 //! context here and every error becomes exit code 1, printed once with its causes.
 
 mod bundle;
+mod ctl;
 mod demo;
 mod keygen;
 mod keyring;
@@ -45,6 +46,8 @@ enum Command {
     Install(bundle::InstallArgs),
     #[command(subcommand)]
     Keyring(keyring::Command),
+    Ctl(ctl::CtlArgs),
+    Push(ctl::PushArgs),
 }
 
 /// Parses arguments, runs the subcommand, and turns its outcome into an exit code.
@@ -61,6 +64,8 @@ pub fn main() -> ExitCode {
         Command::Inspect(args) => bundle::inspect(args),
         Command::Install(args) => bundle::install(args),
         Command::Keyring(command) => keyring::run(command),
+        Command::Ctl(args) => ctl::ctl(args),
+        Command::Push(args) => ctl::push(args),
     };
     match result {
         Ok(code) => code,

@@ -5,22 +5,27 @@
 //! `loop` (spin forever), `alloc` (allocate without end), `recurse` (recurse without end),
 //! `publish-ungranted`, `publish-huge`, `publish-many`, `load-unknown-model`, `load-bytes-onnx`,
 //! `load-bytes-tensorflow` (wasi:nn `load` from plugin memory). The setting `init`
-//! chooses how `init` behaves: `ok` (default), `error`, `panic`, `loop`.
+//! chooses how `init` behaves: `ok` (default), `error`, `panic`, `loop`; the setting `trap-at`
+//! (default 0, never) makes the instance's n-th message trap whatever it says.
 
 use std::hint::black_box;
 
 use edgewise_guest::__bindings::wasi::nn::graph::{self, ExecutionTarget, GraphEncoding};
 use edgewise_guest::nn::Model;
-use edgewise_guest::{Error, Message, Plugin, Result, config, export_plugin, publish};
+use edgewise_guest::{Error, Message, Plugin, Result, config, export_plugin, publish, setting};
 
 struct Hostile {
     seen: u64,
+    trap_at: u64,
 }
 
 impl Plugin for Hostile {
     fn init() -> Result<Self> {
         match config("init").as_deref().unwrap_or("ok") {
-            "ok" => Ok(Hostile { seen: 0 }),
+            "ok" => Ok(Hostile {
+                seen: 0,
+                trap_at: setting("trap-at", 0)?,
+            }),
             "error" => Err(Error::msg("refusing to start, as asked")),
             "panic" => panic!("panicking in init, as asked"),
             "loop" => spin(),
@@ -30,6 +35,9 @@ impl Plugin for Hostile {
 
     fn on_message(&mut self, msg: Message) -> Result<()> {
         self.seen += 1;
+        if self.seen == self.trap_at {
+            panic!("trapping on message {}, as asked", self.seen);
+        }
         match msg.text()? {
             "noop" => {}
             "echo" => publish("hostile/echo", &msg.payload)?,

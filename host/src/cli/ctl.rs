@@ -1,0 +1,214 @@
+//! `edgewise ctl <gateway> <action>` and `edgewise push <bundle> --gateway <id>`: an operator's
+//! signed commands over MQTT, with the gateway's replies printed as they come.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, bail};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use edgewise_signing::SecretKey;
+use edgewise_signing::bundle::{self, DEFAULT_MAX_BYTES};
+use edgewise_signing::command::{Action, Command};
+use edgewise_signing::manifest::Setting;
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+
+/// Where and as whom to send commands.
+#[derive(clap::Args)]
+pub struct Connection {
+    /// The broker: mqtt://host[:port].
+    #[arg(long, global = true, default_value = "mqtt://127.0.0.1:1883")]
+    broker: String,
+    /// User name for the broker.
+    #[arg(long, global = true)]
+    username: Option<String>,
+    /// Password for the broker (prefer EDGEWISE_BROKER_PASSWORD).
+    #[arg(
+        long,
+        global = true,
+        env = "EDGEWISE_BROKER_PASSWORD",
+        hide_env_values = true
+    )]
+    password: Option<String>,
+    /// The operator key (PKCS#8 PEM) that signs the command.
+    #[arg(long, global = true)]
+    key: Option<PathBuf>,
+    /// Seconds to wait for the outcome; the command expires then too.
+    #[arg(long, global = true, default_value_t = 60)]
+    timeout: u64,
+}
+
+/// Send a signed command to a gateway and print its replies.
+#[derive(clap::Args)]
+pub struct CtlArgs {
+    /// The gateway's id.
+    gateway: String,
+    #[command(subcommand)]
+    action: CtlAction,
+    #[command(flatten)]
+    connection: Connection,
+}
+
+#[derive(clap::Subcommand)]
+enum CtlAction {
+    /// The plugins, versions and states.
+    List,
+    /// The gateway's status document.
+    Status,
+    /// Start a stopped plugin.
+    Start { plugin: String },
+    /// Stop a plugin (it stays installed).
+    Stop { plugin: String },
+    /// Uninstall a plugin.
+    Remove { plugin: String },
+    /// Go back to a plugin's last-known-good bundle.
+    Rollback { plugin: String },
+    /// Change a plugin's settings: `--set key=value`, repeatable.
+    Config {
+        plugin: String,
+        #[arg(long = "set", value_name = "KEY=VALUE", required = true)]
+        settings: Vec<String>,
+    },
+}
+
+/// Install or update a plugin on a gateway: a hot swap when it runs already.
+#[derive(clap::Args)]
+pub struct PushArgs {
+    /// The signed bundle.
+    bundle: PathBuf,
+    /// The gateway's id.
+    #[arg(long)]
+    gateway: String,
+    #[command(flatten)]
+    connection: Connection,
+}
+
+pub fn ctl(args: CtlArgs) -> anyhow::Result<ExitCode> {
+    let action = match args.action {
+        CtlAction::List => Action::List,
+        CtlAction::Status => Action::Status,
+        CtlAction::Start { plugin } => Action::Start { plugin },
+        CtlAction::Stop { plugin } => Action::Stop { plugin },
+        CtlAction::Remove { plugin } => Action::Remove { plugin },
+        CtlAction::Rollback { plugin } => Action::Rollback { plugin },
+        CtlAction::Config { plugin, settings } => {
+            let mut parsed = BTreeMap::new();
+            for pair in settings {
+                let (k, v) = pair
+                    .split_once('=')
+                    .with_context(|| format!("`{pair}`: expected KEY=VALUE"))?;
+                parsed.insert(k.to_owned(), Setting::String(v.to_owned()));
+            }
+            Action::Config {
+                plugin,
+                settings: parsed,
+            }
+        }
+    };
+    send(&args.gateway, action, &args.connection)
+}
+
+pub fn push(args: PushArgs) -> anyhow::Result<ExitCode> {
+    let bytes = bundle::read_capped(&args.bundle, DEFAULT_MAX_BYTES)?;
+    let action = Action::Update {
+        bundle_base64: BASE64.encode(bytes),
+    };
+    send(&args.gateway, action, &args.connection)
+}
+
+/// Signs `action` for `gateway`, publishes it, and prints replies until the outcome.
+fn send(gateway: &str, action: Action, connection: &Connection) -> anyhow::Result<ExitCode> {
+    let key_file = connection.key.as_deref().context("--key is required")?;
+    let pem = std::fs::read_to_string(key_file)
+        .with_context(|| format!("reading {}", key_file.display()))?;
+    let key = SecretKey::from_pem(&pem).with_context(|| key_file.display().to_string())?;
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    // The sequence number is the clock in milliseconds: it grows without any state here, and a
+    // gateway that already saw a higher one says so.
+    let command = Command {
+        id: format!("c-{now}-{}", std::process::id()),
+        gateway: gateway.to_owned(),
+        seq: now,
+        issued_at_ms: now,
+        expires_at_ms: now + connection.timeout * 1000,
+        action,
+    };
+    let signed = command.sign(&key);
+    let (host, port) = broker_address(&connection.broker)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let timeout = Duration::from_secs(connection.timeout);
+    runtime.block_on(async move {
+        let mut options = MqttOptions::new(format!("edgewise-ctl-{}", command.id), host, port);
+        options.set_keep_alive(Duration::from_secs(30));
+        options.set_max_packet_size(512 << 20, 512 << 20);
+        if let (Some(u), Some(p)) = (&connection.username, &connection.password) {
+            options.set_credentials(u, p);
+        }
+        let (client, mut eventloop) = AsyncClient::new(options, 16);
+        let reply_topic = format!("edgewise/{gateway}/reply/{}", command.id);
+        client.subscribe(&reply_topic, QoS::AtLeastOnce).await?;
+        let outcome = tokio::time::timeout(timeout, async {
+            loop {
+                match eventloop.poll().await {
+                    Ok(Event::Incoming(Packet::SubAck(_))) => {
+                        client
+                            .publish(
+                                format!("edgewise/{gateway}/cmd"),
+                                QoS::AtLeastOnce,
+                                false,
+                                signed.clone(),
+                            )
+                            .await?;
+                        eprintln!(
+                            "sent {} `{}` to {gateway}",
+                            command.id,
+                            command.action.name()
+                        );
+                    }
+                    Ok(Event::Incoming(Packet::Publish(p))) if p.topic == reply_topic => {
+                        let text = String::from_utf8_lossy(&p.payload).into_owned();
+                        println!("{text}");
+                        let state = serde_json::from_str::<serde_json::Value>(&text)
+                            .ok()
+                            .and_then(|v| v.get("state")?.as_str().map(str::to_owned))
+                            .unwrap_or_default();
+                        match state.as_str() {
+                            "live" | "done" => return Ok(true),
+                            "rolled-back" | "failed" | "refused" => return Ok(false),
+                            _ => {}
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => bail!("broker {}: {e}", connection.broker),
+                }
+            }
+        })
+        .await;
+        match outcome {
+            Ok(Ok(true)) => Ok(ExitCode::SUCCESS),
+            Ok(Ok(false)) => Ok(ExitCode::FAILURE),
+            Ok(Err(e)) => Err(e),
+            Err(_) => bail!("no outcome from {gateway} within {} s", timeout.as_secs()),
+        }
+    })
+}
+
+fn broker_address(url: &str) -> anyhow::Result<(String, u16)> {
+    let rest = url
+        .strip_prefix("mqtt://")
+        .with_context(|| format!("`{url}`: expected mqtt://host[:port]"))?;
+    Ok(match rest.trim_end_matches('/').rsplit_once(':') {
+        Some((host, port)) => (
+            host.to_owned(),
+            port.parse().with_context(|| format!("port in `{url}`"))?,
+        ),
+        None => (rest.to_owned(), 1883),
+    })
+}

@@ -1,0 +1,530 @@
+//! Management over MQTT: signed commands in, progress replies out, plugin changes prepared.
+//!
+//! The gateway task hands each message on `edgewise/<gateway>/cmd` to [`CommandLog::check`],
+//! which refuses, with a reason, what is retained, malformed, forged, for another gateway,
+//! expired, or carries a sequence number already used. It records the new high-water mark on
+//! disk before anything is done, and answers a QoS 1 duplicate of an accepted command with its
+//! last reply instead of running it twice.
+//!
+//! Accepted commands go to the [`Manager`], on its own thread, one at a time: it verifies and
+//! stages bundles in the store, compiles the new version and runs its `init` (all before
+//! anything changes for the running plugin), and sends the gateway task a [`Change`] to apply.
+//! The swap itself happens on the plugin's thread, between two messages (see `gateway`).
+//! Replies go to `edgewise/<gateway>/reply/<id>`: `received`, `verified`, `staged`, `live`,
+//! `rolled-back`, `failed`, `refused`, or `done` with the result.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use edgewise_signing::command::{Action, Command, untrusted_id};
+use edgewise_signing::{Keyring, VerifiedBundle};
+use rumqttc::QoS;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use tokio::sync::mpsc::UnboundedSender;
+
+use crate::config::Config;
+use crate::metrics::{Metrics, observe};
+use crate::mqtt::Link;
+use crate::plugin::CompiledPlugin;
+use crate::runtime::Runtime;
+use crate::store::{Installed, Store, StoreError, write_atomically};
+use crate::supervisor::RestartPolicy;
+use crate::worker::Worker;
+
+/// How many accepted commands are remembered for answering duplicates.
+const REMEMBERED: usize = 64;
+
+/// Replies to one command, and remembers the last one for duplicates.
+#[derive(Clone)]
+pub struct Replier {
+    link: Arc<Link>,
+    topic: String,
+    id: String,
+    last: Arc<Mutex<Value>>,
+}
+
+impl Replier {
+    /// Publishes `{"id", "state", ...extra}` on the command's reply topic, at QoS 1.
+    pub fn send(&self, state: &str, extra: Value) {
+        let mut reply = json!({ "id": self.id, "state": state });
+        if let (Some(reply), Value::Object(extra)) = (reply.as_object_mut(), extra) {
+            reply.extend(extra);
+        }
+        tracing::info!(command = self.id, state, "{reply}");
+        let (client, _) = self.link.client();
+        if let Err(e) = client.try_publish(&self.topic, QoS::AtLeastOnce, false, reply.to_string())
+        {
+            tracing::warn!(command = self.id, "reply not sent: {e}");
+        }
+        *self.last.lock().unwrap_or_else(|p| p.into_inner()) = reply;
+    }
+
+    /// The command's id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+}
+
+/// What the gateway knows of the commands it was sent.
+pub struct CommandLog {
+    path: PathBuf,
+    gateway: String,
+    keyring: Keyring,
+    high_water: u64,
+    recent: VecDeque<(String, u64, Arc<Mutex<Value>>)>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+struct LogFile {
+    high_water: u64,
+}
+
+/// The outcome of checking one command message.
+pub enum Checked {
+    /// Refused, and answered: nothing else to do.
+    Refused,
+    /// A duplicate of an accepted command, answered again.
+    Duplicate,
+    /// Accepted: run it.
+    Accepted(Box<Command>, Replier),
+}
+
+impl CommandLog {
+    /// The log kept in `path` (created on first use), for gateway `gateway`.
+    pub fn open(path: PathBuf, gateway: &str, keyring: Keyring) -> Result<Self, StoreError> {
+        let high_water = match std::fs::read(&path) {
+            Ok(bytes) => {
+                serde_json::from_slice::<LogFile>(&bytes)
+                    .map_err(|e| StoreError::State {
+                        path: path.clone(),
+                        problem: e.to_string(),
+                    })?
+                    .high_water
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+            Err(source) => return Err(StoreError::Io { path, source }),
+        };
+        Ok(Self {
+            path,
+            gateway: gateway.to_owned(),
+            keyring,
+            high_water,
+            recent: VecDeque::new(),
+        })
+    }
+
+    /// Checks one message from the command topic, answering refusals and duplicates itself.
+    pub fn check(
+        &mut self,
+        payload: &[u8],
+        retained: bool,
+        link: &Arc<Link>,
+        now_ms: u64,
+    ) -> Checked {
+        let replier = |id: &str| Replier {
+            link: link.clone(),
+            topic: format!("edgewise/{}/reply/{id}", self.gateway),
+            id: id.to_owned(),
+            last: Arc::default(),
+        };
+        let refuse = |id: Option<String>, reason: String| {
+            let id = id.unwrap_or_else(|| "invalid".into());
+            tracing::warn!(command = id, "command refused: {reason}");
+            replier(&id).send("refused", json!({ "reason": reason }));
+            Checked::Refused
+        };
+        if retained {
+            return refuse(
+                untrusted_id(payload),
+                "a retained message is not a command (it would run again at every connection)"
+                    .into(),
+            );
+        }
+        let (command, signers) = match Command::verify(payload, &self.keyring) {
+            Ok(verified) => verified,
+            Err(e) => return refuse(untrusted_id(payload), e.to_string()),
+        };
+        let id = Some(command.id.clone()).filter(|_| untrusted_id(payload).is_some());
+        if command.gateway != self.gateway {
+            return refuse(
+                id,
+                format!(
+                    "the command is for gateway `{}`, this is `{}`",
+                    command.gateway, self.gateway
+                ),
+            );
+        }
+        if let Some((_, _, last)) = self
+            .recent
+            .iter()
+            .find(|(i, seq, _)| *i == command.id && *seq == command.seq)
+        {
+            let last = last.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            tracing::info!(
+                command = command.id,
+                "duplicate of an accepted command: answered again"
+            );
+            let (client, _) = link.client();
+            let topic = format!("edgewise/{}/reply/{}", self.gateway, command.id);
+            let _ = client.try_publish(&topic, QoS::AtLeastOnce, false, last.to_string());
+            return Checked::Duplicate;
+        }
+        if now_ms > command.expires_at_ms {
+            return refuse(
+                id,
+                format!(
+                    "expired at {} ms, {} ms ago",
+                    command.expires_at_ms,
+                    now_ms - command.expires_at_ms
+                ),
+            );
+        }
+        if command.seq <= self.high_water {
+            return refuse(
+                id,
+                format!(
+                    "sequence number {} already used (this gateway is at {})",
+                    command.seq, self.high_water
+                ),
+            );
+        }
+        // The high-water mark is on disk before anything is done.
+        let file = serde_json::to_vec(&LogFile {
+            high_water: command.seq,
+        })
+        .unwrap_or_default();
+        if let Err(e) = write_atomically(&self.path, &file) {
+            return refuse(id, format!("cannot record the sequence number: {e}"));
+        }
+        self.high_water = command.seq;
+        let reply = replier(&command.id);
+        if self.recent.len() == REMEMBERED {
+            self.recent.pop_front();
+        }
+        self.recent
+            .push_back((command.id.clone(), command.seq, reply.last.clone()));
+        reply.send(
+            "received",
+            json!({ "action": command.action.name(), "signed-by": signers }),
+        );
+        Checked::Accepted(Box::new(command), reply)
+    }
+}
+
+/// Probation of a new version: how many first messages, and what share of them may trap.
+#[derive(Debug, Clone, Copy)]
+pub struct Probation {
+    /// The first messages the new version is watched on.
+    pub messages: u32,
+    /// The share of those that may trap before the gateway goes back to the old version.
+    pub max_trap_share: f64,
+}
+
+/// What the gateway task must change, prepared by the manager.
+pub enum Change {
+    /// Put `worker` live for its plugin: swap it in between two messages (or start the
+    /// plugin if it is new), with the old version kept during probation.
+    Live {
+        /// The new version, instantiated, its `init` done.
+        worker: Box<Worker>,
+        /// Its status entry.
+        entry: Value,
+        /// Whether it runs on probation (a new version) or not (new settings, a rollback).
+        probation: bool,
+        /// Where to say it is live.
+        reply: Replier,
+        /// When the command was received, for the swap time.
+        received: Instant,
+    },
+    /// Stop or start routing messages to a plugin.
+    Stopped {
+        /// The plugin.
+        plugin: String,
+        /// Stopped or started.
+        stopped: bool,
+        /// Where to answer.
+        reply: Replier,
+    },
+    /// A plugin was uninstalled.
+    Removed {
+        /// The plugin.
+        plugin: String,
+        /// Where to answer.
+        reply: Replier,
+    },
+    /// Answer `list` or `status` from the gateway's view.
+    Report {
+        /// Which.
+        action: Action,
+        /// Where to answer.
+        reply: Replier,
+    },
+    /// A plugin's status entry changed.
+    Health {
+        /// The plugin.
+        plugin: String,
+        /// Its entry.
+        entry: Value,
+    },
+}
+
+/// What the manager thread is asked to do.
+pub enum Request {
+    /// Run an accepted command.
+    Run(Box<Command>, Replier, Instant),
+    /// A plugin thread went back to the old version during probation; make the store agree.
+    RolledBack {
+        /// The plugin.
+        plugin: String,
+        /// Why.
+        reason: String,
+        /// The update's replies.
+        reply: Replier,
+    },
+}
+
+/// Carries out commands that change plugins, on its own thread.
+pub struct Manager {
+    runtime: Arc<Runtime>,
+    store: Store,
+    config: Config,
+    metrics: Arc<Metrics>,
+    changes: UnboundedSender<Change>,
+}
+
+impl Manager {
+    /// A manager over `store`.
+    pub fn new(
+        runtime: Arc<Runtime>,
+        store: Store,
+        config: Config,
+        metrics: Arc<Metrics>,
+        changes: UnboundedSender<Change>,
+    ) -> Self {
+        Self {
+            runtime,
+            store,
+            config,
+            metrics,
+            changes,
+        }
+    }
+
+    /// Runs requests until the channel closes.
+    pub fn serve(self, requests: std::sync::mpsc::Receiver<Request>) {
+        for request in requests {
+            match request {
+                Request::Run(command, reply, received) => self.run(*command, reply, received),
+                Request::RolledBack {
+                    plugin,
+                    reason,
+                    reply,
+                } => {
+                    let outcome = self.store.rollback(&plugin);
+                    let mut entry = match &outcome {
+                        Ok(bundle) => describe(bundle),
+                        Err(_) => json!({ "name": plugin }),
+                    };
+                    if let Some(e) = entry.as_object_mut() {
+                        e.insert("state".into(), json!("running"));
+                        e.insert("rolled-back".into(), json!(reason));
+                    }
+                    let _ = self.changes.send(Change::Health { plugin, entry });
+                    match outcome {
+                        Ok(bundle) => reply.send(
+                            "rolled-back",
+                            json!({ "reason": reason, "running": describe(&bundle) }),
+                        ),
+                        Err(e) => reply.send(
+                            "rolled-back",
+                            json!({ "reason": reason, "store": e.to_string() }),
+                        ),
+                    }
+                }
+            }
+        }
+    }
+
+    fn run(&self, command: Command, reply: Replier, received: Instant) {
+        let change = match command.action {
+            Action::Update { bundle_base64 } => {
+                match self.update(&bundle_base64, &reply, received) {
+                    Ok(change) => Ok(change),
+                    // Already answered: rolled back.
+                    Err(None) => return,
+                    Err(Some(reason)) => Err(reason),
+                }
+            }
+            Action::Config { plugin, settings } => {
+                let settings = settings
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.to_string()))
+                    .collect();
+                self.store
+                    .set_settings(&plugin, &settings)
+                    .map_err(|e| e.to_string())
+                    .and_then(|_| self.store.active(&plugin).map_err(|e| e.to_string()))
+                    .and_then(|(bundle, overrides)| {
+                        self.prepare(&bundle, &overrides, false, &reply, received)
+                    })
+            }
+            Action::Rollback { plugin } => self
+                .store
+                .rollback(&plugin)
+                .map_err(|e| e.to_string())
+                .and_then(|bundle| {
+                    let overrides = self
+                        .store
+                        .active(&plugin)
+                        .map(|(_, s)| s)
+                        .unwrap_or_default();
+                    self.prepare(&bundle, &overrides, false, &reply, received)
+                }),
+            Action::Stop { plugin } => self
+                .store
+                .set_stopped(&plugin, true)
+                .map(|()| Change::Stopped {
+                    plugin,
+                    stopped: true,
+                    reply: reply.clone(),
+                })
+                .map_err(|e| e.to_string()),
+            Action::Start { plugin } => self
+                .store
+                .set_stopped(&plugin, false)
+                .map(|()| Change::Stopped {
+                    plugin,
+                    stopped: false,
+                    reply: reply.clone(),
+                })
+                .map_err(|e| e.to_string()),
+            Action::Remove { plugin } => self
+                .store
+                .remove(&plugin)
+                .map(|()| Change::Removed {
+                    plugin,
+                    reply: reply.clone(),
+                })
+                .map_err(|e| e.to_string()),
+            action @ (Action::List | Action::Status) => Ok(Change::Report {
+                action,
+                reply: reply.clone(),
+            }),
+        };
+        match change {
+            Ok(change) => {
+                let _ = self.changes.send(change);
+            }
+            Err(reason) => reply.send("failed", json!({ "reason": reason })),
+        }
+    }
+
+    /// Verify, stage, compile, `init`: everything before the switch.
+    fn update(
+        &self,
+        bundle_base64: &str,
+        reply: &Replier,
+        received: Instant,
+    ) -> Result<Change, Option<String>> {
+        let bytes = BASE64
+            .decode(bundle_base64)
+            .map_err(|e| format!("bundle-base64: {e}"))?;
+        let origin = PathBuf::from(format!("command {}", reply.id()));
+        let verified = edgewise_signing::Bundle::verify(&bytes, self.store.keyring(), &origin)
+            .map_err(|e| e.to_string())?;
+        reply.send("verified", json!({ "bundle": describe(&verified) }));
+        let plugin = verified.manifest.name.clone();
+        match self
+            .store
+            .install(&bytes, &origin)
+            .map_err(|e| e.to_string())?
+        {
+            Installed::AlreadyActive { .. } => {
+                return Err(Some(format!(
+                    "{} is already the running bundle of `{plugin}`",
+                    verified.digest
+                )));
+            }
+            Installed::Activated { .. } => {
+                reply.send("staged", json!({ "digest": verified.digest }))
+            }
+        }
+        let overrides = self
+            .store
+            .active(&plugin)
+            .map(|(_, s)| s)
+            .unwrap_or_default();
+        match self.prepare(&verified, &overrides, true, reply, received) {
+            Ok(change) => Ok(change),
+            Err(reason) => {
+                // The new version never ran: the store goes back to what runs.
+                let back = self
+                    .store
+                    .rollback(&plugin)
+                    .map(|b| describe(&b))
+                    .or_else(|_| {
+                        // A first install has nothing to go back to: it is uninstalled.
+                        self.store
+                            .remove(&plugin)
+                            .map(|()| json!("nothing: it was new, and is uninstalled"))
+                    });
+                reply.send(
+                    "rolled-back",
+                    json!({ "reason": reason, "running": back.unwrap_or_else(|e| json!(e.to_string())) }),
+                );
+                Err(None)
+            }
+        }
+    }
+
+    /// Compiles `bundle` with its settings and runs its `init`.
+    fn prepare(
+        &self,
+        bundle: &VerifiedBundle,
+        overrides: &BTreeMap<String, String>,
+        probation: bool,
+        reply: &Replier,
+        received: Instant,
+    ) -> Result<Change, String> {
+        let name = bundle.manifest.name.clone();
+        let mut settings = self.config.settings_for(&name);
+        settings.extend(overrides.clone());
+        let cache = self.config.store.join("cache");
+        let plugin = CompiledPlugin::from_bundle(&self.runtime, bundle, &settings, Some(&cache))
+            .map_err(|e| e.to_string())?;
+        let inference = self.metrics.plugin(&name).inference.clone();
+        plugin.observe_inference(Box::new(move |elapsed| observe(&inference, elapsed)));
+        let mut worker = Worker::new(Arc::new(plugin), RestartPolicy::default());
+        worker
+            .start()
+            .map_err(|e| format!("the new version failed to start: {e}"))?;
+        let mut entry = describe(bundle);
+        if let Some(e) = entry.as_object_mut() {
+            e.insert("state".into(), json!("running"));
+        }
+        Ok(Change::Live {
+            worker: Box::new(worker),
+            entry,
+            probation,
+            reply: reply.clone(),
+            received,
+        })
+    }
+}
+
+/// A bundle as status entries and replies show it.
+pub fn describe(bundle: &VerifiedBundle) -> Value {
+    json!({
+        "name": bundle.manifest.name,
+        "version": bundle.manifest.version.to_string(),
+        "release": bundle.manifest.release,
+        "digest": bundle.digest,
+        "signed": true,
+    })
+}

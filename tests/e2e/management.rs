@@ -1,0 +1,456 @@
+//! Management over MQTT against a real Mosquitto and real `edgewise` processes: hot swaps under
+//! a steady stream, automatic rollbacks, and every kind of refused command.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use edgewise_host::store::Store;
+use edgewise_signing::SecretKey;
+use edgewise_signing::bundle::DEFAULT_MAX_BYTES;
+use edgewise_signing::command::{Action, Command as Cmd};
+use edgewise_tests::mqtt::{Broker, Gateway, Subscriber};
+use edgewise_tests::{edgewise, pack_example};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// A gateway run from its store, with `plugin` v1 installed, and the keys that manage it.
+struct Managed {
+    broker: Broker,
+    gateway: Gateway,
+    release: SecretKey,
+    operator: SecretKey,
+    work: tempfile::TempDir,
+}
+
+impl Managed {
+    fn start(id: &str, plugin: &str, changes: &[(&str, &str)], extra: &str) -> Managed {
+        let mut m = Self::prepare(id, plugin, changes, extra);
+        m.gateway.launch(&m.broker);
+        m
+    }
+
+    /// Like `start`, without starting the gateway.
+    fn prepare(id: &str, plugin: &str, changes: &[(&str, &str)], extra: &str) -> Managed {
+        let broker = Broker::start();
+        let key = || SecretKey::generate().expect("random key");
+        let (release, operator) = (key(), key());
+        let mut gateway = Gateway::prepare(&broker, id, &[], extra);
+        let keyring = gateway.dir().join("keyring.toml");
+        std::fs::write(
+            &keyring,
+            format!(
+                "version = 1\n[[keys]]\nname = \"release\"\nrole = \"release\"\npublic-key = \"{}\"\n[[keys]]\nname = \"ops\"\nrole = \"operator\"\npublic-key = \"{}\"\n",
+                release.public(),
+                operator.public()
+            ),
+        )
+        .expect("keyring");
+        gateway.signed_only(&keyring);
+        let store = Store::open(
+            &gateway.dir().join("store"),
+            edgewise_signing::Keyring::from_file(&keyring).expect("keyring parses"),
+            DEFAULT_MAX_BYTES,
+        )
+        .expect("store");
+        store
+            .install(
+                &pack_example(plugin, &release, changes, false),
+                Path::new("v1.ewb"),
+            )
+            .expect("v1 installs");
+        let work = tempfile::tempdir().expect("temporary directory");
+        std::fs::write(work.path().join("ops.key"), operator.to_pem().expect("PEM")).expect("key");
+        Managed {
+            broker,
+            gateway,
+            release,
+            operator,
+            work,
+        }
+    }
+
+    /// Writes a bundle of `plugin` with `changes` and returns its path.
+    fn bundle(&self, name: &str, plugin: &str, changes: &[(&str, &str)]) -> PathBuf {
+        let path = self.work.path().join(name);
+        std::fs::write(&path, pack_example(plugin, &self.release, changes, false)).expect("bundle");
+        path
+    }
+
+    /// `edgewise push <bundle>` to this gateway.
+    fn push(&self, bundle: &Path) -> Output {
+        self.cli(&[
+            "push",
+            &bundle.to_string_lossy(),
+            "--gateway",
+            &self.gateway.id,
+        ])
+    }
+
+    /// `edgewise ctl <gateway> <args>`.
+    fn ctl(&self, args: &[&str]) -> Output {
+        let mut all = vec!["ctl", self.gateway.id.as_str()];
+        all.extend(args);
+        self.cli(&all)
+    }
+
+    fn cli(&self, args: &[&str]) -> Output {
+        let key = self.work.path().join("ops.key");
+        Command::new(edgewise())
+            .args(args)
+            .args([
+                "--broker",
+                &format!("mqtt://127.0.0.1:{}", self.broker.port),
+            ])
+            .arg("--key")
+            .arg(key)
+            .args(["--timeout", "30"])
+            .output()
+            .expect("edgewise runs")
+    }
+
+    /// A command for this gateway, valid for a minute, with sequence number `seq`.
+    fn command(&self, id: &str, seq: u64, action: Action) -> Cmd {
+        let now = now_ms();
+        Cmd {
+            id: id.into(),
+            gateway: self.gateway.id.clone(),
+            seq,
+            issued_at_ms: now,
+            expires_at_ms: now + 60_000,
+            action,
+        }
+    }
+
+    fn send(&self, signed: &str) {
+        self.broker.publish(
+            &format!("edgewise/{}/cmd", self.gateway.id),
+            signed.as_bytes(),
+            1,
+        );
+    }
+
+    fn replies(&self) -> Subscriber {
+        self.broker
+            .subscribe(&[&format!("edgewise/{}/reply/#", self.gateway.id)])
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Publishes `lines` on `topic` from a thread, in batches of 10, while the test goes on.
+fn stream(broker: &Broker, topic: &'static str, lines: Vec<String>) -> std::thread::JoinHandle<()> {
+    let publisher = broker.publisher();
+    std::thread::spawn(move || {
+        for batch in lines.chunks(10) {
+            publisher.publish_lines(topic, batch);
+        }
+    })
+}
+
+#[test]
+fn a_hot_swap_under_a_steady_stream_hands_every_message_to_exactly_one_version_in_order() {
+    let m = Managed::start("swap", "template", &[], "");
+    let v2 = m.bundle(
+        "template-v2.ewb",
+        "template",
+        &[
+            ("release = 1", "release = 2"),
+            ("version = \"0.1.0\"", "version = \"0.2.0\""),
+            ("prefix = \"echo\"", "prefix = \"echo/v2\""),
+        ],
+    );
+    let sub = m.broker.subscribe(&["echo/#"]);
+    let sent: Vec<String> = (0..600).map(|i| format!("{i:04}")).collect();
+    let publisher = stream(&m.broker, "sensors/line", sent.clone());
+    let mut got = sub.collect_until(WAIT, |got| got.len() >= 50);
+    let pushed = m.push(&v2);
+    assert!(
+        pushed.status.success(),
+        "{}\n{}",
+        text(&pushed.stdout),
+        text(&pushed.stderr)
+    );
+    assert!(
+        text(&pushed.stdout).contains("\"state\":\"live\""),
+        "{}",
+        text(&pushed.stdout)
+    );
+    publisher.join().expect("publisher");
+    let more = sub.collect_until(WAIT, |more| got.len() + more.len() >= sent.len());
+    got.extend(more);
+    assert_eq!(sub.next(Duration::from_millis(500)), None, "nothing twice");
+
+    let seqs: Vec<(bool, u32)> = got
+        .iter()
+        .map(|(topic, payload)| {
+            (
+                topic.starts_with("echo/v2/"),
+                payload.parse().expect("sequence"),
+            )
+        })
+        .collect();
+    let mut all: Vec<u32> = seqs.iter().map(|(_, s)| *s).collect();
+    assert!(
+        all.windows(2).all(|w| w[0] < w[1]),
+        "outputs in order: {all:?}"
+    );
+    all.sort_unstable();
+    assert_eq!(
+        all,
+        (0..600).collect::<Vec<u32>>(),
+        "every message exactly once"
+    );
+    let last_old = seqs.iter().filter(|(new, _)| !new).map(|(_, s)| *s).max();
+    let first_new = seqs.iter().filter(|(new, _)| *new).map(|(_, s)| *s).min();
+    match (last_old, first_new) {
+        (Some(old), Some(new)) => assert_eq!(old + 1, new, "the switch falls between two messages"),
+        other => panic!(
+            "both versions should have handled some: {other:?}\n{}",
+            m.gateway.log()
+        ),
+    }
+    let listed = m.ctl(&["list"]);
+    assert!(
+        text(&listed.stdout).contains("\"version\":\"0.2.0\""),
+        "{}",
+        text(&listed.stdout)
+    );
+}
+
+#[test]
+fn a_new_version_that_fails_init_is_rolled_back_and_the_stream_never_notices() {
+    let m = Managed::start("init-fail", "hostile", &[], "");
+    let v2 = m.bundle(
+        "hostile-v2.ewb",
+        "hostile",
+        &[
+            ("release = 1", "release = 2"),
+            ("[limits]", "[settings]\ninit = \"panic\"\n\n[limits]"),
+        ],
+    );
+    let sub = m.broker.subscribe(&["hostile/count"]);
+    let publisher = stream(&m.broker, "hostile/in/x", vec!["count".to_owned(); 200]);
+    let mut got = sub.collect_until(WAIT, |got| got.len() >= 20);
+    let pushed = m.push(&v2);
+    assert!(!pushed.status.success());
+    let out = text(&pushed.stdout);
+    assert!(
+        out.contains("\"state\":\"rolled-back\"") && out.contains("failed to start"),
+        "{out}"
+    );
+    publisher.join().expect("publisher");
+    got.extend(sub.collect_until(WAIT, |more| got.len() + more.len() >= 200));
+    let counts: Vec<u64> = got.iter().map(|(_, c)| c.parse().expect("count")).collect();
+    assert_eq!(
+        counts,
+        (1..=200).collect::<Vec<u64>>(),
+        "one instance of v1 counted them all"
+    );
+    let status = m.ctl(&["status"]);
+    assert!(
+        text(&status.stdout).contains("\"release\":1"),
+        "{}",
+        text(&status.stdout)
+    );
+}
+
+#[test]
+fn a_new_version_that_traps_on_probation_is_rolled_back_and_its_message_handled_by_the_old() {
+    let m = Managed::start(
+        "probation",
+        "hostile",
+        &[],
+        "\n[update]\nmax-trap-share = 0.0\n",
+    );
+    let v2 = m.bundle(
+        "hostile-v2.ewb",
+        "hostile",
+        &[
+            ("release = 1", "release = 2"),
+            ("[limits]", "[settings]\ntrap-at = 5\n\n[limits]"),
+        ],
+    );
+    let replies = m.replies();
+    let sub = m
+        .broker
+        .subscribe(&["hostile/count", "edgewise/probation/dead-letter/#"]);
+    m.broker
+        .publish_lines("hostile/in/x", &vec!["count".to_owned(); 30]);
+    let mut got = sub.collect_until(WAIT, |got| got.len() >= 30);
+    let pushed = m.push(&v2);
+    assert!(pushed.status.success(), "{}", text(&pushed.stdout));
+    m.broker
+        .publish_lines("hostile/in/x", &vec!["count".to_owned(); 30]);
+    got.extend(sub.collect_until(WAIT, |more| got.len() + more.len() >= 60));
+    assert_eq!(got.len(), 60, "an output for every message: {got:?}");
+    assert!(
+        got.iter().all(|(topic, _)| topic == "hostile/count"),
+        "no dead letters: {got:?}"
+    );
+    // v1 counted 30, v2 counted 4 and trapped on its 5th, which v1 then took as its 31st.
+    let counts: Vec<u64> = got.iter().map(|(_, c)| c.parse().expect("count")).collect();
+    let expected: Vec<u64> = (1..=30).chain(1..=4).chain(31..=56).collect();
+    assert_eq!(counts, expected);
+    let rolled = replies.collect_until(WAIT, |r| r.iter().any(|(_, p)| p.contains("rolled-back")));
+    assert!(
+        rolled
+            .iter()
+            .any(|(_, p)| p.contains("rolled-back") && p.contains("trapped on probation")),
+        "{rolled:?}"
+    );
+    let listed = m.ctl(&["list"]);
+    assert!(
+        text(&listed.stdout).contains("\"release\":1"),
+        "{}",
+        text(&listed.stdout)
+    );
+}
+
+#[test]
+fn forged_replayed_expired_misdirected_retained_and_malformed_commands_are_refused() {
+    let mut m = Managed::prepare("guarded", "threshold", &[], "");
+    // Retained before the gateway subscribes: it arrives flagged retained, and is refused.
+    let cmd_topic = format!("edgewise/{}/cmd", m.gateway.id);
+    let sticky = m.command("sticky", 5, Action::List).sign(&m.operator);
+    m.broker.publish_retained(&cmd_topic, sticky.as_bytes());
+    let replies = m.replies();
+    m.gateway.launch(&m.broker);
+    let reason_for = |id: &str| {
+        let got = replies.collect_until(WAIT, |r| {
+            r.iter().any(|(t, p)| {
+                t.ends_with(&format!("/{id}")) && (p.contains("refused") || p.contains("done"))
+            })
+        });
+        got.into_iter()
+            .filter(|(t, _)| t.ends_with(&format!("/{id}")))
+            .map(|(_, p)| p)
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+
+    assert!(reason_for("sticky").contains("a retained message is not a command"));
+
+    let accepted = m.command("first", 10, Action::List).sign(&m.operator);
+    m.send(&accepted);
+    assert!(reason_for("first").contains("\"state\":\"done\""));
+
+    m.send(&m.command("again", 10, Action::List).sign(&m.operator));
+    assert!(reason_for("again").contains("sequence number 10 already used"));
+
+    let mut expired = m.command("late", 11, Action::List);
+    expired.expires_at_ms = now_ms() - 1000;
+    m.send(&expired.sign(&m.operator));
+    assert!(reason_for("late").contains("expired"));
+
+    let mut elsewhere = m.command("lost", 12, Action::List);
+    elsewhere.gateway = "another".into();
+    m.send(&elsewhere.sign(&m.operator));
+    assert!(reason_for("lost").contains("for gateway `another`"));
+
+    m.send(
+        &m.command(
+            "forged",
+            13,
+            Action::Stop {
+                plugin: "threshold".into(),
+            },
+        )
+        .sign(&m.release),
+    );
+    assert!(reason_for("forged").contains("not a Operator key"));
+
+    let stranger = SecretKey::generate().expect("key");
+    m.send(&m.command("stranger", 14, Action::List).sign(&stranger));
+    assert!(reason_for("stranger").contains("not in the keyring"));
+
+    // Clearing the retained command: an empty retained message (refused as malformed).
+    m.broker.publish_retained(&cmd_topic, b"");
+
+    m.send("{this is not json");
+    assert!(reason_for("invalid").contains("malformed"));
+
+    // A QoS 1 duplicate of an accepted command is answered again, not run again.
+    m.send(&accepted);
+    let first = replies.collect_until(Duration::from_secs(3), |r| {
+        r.iter().filter(|(t, _)| t.ends_with("/first")).count() >= 1
+    });
+    assert!(
+        first
+            .iter()
+            .all(|(_, p)| !p.contains("\"state\":\"received\"")),
+        "answered with its last reply, not received again: {first:?}"
+    );
+    assert!(
+        first.iter().any(|(_, p)| p.contains("\"state\":\"done\"")),
+        "{first:?}"
+    );
+
+    // None of it changed anything.
+    let listed = m.ctl(&["list"]);
+    let out = text(&listed.stdout);
+    assert!(
+        out.contains("\"name\":\"threshold\"") && out.contains("\"state\":\"running\""),
+        "{out}"
+    );
+}
+
+#[test]
+fn stop_start_config_and_rollback_by_command() {
+    let m = Managed::start("knobs", "threshold", &[], "");
+    let sub = m.broker.subscribe(&["alerts/#"]);
+    let ok = |out: Output| {
+        assert!(
+            out.status.success(),
+            "{}\n{}",
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+        text(&out.stdout)
+    };
+    ok(m.ctl(&["stop", "threshold"]));
+    m.broker
+        .publish("sensors/oven/reading", br#"{"value": 95}"#, 1);
+    assert_eq!(
+        sub.next(Duration::from_secs(1)),
+        None,
+        "a stopped plugin gets nothing"
+    );
+    ok(m.ctl(&["start", "threshold"]));
+    m.broker
+        .publish("sensors/oven/reading", br#"{"value": 95}"#, 1);
+    assert!(sub.next(WAIT).is_some_and(|(t, _)| t == "alerts/oven"));
+
+    // Raise the limit above the reading: no alert for 95 now.
+    ok(m.ctl(&["config", "threshold", "--set", "limit=99"]));
+    m.broker
+        .publish("sensors/kiln/reading", br#"{"value": 95}"#, 1);
+    m.broker
+        .publish("sensors/kiln/reading", br#"{"value": 120}"#, 1);
+    let (topic, payload) = sub.next(WAIT).expect("an alert");
+    assert!(
+        topic == "alerts/kiln" && payload.contains("120"),
+        "{payload}"
+    );
+
+    let v2 = m.bundle(
+        "threshold-v2.ewb",
+        "threshold",
+        &[
+            ("release = 1", "release = 2"),
+            ("version = \"0.1.0\"", "version = \"0.2.0\""),
+        ],
+    );
+    ok(m.push(&v2));
+    assert!(ok(m.ctl(&["list"])).contains("\"version\":\"0.2.0\""));
+    ok(m.ctl(&["rollback", "threshold"]));
+    assert!(ok(m.ctl(&["list"])).contains("\"version\":\"0.1.0\""));
+}
