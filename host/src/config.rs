@@ -52,6 +52,8 @@ pub enum ConfigError {
 pub struct Config {
     /// This gateway's id: the `<gateway>` in `edgewise/<gateway>/...` topics.
     pub gateway_id: String,
+    /// The fleet group it follows: `edgewise/fleet/<group>/desired` (default: none).
+    pub group: Option<String>,
     /// The plugin store: installed signed bundles (default `store`, relative to the file).
     #[serde(default = "default_store")]
     pub store: PathBuf,
@@ -356,6 +358,17 @@ impl Config {
                 "use letters, digits, `-` and `_` only (it is a topic level)".into(),
             ));
         }
+        let level_ok = |s: &str| {
+            !s.is_empty()
+                && s.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        };
+        if config.group.as_deref().is_some_and(|g| !level_ok(g)) {
+            return Err(invalid(
+                "group",
+                "use letters, digits, `-` and `_` only (it is a topic level)".into(),
+            ));
+        }
         if let Some(filter) = &config.log {
             EnvFilter::try_new(filter).map_err(|e| invalid("log", e.to_string()))?;
         }
@@ -491,6 +504,13 @@ impl Config {
     /// The metrics topic.
     pub fn metrics_topic(&self) -> String {
         format!("edgewise/{}/metrics", self.gateway_id)
+    }
+
+    /// The topic of this gateway's fleet group's desired state, if it has a group.
+    pub fn desired_topic(&self) -> Option<String> {
+        self.group
+            .as_ref()
+            .map(|g| format!("edgewise/fleet/{g}/desired"))
     }
 
     /// The topic management commands arrive on.

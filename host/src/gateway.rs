@@ -38,7 +38,7 @@ use crate::config::Config;
 use crate::mailbox::{Mailbox, Pushed};
 use crate::management::{Change, Checked, CommandLog, Manager, Probation, Replier, Request};
 use crate::metrics::{Metrics, PluginMetrics, observe};
-use crate::mqtt::{Ack, Backoff, Event, Link, OFFLINE};
+use crate::mqtt::{Ack, Backoff, Event, Link, offline_status};
 use crate::plugin::{CompiledPlugin, MANIFEST_FILE};
 use crate::router::Router;
 use crate::runtime::{Runtime, RuntimeError};
@@ -170,6 +170,7 @@ pub async fn run(
             config.clone(),
             metrics.clone(),
             changes_tx.clone(),
+            link.clone(),
         );
         std::thread::Builder::new()
             .name("manager".into())
@@ -219,17 +220,21 @@ pub async fn run(
     let mut router = route_table(&slots);
     let command_topic = config.command_topic();
     let mut subscriptions: BTreeSet<String> = router.subscriptions().into_iter().collect();
+    let desired_topic = config.desired_topic().filter(|_| commands.is_some());
     if commands.is_some() {
         subscriptions.insert(command_topic.clone());
+        subscriptions.extend(desired_topic.clone());
     }
+    let mut fleet = Value::Null;
     let started_at_ms = now_ms();
-    let status = |health: &BTreeMap<String, Value>| {
+    let status = |health: &BTreeMap<String, Value>, fleet: &Value| {
         json!({
             "state": "online",
             "gateway": config.gateway_id,
             "pid": std::process::id(),
             "started_at_ms": started_at_ms,
             "plugins": health.values().collect::<Vec<_>>(),
+            "fleet": fleet,
         })
         .to_string()
     };
@@ -270,9 +275,23 @@ pub async fn run(
                 let _ = client.try_publish(&config.metrics_topic(), QoS::AtMostOnce, false, metrics.render());
             }
             Some(change) = changes.recv() => {
-                let Applied { status_changed, reroute } = {
-                    let current = status(&health);
-                    apply(change, &mut slots, &mut health, &config, &shared, &metrics, &current)
+                let Applied { status_changed, reroute } = match change {
+                    Change::Subscribe(topics) => {
+                        let (client, _) = link.client();
+                        if !topics.is_empty() && let Err(e) = client.try_subscribe(&topics) {
+                            tracing::error!("subscribing: {e}");
+                        }
+                        subscriptions.extend(topics);
+                        Applied { status_changed: false, reroute: false }
+                    }
+                    Change::Fleet(progress) => {
+                        fleet = progress;
+                        Applied { status_changed: true, reroute: false }
+                    }
+                    change => {
+                        let current = status(&health, &fleet);
+                        apply(change, &mut slots, &mut health, &config, &shared, &metrics, &current)
+                    }
                 };
                 if reroute {
                     // Messages already queued or stalled keep their slot; new ones follow the new table.
@@ -292,7 +311,7 @@ pub async fn run(
                 }
                 if status_changed {
                     let (client, _) = link.client();
-                    let _ = client.try_publish(&config.status_topic(), QoS::AtLeastOnce, true, status(&health));
+                    let _ = client.try_publish(&config.status_topic(), QoS::AtLeastOnce, true, status(&health, &fleet));
                 }
             }
             event = eventloop.poll() => match event {
@@ -305,7 +324,7 @@ pub async fn run(
                     if !filters.is_empty() && let Err(e) = client.try_subscribe(&filters) {
                         tracing::error!("subscribing: {e}");
                     }
-                    if let Err(e) = client.try_publish(&config.status_topic(), QoS::AtLeastOnce, true, status(&health)) {
+                    if let Err(e) = client.try_publish(&config.status_topic(), QoS::AtLeastOnce, true, status(&health, &fleet)) {
                         tracing::error!("publishing status: {e}");
                     }
                 }
@@ -317,6 +336,14 @@ pub async fn run(
                         {
                             let _ = shared.requests.send(Request::Run(command, reply, Instant::now()));
                         }
+                        continue;
+                    }
+                    if commands.is_some() && desired_topic.as_deref() == Some(delivery.topic.as_str()) {
+                        let _ = shared.requests.send(Request::Desired(delivery.payload.to_vec()));
+                        continue;
+                    }
+                    if commands.is_some() && let Some(digest) = delivery.topic.strip_prefix("edgewise/bundles/") {
+                        let _ = shared.requests.send(Request::Bundle(digest.to_owned(), delivery.payload.to_vec()));
                         continue;
                     }
                     let msg = Message { topic: delivery.topic.clone(), payload: delivery.payload.to_vec(), received_at_ms: now_ms() };
@@ -382,7 +409,7 @@ pub async fn run(
             _ = &mut joined, if !finished => {
                 finished = true;
                 let (client, _) = link.client();
-                let _ = client.try_publish(&config.status_topic(), QoS::AtLeastOnce, true, OFFLINE);
+                let _ = client.try_publish(&config.status_topic(), QoS::AtLeastOnce, true, offline_status(&config));
                 let _ = client.try_disconnect();
             }
             () = &mut deadline => {
@@ -593,6 +620,10 @@ fn apply(
                 reroute: false,
             }
         }
+        Change::Subscribe(_) | Change::Fleet(_) => Applied {
+            status_changed: false,
+            reroute: false,
+        },
         Change::Health { plugin, entry } => {
             if let (Some(old), Value::Object(new)) = (
                 health.get_mut(&plugin).and_then(Value::as_object_mut),

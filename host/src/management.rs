@@ -13,14 +13,14 @@
 //! Replies go to `edgewise/<gateway>/reply/<id>`: `received`, `verified`, `staged`, `live`,
 //! `rolled-back`, `failed`, `refused`, or `done` with the result.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use edgewise_signing::command::{Action, Command, untrusted_id};
+use edgewise_signing::command::{Action, Command, DesiredState, untrusted_id};
 use edgewise_signing::{Keyring, VerifiedBundle};
 use rumqttc::QoS;
 use serde::{Deserialize, Serialize};
@@ -49,6 +49,16 @@ pub struct Replier {
 }
 
 impl Replier {
+    /// Replies as `id` on `edgewise/<gateway>/reply/<id>`.
+    pub fn new(link: Arc<Link>, gateway: &str, id: &str) -> Self {
+        Self {
+            link,
+            topic: format!("edgewise/{gateway}/reply/{id}"),
+            id: id.to_owned(),
+            last: Arc::default(),
+        }
+    }
+
     /// Publishes `{"id", "state", ...extra}` on the command's reply topic, at QoS 1.
     pub fn send(&self, state: &str, extra: Value) {
         let mut reply = json!({ "id": self.id, "state": state });
@@ -265,6 +275,10 @@ pub enum Change {
         /// Where to answer.
         reply: Replier,
     },
+    /// Subscribe to more topics (bundles a fleet roll-out needs).
+    Subscribe(Vec<String>),
+    /// The fleet roll-out's progress, for the status.
+    Fleet(Value),
     /// A plugin's status entry changed.
     Health {
         /// The plugin.
@@ -276,6 +290,10 @@ pub enum Change {
 
 /// What the manager thread is asked to do.
 pub enum Request {
+    /// A fleet's desired state arrived (signed, maybe retained).
+    Desired(Vec<u8>),
+    /// A bundle arrived on `edgewise/bundles/<digest>`.
+    Bundle(String, Vec<u8>),
     /// Run an accepted command.
     Run(Box<Command>, Replier, Instant),
     /// A plugin thread went back to the old version during probation; make the store agree.
@@ -296,6 +314,22 @@ pub struct Manager {
     config: Config,
     metrics: Arc<Metrics>,
     changes: UnboundedSender<Change>,
+    link: Arc<Link>,
+    /// A fleet roll-out waiting for bundles.
+    rollout: Option<Rollout>,
+}
+
+/// A desired state being applied: the bundles still awaited.
+struct Rollout {
+    desired: DesiredState,
+    waiting: BTreeSet<String>,
+    reply: Replier,
+}
+
+#[derive(Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+struct FleetFile {
+    applied_version: u64,
 }
 
 impl Manager {
@@ -306,6 +340,7 @@ impl Manager {
         config: Config,
         metrics: Arc<Metrics>,
         changes: UnboundedSender<Change>,
+        link: Arc<Link>,
     ) -> Self {
         Self {
             runtime,
@@ -313,13 +348,17 @@ impl Manager {
             config,
             metrics,
             changes,
+            link,
+            rollout: None,
         }
     }
 
     /// Runs requests until the channel closes.
-    pub fn serve(self, requests: std::sync::mpsc::Receiver<Request>) {
+    pub fn serve(mut self, requests: std::sync::mpsc::Receiver<Request>) {
         for request in requests {
             match request {
+                Request::Desired(payload) => self.desired(&payload),
+                Request::Bundle(digest, bytes) => self.bundle(&digest, &bytes),
                 Request::Run(command, reply, received) => self.run(*command, reply, received),
                 Request::RolledBack {
                     plugin,
@@ -425,7 +464,8 @@ impl Manager {
         }
     }
 
-    /// Verify, stage, compile, `init`: everything before the switch.
+    /// Verify, stage, compile, `init`: everything before the switch. `Err(None)` means the
+    /// outcome was already answered.
     fn update(
         &self,
         bundle_base64: &str,
@@ -435,14 +475,23 @@ impl Manager {
         let bytes = BASE64
             .decode(bundle_base64)
             .map_err(|e| format!("bundle-base64: {e}"))?;
+        self.update_bytes(&bytes, reply, received)
+    }
+
+    fn update_bytes(
+        &self,
+        bytes: &[u8],
+        reply: &Replier,
+        received: Instant,
+    ) -> Result<Change, Option<String>> {
         let origin = PathBuf::from(format!("command {}", reply.id()));
-        let verified = edgewise_signing::Bundle::verify(&bytes, self.store.keyring(), &origin)
+        let verified = edgewise_signing::Bundle::verify(bytes, self.store.keyring(), &origin)
             .map_err(|e| e.to_string())?;
         reply.send("verified", json!({ "bundle": describe(&verified) }));
         let plugin = verified.manifest.name.clone();
         match self
             .store
-            .install(&bytes, &origin)
+            .install(bytes, &origin)
             .map_err(|e| e.to_string())?
         {
             Installed::AlreadyActive { .. } => {
@@ -515,6 +564,141 @@ impl Manager {
             reply: reply.clone(),
             received,
         })
+    }
+}
+
+impl Manager {
+    fn fleet_path(&self) -> PathBuf {
+        self.store.root().join("fleet.json")
+    }
+
+    fn applied_version(&self) -> u64 {
+        std::fs::read(self.fleet_path())
+            .ok()
+            .and_then(|b| serde_json::from_slice::<FleetFile>(&b).ok())
+            .unwrap_or_default()
+            .applied_version
+    }
+
+    fn report(&self, desired: Option<&DesiredState>, state: &str, error: Option<String>) {
+        let mut fleet = json!({
+            "group": self.config.group,
+            "version": desired.map(|d| d.version),
+            "state": state,
+        });
+        if let (Some(f), Some(error)) = (fleet.as_object_mut(), error) {
+            tracing::warn!("fleet: {error}");
+            f.insert("error".into(), json!(error));
+        }
+        let _ = self.changes.send(Change::Fleet(fleet));
+    }
+
+    /// A desired state arrived: install what is missing (asking for its bundles), swap what
+    /// differs, remove what is not listed. What cannot be applied leaves the plugins as they
+    /// were, and the status says why.
+    fn desired(&mut self, payload: &[u8]) {
+        if payload.is_empty() {
+            return; // a cleared retained message
+        }
+        let desired = match DesiredState::verify(payload, self.store.keyring()) {
+            Ok(d) => d,
+            Err(e) => return self.report(None, "refused", Some(e.to_string())),
+        };
+        if Some(&desired.group) != self.config.group.as_ref() {
+            let error = format!("desired state for group `{}`", desired.group);
+            return self.report(Some(&desired), "refused", Some(error));
+        }
+        let applied = self.applied_version();
+        if desired.version < applied {
+            let error = format!(
+                "version {} is older than version {applied} applied here",
+                desired.version
+            );
+            return self.report(Some(&desired), "refused", Some(error));
+        }
+        let installed = match self.store.list() {
+            Ok(list) => list,
+            Err(e) => return self.report(Some(&desired), "failed", Some(e.to_string())),
+        };
+        let id = format!("fleet-{}", desired.version);
+        let reply = Replier::new(self.link.clone(), &self.config.gateway_id, &id);
+        for (name, _, _) in installed
+            .iter()
+            .filter(|(n, _, _)| !desired.plugins.contains_key(n))
+        {
+            match self.store.remove(name) {
+                Ok(()) => {
+                    let _ = self.changes.send(Change::Removed {
+                        plugin: name.clone(),
+                        reply: reply.clone(),
+                    });
+                }
+                Err(e) => return self.report(Some(&desired), "failed", Some(e.to_string())),
+            }
+        }
+        let waiting: BTreeSet<String> = desired
+            .plugins
+            .iter()
+            .filter(|(name, digest)| !installed.iter().any(|(n, d, _)| n == *name && d == *digest))
+            .map(|(_, digest)| digest.clone())
+            .collect();
+        let topics = waiting
+            .iter()
+            .map(|d| format!("edgewise/bundles/{d}"))
+            .collect();
+        self.rollout = Some(Rollout {
+            desired: desired.clone(),
+            waiting,
+            reply,
+        });
+        self.report(Some(&desired), "applying", None);
+        let _ = self.changes.send(Change::Subscribe(topics));
+        self.finish_if_done();
+    }
+
+    /// A bundle a roll-out may be waiting for.
+    fn bundle(&mut self, digest: &str, bytes: &[u8]) {
+        let Some(rollout) = self.rollout.as_ref() else {
+            return;
+        };
+        if bytes.is_empty() || !rollout.waiting.contains(digest) {
+            return;
+        }
+        let desired = rollout.desired.clone();
+        let reply = rollout.reply.clone();
+        let actual = edgewise_signing::Bundle::parse(bytes).map(|b| b.digest());
+        if actual.as_deref().ok() != Some(digest) {
+            let error = format!("the bundle on edgewise/bundles/{digest} is not that bundle");
+            return self.report(Some(&desired), "failed", Some(error));
+        }
+        match self.update_bytes(bytes, &reply, Instant::now()) {
+            Ok(change) => {
+                let _ = self.changes.send(change);
+                if let Some(r) = self.rollout.as_mut() {
+                    r.waiting.remove(digest);
+                }
+                self.finish_if_done();
+            }
+            Err(reason) => {
+                let error = reason.unwrap_or_else(|| "the new version was rolled back".into());
+                self.rollout = None;
+                self.report(Some(&desired), "failed", Some(error));
+            }
+        }
+    }
+
+    fn finish_if_done(&mut self) {
+        let Some(rollout) = self.rollout.take_if(|r| r.waiting.is_empty()) else {
+            return;
+        };
+        let file = serde_json::to_vec(&FleetFile {
+            applied_version: rollout.desired.version,
+        })
+        .unwrap_or_default();
+        match write_atomically(&self.fleet_path(), &file) {
+            Ok(()) => self.report(Some(&rollout.desired), "converged", None),
+            Err(e) => self.report(Some(&rollout.desired), "failed", Some(e.to_string())),
+        }
     }
 }
 

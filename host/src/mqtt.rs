@@ -30,8 +30,16 @@ use tokio::runtime::Handle;
 
 use crate::config::{Config, Endpoint, Protocol};
 
-/// The status payload the broker publishes for us if we vanish.
-pub const OFFLINE: &str = r#"{"state":"offline"}"#;
+/// The status the broker publishes for us if we vanish (the last will), and that a clean
+/// shutdown leaves: offline, with who and which fleet group, so a fleet summary can count it.
+pub fn offline_status(config: &Config) -> String {
+    serde_json::json!({
+        "state": "offline",
+        "gateway": config.gateway_id,
+        "fleet": { "group": config.group },
+    })
+    .to_string()
+}
 
 /// A request the client could not queue for the event loop.
 #[derive(Debug, thiserror::Error)]
@@ -195,7 +203,7 @@ fn options_v4(config: &Config, endpoint: &Endpoint, tls: Option<Arc<ClientConfig
         .set_manual_acks(true)
         .set_last_will(LastWill::new(
             config.status_topic(),
-            OFFLINE,
+            offline_status(config),
             QoS::AtLeastOnce,
             true,
         ));
@@ -225,7 +233,7 @@ fn options_v5(
         .set_manual_acks(true)
         .set_last_will(v5::mqttbytes::v5::LastWill::new(
             config.status_topic(),
-            OFFLINE,
+            offline_status(config),
             v5::mqttbytes::QoS::AtLeastOnce,
             true,
             None,

@@ -144,6 +144,61 @@ impl Command {
     }
 }
 
+/// What a fleet of gateways should run: retained, signed, on `edgewise/fleet/<group>/desired`.
+/// Each gateway of the group installs what it lacks (bundles retained on
+/// `edgewise/bundles/<digest>`), hot swaps what differs, removes what is not listed, and says
+/// in its status how far it got.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct DesiredState {
+    /// The group.
+    pub group: String,
+    /// Grows with every change; a gateway ignores a version it has applied or passed.
+    pub version: u64,
+    /// When it was issued (ms since the Unix epoch).
+    pub issued_at_ms: u64,
+    /// The plugins, by name, with the digest of the bundle each should run.
+    pub plugins: BTreeMap<String, String>,
+}
+
+impl DesiredState {
+    /// The signed envelope's JSON.
+    pub fn sign(&self, key: &SecretKey) -> String {
+        let json = serde_json::to_vec(self).unwrap_or_default();
+        Envelope::sign(PayloadType::DesiredState, json, &[key]).to_json(PayloadType::DesiredState)
+    }
+
+    /// Reads a signed desired state and checks it against the keyring's operator keys.
+    pub fn verify(text: &[u8], keyring: &Keyring) -> Result<DesiredState, CommandError> {
+        let text =
+            std::str::from_utf8(text).map_err(|_| CommandError::Malformed("not UTF-8".into()))?;
+        let envelope = Envelope::from_json(text, PayloadType::DesiredState)
+            .map_err(|e| CommandError::Malformed(e.to_string()))?;
+        let ty = PayloadType::DesiredState;
+        if keyring
+            .signers(Role::Operator, ty, &envelope.payload, &envelope.signatures)
+            .is_empty()
+        {
+            return Err(CommandError::Untrusted(keyring.explain(
+                Role::Operator,
+                ty,
+                &envelope.payload,
+                &envelope.signatures,
+            )));
+        }
+        serde_json::from_slice(&envelope.payload)
+            .map_err(|e| CommandError::Malformed(e.to_string()))
+    }
+
+    /// The payload of a signed desired state, read without trusting it (for `edgewise push
+    /// --group`, which re-signs an updated copy with its own key).
+    pub fn read_untrusted(text: &[u8]) -> Option<DesiredState> {
+        let text = std::str::from_utf8(text).ok()?;
+        let envelope = Envelope::from_json(text, PayloadType::DesiredState).ok()?;
+        serde_json::from_slice(&envelope.payload).ok()
+    }
+}
+
 /// The `id` of a command, read without trusting it, to address a refusal.
 pub fn untrusted_id(text: &[u8]) -> Option<String> {
     let envelope: serde_json::Value = serde_json::from_slice(text).ok()?;

@@ -27,6 +27,8 @@ pub enum PayloadType {
     Command,
     /// A keyring (TOML).
     Keyring,
+    /// A fleet's desired state (JSON).
+    DesiredState,
 }
 
 impl PayloadType {
@@ -36,6 +38,7 @@ impl PayloadType {
             PayloadType::Manifest => "application/vnd.edgewise.manifest+toml",
             PayloadType::Command => "application/vnd.edgewise.command+json",
             PayloadType::Keyring => "application/vnd.edgewise.keyring+toml",
+            PayloadType::DesiredState => "application/vnd.edgewise.desired-state+json",
         }
     }
 }

@@ -203,7 +203,10 @@ fn sigterm_finishes_publishes_offline_status_and_exits_zero() {
     let status = broker
         .retained("edgewise/polite/status", WAIT)
         .unwrap_or_default();
-    assert_eq!(status, r#"{"state":"offline"}"#);
+    assert_eq!(
+        status,
+        r#"{"state":"offline","gateway":"polite","fleet":{"group":null}}"#
+    );
     assert!(gw.log().contains("gateway stopped"));
 }
 

@@ -454,3 +454,115 @@ fn stop_start_config_and_rollback_by_command() {
     ok(m.ctl(&["rollback", "threshold"]));
     assert!(ok(m.ctl(&["list"])).contains("\"version\":\"0.1.0\""));
 }
+
+#[test]
+fn two_gateways_of_a_group_converge_on_a_new_desired_state_one_of_them_after_being_offline() {
+    let broker = Broker::start();
+    let key = || SecretKey::generate().expect("random key");
+    let (release, operator) = (key(), key());
+    let work = tempfile::tempdir().expect("temporary directory");
+    let keyring = work.path().join("keyring.toml");
+    std::fs::write(
+        &keyring,
+        format!(
+            "version = 1\n[[keys]]\nname = \"release\"\nrole = \"release\"\npublic-key = \"{}\"\n[[keys]]\nname = \"ops\"\nrole = \"operator\"\npublic-key = \"{}\"\n",
+            release.public(),
+            operator.public()
+        ),
+    )
+    .expect("keyring");
+    let v1 = pack_example("template", &release, &[], false);
+    let mut gateways: Vec<Gateway> = ["line-a", "line-b"]
+        .iter()
+        .map(|id| {
+            let mut gw = Gateway::prepare(&broker, id, &[], "");
+            gw.signed_only(&keyring);
+            edgewise_tests::edit(
+                gw.dir(),
+                "gateway.toml",
+                "plugins = \"plugins\"\n",
+                "plugins = \"plugins\"\ngroup = \"line\"\n",
+            );
+            Store::open(
+                &gw.dir().join("store"),
+                edgewise_signing::Keyring::from_file(&keyring).expect("keyring"),
+                DEFAULT_MAX_BYTES,
+            )
+            .expect("store")
+            .install(&v1, Path::new("v1.ewb"))
+            .expect("v1 installs");
+            gw.launch(&broker);
+            gw
+        })
+        .collect();
+    gateways[1].kill(); // line-b is away during the roll-out
+
+    let v2 = work.path().join("template-v2.ewb");
+    std::fs::write(
+        &v2,
+        pack_example(
+            "template",
+            &release,
+            &[
+                ("release = 1", "release = 2"),
+                ("version = \"0.1.0\"", "version = \"0.2.0\""),
+            ],
+            false,
+        ),
+    )
+    .expect("bundle");
+    std::fs::write(work.path().join("ops.key"), operator.to_pem().expect("PEM")).expect("key");
+    let broker_url = format!("mqtt://127.0.0.1:{}", broker.port);
+    let pushed = Command::new(edgewise())
+        .args([
+            "push",
+            &v2.to_string_lossy(),
+            "--group",
+            "line",
+            "--broker",
+            &broker_url,
+            "--key",
+        ])
+        .arg(work.path().join("ops.key"))
+        .output()
+        .expect("edgewise runs");
+    assert!(pushed.status.success(), "{}", text(&pushed.stderr));
+
+    let converged = |id: &str, gw: &Gateway| {
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            let status = broker
+                .retained(&format!("edgewise/{id}/status"), Duration::from_secs(1))
+                .unwrap_or_default();
+            if status.contains("\"state\":\"converged\"")
+                && status.contains("\"version\":\"0.2.0\"")
+            {
+                return status;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{id} never converged: {status}\n{}",
+                gw.log()
+            );
+        }
+    };
+    converged("line-a", &gateways[0]);
+    gateways[1].restart(&broker);
+    converged("line-b", &gateways[1]);
+
+    let summary = Command::new(edgewise())
+        .args([
+            "fleet",
+            "status",
+            "--group",
+            "line",
+            "--broker",
+            &broker_url,
+        ])
+        .output()
+        .expect("edgewise runs");
+    let out = text(&summary.stdout);
+    assert!(out.contains("group line: 2 gateways"), "{out}");
+    assert_eq!(out.matches("converged").count(), 2, "{out}");
+    assert_eq!(out.matches("template 0.2.0 (running)").count(), 2, "{out}");
+}

@@ -11,7 +11,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use edgewise_signing::SecretKey;
 use edgewise_signing::bundle::{self, DEFAULT_MAX_BYTES};
-use edgewise_signing::command::{Action, Command};
+use edgewise_signing::command::{Action, Command, DesiredState};
 use edgewise_signing::manifest::Setting;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 
@@ -73,14 +73,18 @@ enum CtlAction {
     },
 }
 
-/// Install or update a plugin on a gateway: a hot swap when it runs already.
+/// Install or update a plugin on a gateway (a hot swap when it runs already), or on every
+/// gateway of a fleet group (through its retained desired state).
 #[derive(clap::Args)]
 pub struct PushArgs {
     /// The signed bundle.
     bundle: PathBuf,
     /// The gateway's id.
+    #[arg(long, required_unless_present = "group", conflicts_with = "group")]
+    gateway: Option<String>,
+    /// The fleet group.
     #[arg(long)]
-    gateway: String,
+    group: Option<String>,
     #[command(flatten)]
     connection: Connection,
 }
@@ -112,21 +116,20 @@ pub fn ctl(args: CtlArgs) -> anyhow::Result<ExitCode> {
 
 pub fn push(args: PushArgs) -> anyhow::Result<ExitCode> {
     let bytes = bundle::read_capped(&args.bundle, DEFAULT_MAX_BYTES)?;
+    if let Some(group) = &args.group {
+        return push_group(bytes, group, &args.connection);
+    }
+    let gateway = args.gateway.context("--gateway or --group")?;
     let action = Action::Update {
         bundle_base64: BASE64.encode(bytes),
     };
-    send(&args.gateway, action, &args.connection)
+    send(&gateway, action, &args.connection)
 }
 
 /// Signs `action` for `gateway`, publishes it, and prints replies until the outcome.
 fn send(gateway: &str, action: Action, connection: &Connection) -> anyhow::Result<ExitCode> {
-    let key_file = connection.key.as_deref().context("--key is required")?;
-    let pem = std::fs::read_to_string(key_file)
-        .with_context(|| format!("reading {}", key_file.display()))?;
-    let key = SecretKey::from_pem(&pem).with_context(|| key_file.display().to_string())?;
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
+    let key = operator_key(connection)?;
+    let now = now_ms();
     // The sequence number is the clock in milliseconds: it grows without any state here, and a
     // gateway that already saw a higher one says so.
     let command = Command {
@@ -145,13 +148,7 @@ fn send(gateway: &str, action: Action, connection: &Connection) -> anyhow::Resul
         .context("starting the async runtime")?;
     let timeout = Duration::from_secs(connection.timeout);
     runtime.block_on(async move {
-        let mut options = MqttOptions::new(format!("edgewise-ctl-{}", command.id), host, port);
-        options.set_keep_alive(Duration::from_secs(30));
-        options.set_max_packet_size(512 << 20, 512 << 20);
-        if let (Some(u), Some(p)) = (&connection.username, &connection.password) {
-            options.set_credentials(u, p);
-        }
-        let (client, mut eventloop) = AsyncClient::new(options, 16);
+        let (client, mut eventloop) = client(connection, &host, port, "edgewise-ctl");
         let reply_topic = format!("edgewise/{gateway}/reply/{}", command.id);
         client.subscribe(&reply_topic, QoS::AtLeastOnce).await?;
         let outcome = tokio::time::timeout(timeout, async {
@@ -211,4 +208,180 @@ fn broker_address(url: &str) -> anyhow::Result<(String, u16)> {
         ),
         None => (rest.to_owned(), 1883),
     })
+}
+
+/// Publishes `bundle` retained on `edgewise/bundles/<digest>` and a new desired state for
+/// `group` that runs it, keeping the group's other plugins.
+fn push_group(
+    bundle_bytes: Vec<u8>,
+    group: &str,
+    connection: &Connection,
+) -> anyhow::Result<ExitCode> {
+    let parsed = edgewise_signing::Bundle::parse(&bundle_bytes)?;
+    let text = String::from_utf8(parsed.manifest.clone()).context("manifest is not UTF-8")?;
+    let manifest =
+        edgewise_signing::Manifest::parse(&text, std::path::Path::new("bundle manifest"))?;
+    let digest = parsed.digest();
+    let key = operator_key(connection)?;
+    let (host, port) = broker_address(&connection.broker)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let desired_topic = format!("edgewise/fleet/{group}/desired");
+    runtime.block_on(async move {
+        let (client, mut eventloop) = client(connection, &host, port, "edgewise-push");
+        client.subscribe(&desired_topic, QoS::AtLeastOnce).await?;
+        // The current desired state is retained: it comes right after the subscription, if any.
+        let mut current: Option<DesiredState> = None;
+        let mut subscribed = false;
+        let settle = tokio::time::sleep(Duration::from_secs(2));
+        tokio::pin!(settle);
+        loop {
+            tokio::select! {
+                () = &mut settle, if subscribed => break,
+                event = eventloop.poll() => match event? {
+                    Event::Incoming(Packet::SubAck(_)) => subscribed = true,
+                    Event::Incoming(Packet::Publish(p)) if p.topic == desired_topic => {
+                        current = DesiredState::read_untrusted(&p.payload);
+                        break;
+                    }
+                    _ => {}
+                },
+            }
+        }
+        let now = now_ms();
+        let mut plugins = current.as_ref().map(|d| d.plugins.clone()).unwrap_or_default();
+        plugins.insert(manifest.name.clone(), digest.clone());
+        let desired = DesiredState {
+            group: group.to_owned(),
+            version: current.as_ref().map_or(0, |d| d.version + 1).max(now),
+            issued_at_ms: now,
+            plugins,
+        };
+        client
+            .publish(format!("edgewise/bundles/{digest}"), QoS::AtLeastOnce, true, bundle_bytes)
+            .await?;
+        client
+            .publish(&desired_topic, QoS::AtLeastOnce, true, desired.sign(&key))
+            .await?;
+        let mut acked = 0;
+        while acked < 2 {
+            if let Event::Incoming(Packet::PubAck(_)) = eventloop.poll().await? {
+                acked += 1;
+            }
+        }
+        println!(
+            "group {group}: desired state version {} now runs {} {} (bundle {digest}); `edgewise fleet status --group {group}` shows the roll-out",
+            desired.version, manifest.name, manifest.version
+        );
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// See what a fleet runs.
+#[derive(clap::Subcommand)]
+pub enum FleetCommand {
+    /// Summarise what every gateway of a group reports in its status.
+    Status {
+        /// The group.
+        #[arg(long)]
+        group: String,
+        /// The broker: mqtt://host[:port].
+        #[arg(long, default_value = "mqtt://127.0.0.1:1883")]
+        broker: String,
+        /// Seconds to collect statuses for.
+        #[arg(long, default_value_t = 2)]
+        seconds: u64,
+    },
+}
+
+pub fn fleet(command: FleetCommand) -> anyhow::Result<ExitCode> {
+    let FleetCommand::Status {
+        group,
+        broker,
+        seconds,
+    } = command;
+    let (host, port) = broker_address(&broker)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let options = MqttOptions::new(format!("edgewise-fleet-{}", now_ms()), host, port);
+        let (client, mut eventloop) = AsyncClient::new(options, 16);
+        client.subscribe("edgewise/+/status", QoS::AtLeastOnce).await?;
+        let mut statuses = BTreeMap::new();
+        let collect = tokio::time::sleep(Duration::from_secs(seconds));
+        tokio::pin!(collect);
+        loop {
+            tokio::select! {
+                () = &mut collect => break,
+                event = eventloop.poll() => {
+                    if let Event::Incoming(Packet::Publish(p)) = event? {
+                        if let Ok(status) = serde_json::from_slice::<serde_json::Value>(&p.payload) {
+                            statuses.insert(p.topic.clone(), status);
+                        }
+                    }
+                }
+            }
+        }
+        let members: Vec<&serde_json::Value> = statuses
+            .values()
+            .filter(|s| s["fleet"]["group"].as_str() == Some(group.as_str()))
+            .collect();
+        println!("group {group}: {} gateways", members.len());
+        for s in members {
+            let plugins: Vec<String> = s["plugins"]
+                .as_array()
+                .map(|ps| {
+                    ps.iter()
+                        .map(|p| format!("{} {} ({})", p["name"].as_str().unwrap_or("?"), p["version"].as_str().unwrap_or("?"), p["state"].as_str().unwrap_or("?")))
+                        .collect()
+                })
+                .unwrap_or_default();
+            println!(
+                "  {:<20} {:<8} desired v{} {}{}  {}",
+                s["gateway"].as_str().unwrap_or("?"),
+                s["state"].as_str().unwrap_or("?"),
+                s["fleet"]["version"],
+                s["fleet"]["state"].as_str().unwrap_or("-"),
+                s["fleet"]["error"].as_str().map(|e| format!(" ({e})")).unwrap_or_default(),
+                plugins.join(", ")
+            );
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn operator_key(connection: &Connection) -> anyhow::Result<SecretKey> {
+    let key_file = connection.key.as_deref().context("--key is required")?;
+    let pem = std::fs::read_to_string(key_file)
+        .with_context(|| format!("reading {}", key_file.display()))?;
+    SecretKey::from_pem(&pem).with_context(|| key_file.display().to_string())
+}
+
+fn client(
+    connection: &Connection,
+    host: &str,
+    port: u16,
+    prefix: &str,
+) -> (AsyncClient, rumqttc::EventLoop) {
+    let mut options = MqttOptions::new(
+        format!("{prefix}-{}-{}", now_ms(), std::process::id()),
+        host,
+        port,
+    );
+    options.set_keep_alive(Duration::from_secs(30));
+    options.set_max_packet_size(512 << 20, 512 << 20);
+    if let (Some(u), Some(p)) = (&connection.username, &connection.password) {
+        options.set_credentials(u, p);
+    }
+    AsyncClient::new(options, 16)
 }

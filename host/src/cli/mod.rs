@@ -48,6 +48,8 @@ enum Command {
     Keyring(keyring::Command),
     Ctl(ctl::CtlArgs),
     Push(ctl::PushArgs),
+    #[command(subcommand)]
+    Fleet(ctl::FleetCommand),
 }
 
 /// Parses arguments, runs the subcommand, and turns its outcome into an exit code.
@@ -66,6 +68,7 @@ pub fn main() -> ExitCode {
         Command::Keyring(command) => keyring::run(command),
         Command::Ctl(args) => ctl::ctl(args),
         Command::Push(args) => ctl::push(args),
+        Command::Fleet(command) => ctl::fleet(command),
     };
     match result {
         Ok(code) => code,
