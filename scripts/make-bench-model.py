@@ -3,7 +3,11 @@
 2-core gateway, to measure the plugin's overhead on heavy inference. Its weights are small
 (about 60 KB), so the measurement is about compute, not about where 30 MB of weights happen
 to land in memory. Input `image` f32 [1, 3, 96, 96] -> output `embedding` f32 [1, 32].
-Usage: make-bench-model.py OUT.onnx. Random weights, fixed seed."""
+Usage: make-bench-model.py OUT.onnx. Random weights, fixed seed.
+
+`make-bench-model.py OUT.onnx mlp2mb` writes instead an MLP whose weights are 2 MiB
+(features f32 [1, 8] -> 512 -> 1024 -> probabilities [1, 4]), for the hot-swap benchmark's
+"plugin with a 2 MB model"."""
 import sys
 
 import numpy as np
@@ -11,6 +15,26 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 rng = np.random.default_rng(1)
+
+if len(sys.argv) > 2 and sys.argv[2] == "mlp2mb":
+    sizes = [8, 512, 1024, 4]
+    nodes, init, x = [], [], "features"
+    for i, (a, b) in enumerate(zip(sizes, sizes[1:])):
+        init += [numpy_helper.from_array((rng.standard_normal((a, b)) / np.sqrt(a)).astype(np.float32), f"w{i}")]
+        nodes.append(helper.make_node("MatMul", [x, f"w{i}"], [f"m{i}"]))
+        x = f"m{i}"
+        if i < len(sizes) - 2:
+            nodes.append(helper.make_node("Relu", [x], [f"r{i}"]))
+            x = f"r{i}"
+    nodes.append(helper.make_node("Softmax", [x], ["probabilities"], axis=1))
+    graph = helper.make_graph(nodes, "bench_mlp2mb", [helper.make_tensor_value_info("features", TensorProto.FLOAT, [1, 8])],
+                              [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, [1, 4])], init)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, sys.argv[1])
+    sys.exit(0)
+
 layers = [(3, 16, 1), (16, 32, 2), (32, 32, 1), (32, 32, 1)]  # (in, out, stride), 3x3 kernels
 nodes, init, x = [], [], "image"
 for i, (cin, cout, stride) in enumerate(layers):

@@ -566,3 +566,55 @@ fn two_gateways_of_a_group_converge_on_a_new_desired_state_one_of_them_after_bei
     assert_eq!(out.matches("converged").count(), 2, "{out}");
     assert_eq!(out.matches("template 0.2.0 (running)").count(), 2, "{out}");
 }
+
+#[test]
+fn a_gateway_killed_during_an_update_runs_one_complete_version_after_restart_and_says_which() {
+    use base64::Engine as _;
+    // Killed as soon as each progress reply is seen: the update may have gone a little further
+    // by then, but whatever it reached, the restarted gateway must run the old version or the
+    // new one, whole.
+    for step in ["received", "verified", "staged", "live"] {
+        let id = format!("kill-{step}");
+        let mut m = Managed::start(&id, "template", &[], "");
+        let v2 = m.bundle(
+            "v2.ewb",
+            "template",
+            &[
+                ("release = 1", "release = 2"),
+                ("version = \"0.1.0\"", "version = \"0.2.0\""),
+                ("prefix = \"echo\"", "prefix = \"echo/v2\""),
+            ],
+        );
+        let bundle_base64 =
+            base64::engine::general_purpose::STANDARD.encode(std::fs::read(&v2).expect("bundle"));
+        let replies = m.replies();
+        m.send(
+            &m.command("up", now_ms(), Action::Update { bundle_base64 })
+                .sign(&m.operator),
+        );
+        let state = format!("\"state\":\"{step}\"");
+        replies.collect_until(WAIT, |r| r.iter().any(|(_, p)| p.contains(&state)));
+        m.gateway.kill();
+        m.gateway.restart(&m.broker);
+
+        let status = m
+            .broker
+            .retained(&format!("edgewise/{id}/status"), WAIT)
+            .unwrap_or_default();
+        let new = status.contains("\"version\":\"0.2.0\"");
+        assert!(
+            new || status.contains("\"version\":\"0.1.0\""),
+            "after a kill at `{step}`: {status}"
+        );
+        assert!(status.contains("\"state\":\"running\""), "{status}");
+        let sub = m.broker.subscribe(&["echo/#"]);
+        m.broker.publish("sensors/probe", b"ping", 1);
+        let (topic, _) = sub.next(WAIT).expect("an output");
+        assert_eq!(
+            topic.starts_with("echo/v2/"),
+            new,
+            "after a kill at `{step}` the status says {} and {topic} answered",
+            if new { "0.2.0" } else { "0.1.0" }
+        );
+    }
+}

@@ -310,7 +310,9 @@ pub fn fleet(command: FleetCommand) -> anyhow::Result<ExitCode> {
     runtime.block_on(async move {
         let options = MqttOptions::new(format!("edgewise-fleet-{}", now_ms()), host, port);
         let (client, mut eventloop) = AsyncClient::new(options, 16);
-        client.subscribe("edgewise/+/status", QoS::AtLeastOnce).await?;
+        client
+            .subscribe("edgewise/+/status", QoS::AtLeastOnce)
+            .await?;
         let mut statuses = BTreeMap::new();
         let collect = tokio::time::sleep(Duration::from_secs(seconds));
         tokio::pin!(collect);
@@ -318,10 +320,10 @@ pub fn fleet(command: FleetCommand) -> anyhow::Result<ExitCode> {
             tokio::select! {
                 () = &mut collect => break,
                 event = eventloop.poll() => {
-                    if let Event::Incoming(Packet::Publish(p)) = event? {
-                        if let Ok(status) = serde_json::from_slice::<serde_json::Value>(&p.payload) {
-                            statuses.insert(p.topic.clone(), status);
-                        }
+                    if let Event::Incoming(Packet::Publish(p)) = event?
+                        && let Ok(status) = serde_json::from_slice::<serde_json::Value>(&p.payload)
+                    {
+                        statuses.insert(p.topic.clone(), status);
                     }
                 }
             }
@@ -336,7 +338,14 @@ pub fn fleet(command: FleetCommand) -> anyhow::Result<ExitCode> {
                 .as_array()
                 .map(|ps| {
                     ps.iter()
-                        .map(|p| format!("{} {} ({})", p["name"].as_str().unwrap_or("?"), p["version"].as_str().unwrap_or("?"), p["state"].as_str().unwrap_or("?")))
+                        .map(|p| {
+                            format!(
+                                "{} {} ({})",
+                                p["name"].as_str().unwrap_or("?"),
+                                p["version"].as_str().unwrap_or("?"),
+                                p["state"].as_str().unwrap_or("?")
+                            )
+                        })
                         .collect()
                 })
                 .unwrap_or_default();
@@ -346,7 +355,10 @@ pub fn fleet(command: FleetCommand) -> anyhow::Result<ExitCode> {
                 s["state"].as_str().unwrap_or("?"),
                 s["fleet"]["version"],
                 s["fleet"]["state"].as_str().unwrap_or("-"),
-                s["fleet"]["error"].as_str().map(|e| format!(" ({e})")).unwrap_or_default(),
+                s["fleet"]["error"]
+                    .as_str()
+                    .map(|e| format!(" ({e})"))
+                    .unwrap_or_default(),
                 plugins.join(", ")
             );
         }
