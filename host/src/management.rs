@@ -20,7 +20,7 @@ use std::time::Instant;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use edgewise_signing::command::{Action, Command, DesiredState, untrusted_id};
+use edgewise_signing::command::{Action, Command, DesiredState, safe_id, untrusted_id};
 use edgewise_signing::{Keyring, VerifiedBundle};
 use rumqttc::QoS;
 use serde::{Deserialize, Serialize};
@@ -160,7 +160,13 @@ impl CommandLog {
             Ok(verified) => verified,
             Err(e) => return refuse(untrusted_id(payload), e.to_string()),
         };
-        let id = Some(command.id.clone()).filter(|_| untrusted_id(payload).is_some());
+        if !safe_id(&command.id) {
+            return refuse(
+                None,
+                "the command id must be 1-64 of letters, digits, `-`, `_` and `.`".into(),
+            );
+        }
+        let id = Some(command.id.clone());
         if command.gateway != self.gateway {
             return refuse(
                 id,

@@ -217,6 +217,12 @@ impl CompiledPlugin {
         &self.subscribe
     }
 
+    /// Whether `other` runs model `name` on the very same optimised graph (a model that did not
+    /// change between two versions is not loaded again while one of them holds it).
+    pub fn shares_model_with(&self, other: &CompiledPlugin, name: &str) -> bool {
+        self.models.shares_graph_with(&other.models, name)
+    }
+
     /// Reports the duration of every inference this plugin runs to `observer`.
     pub fn observe_inference(&self, observer: crate::capability::nn::InferenceObserver) {
         self.models.observe_inference(observer);

@@ -209,13 +209,16 @@ pub fn untrusted_id(text: &[u8]) -> Option<String> {
         .ok()?;
     let command: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
     let id = command.get("id")?.as_str()?;
-    // An id becomes a topic level: keep it to something harmless.
-    let safe = !id.is_empty()
+    safe_id(id).then(|| id.to_owned())
+}
+
+/// Whether a command id can be a topic level: 1 to 64 of letters, digits, `-`, `_` and `.`.
+pub fn safe_id(id: &str) -> bool {
+    !id.is_empty()
         && id.len() <= 64
         && id
             .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.');
-    safe.then(|| id.to_owned())
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
 }
 
 #[cfg(test)]

@@ -182,3 +182,27 @@ fn i64_tensors_cross_the_backend_both_ways() {
         .unwrap_or_default();
     assert!(err.contains("input `ids` must be I64"), "{err}");
 }
+
+#[test]
+fn a_model_that_did_not_change_is_shared_by_the_next_version_not_loaded_again() {
+    let load =
+        |dir: &std::path::Path| edgewise_tests::load(dir, &[]).unwrap_or_else(|e| panic!("{e}"));
+    let v1 = load(&edgewise_tests::plugin_dir("vibration-fault"));
+    let next = copy_plugin("vibration-fault");
+    edit(next.path(), "plugin.toml", "release = 1", "release = 2");
+    let v2 = load(next.path());
+    assert!(
+        v1.shares_model_with(&v2, "vibration"),
+        "same file, same shapes: one graph"
+    );
+    // Other declared shapes are another optimisation of the file: loaded on their own.
+    let reshaped = copy_plugin("vibration-fault");
+    edit(
+        reshaped.path(),
+        "plugin.toml",
+        "inputs = { features = [1, 8] }\n",
+        "",
+    );
+    let v3 = load(reshaped.path());
+    assert!(!v1.shares_model_with(&v3, "vibration"));
+}

@@ -13,7 +13,7 @@ pub mod tract;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use edgewise_signing::ModelSpec;
@@ -80,6 +80,8 @@ pub type InferenceObserver = Box<dyn Fn(Duration) + Send + Sync>;
 #[derive(Clone, Default)]
 pub struct ModelSet {
     graphs: Arc<HashMap<String, Graph>>,
+    /// The optimised graphs behind `graphs`, by model name (shared with other sets).
+    prepared: Arc<HashMap<String, Arc<Graph>>>,
     encodings: Arc<[GraphEncoding]>,
     observer: Arc<OnceLock<InferenceObserver>>,
 }
@@ -94,6 +96,7 @@ impl ModelSet {
     ) -> Result<Self, ModelError> {
         let backends = backends();
         let observer: Arc<OnceLock<InferenceObserver>> = Arc::default();
+        let mut prepared = HashMap::new();
         let mut graphs = HashMap::new();
         for spec in specs {
             let backend = backends
@@ -109,13 +112,13 @@ impl ModelSet {
                 file: file.clone(),
                 source,
             })?;
-            let graph = backend
-                .preload(&bytes, spec)
-                .map_err(|reason| ModelError::Invalid {
+            let graph =
+                prepare(backend.as_ref(), &bytes, spec).map_err(|reason| ModelError::Invalid {
                     model: spec.name.clone(),
                     file,
                     reason,
                 })?;
+            prepared.insert(spec.name.clone(), graph.clone());
             let timed = Timed {
                 graph,
                 observer: observer.clone(),
@@ -128,9 +131,18 @@ impl ModelSet {
         let encodings = backends.iter().map(|b| b.encoding()).collect();
         Ok(Self {
             graphs: Arc::new(graphs),
+            prepared: Arc::new(prepared),
             encodings,
             observer,
         })
+    }
+
+    /// Whether `other` serves model `name` with the very same optimised graph.
+    pub fn shares_graph_with(&self, other: &ModelSet, name: &str) -> bool {
+        match (self.prepared.get(name), other.prepared.get(name)) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
     }
 
     /// Reports the duration of every inference on these models to `observer` (first call wins).
@@ -148,9 +160,38 @@ impl ModelSet {
     }
 }
 
+/// Optimised models by content and declared shapes, for as long as some plugin holds them: a
+/// new version of a plugin whose model did not change (a hot swap, new settings) gets the same
+/// optimised graph instead of parsing and optimising the file again.
+type Prepared = Mutex<HashMap<String, Weak<Graph>>>;
+
+fn prepare(backend: &dyn Preload, bytes: &[u8], spec: &ModelSpec) -> Result<Arc<Graph>, String> {
+    static PREPARED: OnceLock<Prepared> = OnceLock::new();
+    let key = format!(
+        "{}:{}:{:?}",
+        spec.encoding,
+        edgewise_signing::bundle::sha256_hex(bytes),
+        spec.inputs
+    );
+    let cache = PREPARED.get_or_init(Prepared::default);
+    if let Some(graph) = cache
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(&key)
+        .and_then(Weak::upgrade)
+    {
+        return Ok(graph);
+    }
+    let graph = Arc::new(backend.preload(bytes, spec)?);
+    let mut cache = cache.lock().unwrap_or_else(|p| p.into_inner());
+    cache.retain(|_, weak| weak.strong_count() > 0);
+    cache.insert(key, Arc::downgrade(&graph));
+    Ok(graph)
+}
+
 /// A graph whose inferences are timed.
 struct Timed {
-    graph: Graph,
+    graph: Arc<Graph>,
     observer: Arc<OnceLock<InferenceObserver>>,
 }
 
