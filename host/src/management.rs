@@ -323,6 +323,8 @@ pub struct Manager {
     link: Arc<Link>,
     /// A fleet roll-out waiting for bundles.
     rollout: Option<Rollout>,
+    /// `update` commands waiting for their bundle, by digest.
+    awaiting: BTreeMap<String, (Replier, Instant)>,
 }
 
 /// A desired state being applied: the bundles still awaited.
@@ -356,6 +358,7 @@ impl Manager {
             changes,
             link,
             rollout: None,
+            awaiting: BTreeMap::new(),
         }
     }
 
@@ -396,16 +399,27 @@ impl Manager {
         }
     }
 
-    fn run(&self, command: Command, reply: Replier, received: Instant) {
+    fn run(&mut self, command: Command, reply: Replier, received: Instant) {
         let change = match command.action {
-            Action::Update { bundle_base64 } => {
-                match self.update(&bundle_base64, &reply, received) {
-                    Ok(change) => Ok(change),
-                    // Already answered: rolled back.
-                    Err(None) => return,
-                    Err(Some(reason)) => Err(reason),
-                }
+            Action::Update {
+                bundle_base64: Some(bundle_base64),
+                digest: None,
+            } => match self.update(&bundle_base64, &reply, received) {
+                Ok(change) => Ok(change),
+                // Already answered: rolled back.
+                Err(None) => return,
+                Err(Some(reason)) => Err(reason),
+            },
+            Action::Update {
+                bundle_base64: None,
+                digest: Some(digest),
+            } => {
+                let topic = format!("edgewise/bundles/{digest}");
+                reply.send("waiting", json!({ "for": topic }));
+                self.awaiting.insert(digest, (reply.clone(), received));
+                Ok(Change::Subscribe(vec![topic]))
             }
+            Action::Update { .. } => Err("give one of `bundle-base64` and `digest`".into()),
             Action::Config { plugin, settings } => {
                 let settings = settings
                     .iter()
@@ -662,8 +676,24 @@ impl Manager {
         self.finish_if_done();
     }
 
-    /// A bundle a roll-out may be waiting for.
+    /// A bundle an `update` by digest or a roll-out may be waiting for.
     fn bundle(&mut self, digest: &str, bytes: &[u8]) {
+        if !bytes.is_empty()
+            && let Some((reply, received)) = self.awaiting.remove(digest)
+        {
+            let actual = edgewise_signing::Bundle::parse(bytes).map(|b| b.digest());
+            if actual.as_deref().ok() != Some(digest) {
+                let reason = format!("the bundle on edgewise/bundles/{digest} is not that bundle");
+                return reply.send("failed", json!({ "reason": reason }));
+            }
+            match self.update_bytes(bytes, &reply, received) {
+                Ok(change) => {
+                    let _ = self.changes.send(change);
+                }
+                Err(Some(reason)) => reply.send("failed", json!({ "reason": reason })),
+                Err(None) => {}
+            }
+        }
         let Some(rollout) = self.rollout.as_ref() else {
             return;
         };

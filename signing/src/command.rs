@@ -44,11 +44,20 @@ pub struct Command {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub enum Action {
-    /// Install a plugin, or update it: hot swap to the bundle given.
+    /// Install a plugin, or update it: hot swap to the bundle given, inline or by digest
+    /// (retained on `edgewise/bundles/<digest>`). `install` is the same action.
+    #[serde(alias = "install")]
     Update {
         /// The signed bundle, base64.
-        #[serde(rename = "bundle-base64")]
-        bundle_base64: String,
+        #[serde(
+            rename = "bundle-base64",
+            default,
+            skip_serializing_if = "Option::is_none"
+        )]
+        bundle_base64: Option<String>,
+        /// Or the digest of a bundle retained on `edgewise/bundles/<digest>`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        digest: Option<String>,
     },
     /// Stop and uninstall a plugin.
     Remove {
@@ -287,5 +296,16 @@ mod tests {
         )
         .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(list.action, Action::List);
+        let install: Command = serde_json::from_str(
+            r#"{"id":"c","gateway":"g","seq":2,"issued-at-ms":1,"expires-at-ms":2,"action":{"install":{"digest":"ab"}}}"#,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            install.action,
+            Action::Update {
+                bundle_base64: None,
+                digest: Some("ab".into())
+            }
+        );
     }
 }

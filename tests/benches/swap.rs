@@ -83,7 +83,8 @@ fn update(keys: &Keys, gateway: &str, seq: u64, bundle: &[u8]) -> String {
         issued_at_ms: now_ms(),
         expires_at_ms: now_ms() + 60_000,
         action: Action::Update {
-            bundle_base64: base64::engine::general_purpose::STANDARD.encode(bundle),
+            bundle_base64: Some(base64::engine::general_purpose::STANDARD.encode(bundle)),
+            digest: None,
         },
     }
     .sign(&keys.operator)

@@ -589,8 +589,15 @@ fn a_gateway_killed_during_an_update_runs_one_complete_version_after_restart_and
             base64::engine::general_purpose::STANDARD.encode(std::fs::read(&v2).expect("bundle"));
         let replies = m.replies();
         m.send(
-            &m.command("up", now_ms(), Action::Update { bundle_base64 })
-                .sign(&m.operator),
+            &m.command(
+                "up",
+                now_ms(),
+                Action::Update {
+                    bundle_base64: Some(bundle_base64),
+                    digest: None,
+                },
+            )
+            .sign(&m.operator),
         );
         let state = format!("\"state\":\"{step}\"");
         replies.collect_until(WAIT, |r| r.iter().any(|(_, p)| p.contains(&state)));
@@ -617,4 +624,31 @@ fn a_gateway_killed_during_an_update_runs_one_complete_version_after_restart_and
             if new { "0.2.0" } else { "0.1.0" }
         );
     }
+}
+
+#[test]
+fn an_update_by_digest_takes_the_bundle_retained_under_that_digest() {
+    let m = Managed::start("by-digest", "template", &[], "");
+    let v2 = m.bundle(
+        "template-v2.ewb",
+        "template",
+        &[
+            ("release = 1", "release = 2"),
+            ("version = \"0.1.0\"", "version = \"0.2.0\""),
+        ],
+    );
+    let pushed = m.cli(&[
+        "push",
+        &v2.to_string_lossy(),
+        "--gateway",
+        "by-digest",
+        "--by-digest",
+    ]);
+    let out = text(&pushed.stdout);
+    assert!(pushed.status.success(), "{out}\n{}", text(&pushed.stderr));
+    assert!(
+        out.contains("\"state\":\"waiting\"") && out.contains("\"state\":\"live\""),
+        "{out}"
+    );
+    assert!(text(&m.ctl(&["list"]).stdout).contains("\"version\":\"0.2.0\""));
 }

@@ -85,6 +85,10 @@ pub struct PushArgs {
     /// The fleet group.
     #[arg(long)]
     group: Option<String>,
+    /// Publish the bundle retained on `edgewise/bundles/<digest>` and send only its digest
+    /// (for bundles too large for one command, or to reuse one upload for many gateways).
+    #[arg(long, conflicts_with = "group")]
+    by_digest: bool,
     #[command(flatten)]
     connection: Connection,
 }
@@ -120,8 +124,22 @@ pub fn push(args: PushArgs) -> anyhow::Result<ExitCode> {
         return push_group(bytes, group, &args.connection);
     }
     let gateway = args.gateway.context("--gateway or --group")?;
-    let action = Action::Update {
-        bundle_base64: BASE64.encode(bytes),
+    let action = if args.by_digest {
+        let digest = edgewise_signing::Bundle::parse(&bytes)?.digest();
+        publish_retained(
+            &args.connection,
+            &format!("edgewise/bundles/{digest}"),
+            bytes,
+        )?;
+        Action::Update {
+            bundle_base64: None,
+            digest: Some(digest),
+        }
+    } else {
+        Action::Update {
+            bundle_base64: Some(BASE64.encode(bytes)),
+            digest: None,
+        }
     };
     send(&gateway, action, &args.connection)
 }
@@ -276,6 +294,26 @@ fn push_group(
             desired.version, manifest.name, manifest.version
         );
         Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// Publishes `payload` retained at QoS 1 and waits for the broker's acknowledgement.
+fn publish_retained(connection: &Connection, topic: &str, payload: Vec<u8>) -> anyhow::Result<()> {
+    let (host, port) = broker_address(&connection.broker)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let (client, mut eventloop) = client(connection, &host, port, "edgewise-upload");
+        client
+            .publish(topic, QoS::AtLeastOnce, true, payload)
+            .await?;
+        loop {
+            if let Event::Incoming(Packet::PubAck(_)) = eventloop.poll().await? {
+                return Ok(());
+            }
+        }
     })
 }
 
