@@ -332,7 +332,7 @@ pub async fn run(
                     let ack = Arc::new(Ack::new(link.clone(), link.client().1, &delivery, handle.clone()));
                     if delivery.topic == command_topic {
                         if let Some(log) = commands.as_mut()
-                            && let Checked::Accepted(command, reply) = log.check(&delivery.payload, delivery.retain, &link, now_ms())
+                            && let Checked::Accepted(command, reply) = log.check(&delivery.payload, delivery.retain, delivery.response.clone(), &link, now_ms())
                         {
                             let _ = shared.requests.send(Request::Run(command, reply, Instant::now()));
                         }

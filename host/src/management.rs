@@ -29,7 +29,7 @@ use tokio::sync::mpsc::UnboundedSender;
 
 use crate::config::Config;
 use crate::metrics::{Metrics, observe};
-use crate::mqtt::Link;
+use crate::mqtt::{Link, Response};
 use crate::plugin::CompiledPlugin;
 use crate::runtime::Runtime;
 use crate::store::{Installed, Store, StoreError, write_atomically};
@@ -46,6 +46,8 @@ pub struct Replier {
     topic: String,
     id: String,
     last: Arc<Mutex<Value>>,
+    /// An MQTT 5 request's response topic and correlation data, answered as well.
+    response: Option<Response>,
 }
 
 impl Replier {
@@ -56,6 +58,7 @@ impl Replier {
             topic: format!("edgewise/{gateway}/reply/{id}"),
             id: id.to_owned(),
             last: Arc::default(),
+            response: None,
         }
     }
 
@@ -70,6 +73,11 @@ impl Replier {
         if let Err(e) = client.try_publish(&self.topic, QoS::AtLeastOnce, false, reply.to_string())
         {
             tracing::warn!(command = self.id, "reply not sent: {e}");
+        }
+        if let Some(response) = &self.response
+            && let Err(e) = client.try_respond(response, reply.to_string().into_bytes())
+        {
+            tracing::warn!(command = self.id, "response not sent: {e}");
         }
         *self.last.lock().unwrap_or_else(|p| p.into_inner()) = reply;
     }
@@ -134,6 +142,7 @@ impl CommandLog {
         &mut self,
         payload: &[u8],
         retained: bool,
+        response: Option<Response>,
         link: &Arc<Link>,
         now_ms: u64,
     ) -> Checked {
@@ -142,6 +151,7 @@ impl CommandLog {
             topic: format!("edgewise/{}/reply/{id}", self.gateway),
             id: id.to_owned(),
             last: Arc::default(),
+            response: response.clone(),
         };
         let refuse = |id: Option<String>, reason: String| {
             let id = id.unwrap_or_else(|| "invalid".into());
@@ -189,6 +199,9 @@ impl CommandLog {
             let (client, _) = link.client();
             let topic = format!("edgewise/{}/reply/{}", self.gateway, command.id);
             let _ = client.try_publish(&topic, QoS::AtLeastOnce, false, last.to_string());
+            if let Some(response) = &response {
+                let _ = client.try_respond(response, last.to_string().into_bytes());
+            }
             return Checked::Duplicate;
         }
         if now_ms > command.expires_at_ms {

@@ -340,6 +340,30 @@ impl Client {
         }
     }
 
+    /// Publishes an MQTT 5 response (QoS 1) to `response`, with its correlation data; with
+    /// MQTT 3.1.1 a plain publish to the response topic.
+    pub fn try_respond(&self, response: &Response, payload: Vec<u8>) -> Result<(), SendError> {
+        match self {
+            Client::V4(c) => c
+                .try_publish(response.topic.as_str(), QoS::AtLeastOnce, false, payload)
+                .map_err(send),
+            Client::V5(c) => {
+                let properties = v5::mqttbytes::v5::PublishProperties {
+                    correlation_data: response.correlation.clone(),
+                    ..Default::default()
+                };
+                c.try_publish_with_properties(
+                    response.topic.as_str(),
+                    v5::mqttbytes::QoS::AtLeastOnce,
+                    false,
+                    payload,
+                    properties,
+                )
+                .map_err(send)
+            }
+        }
+    }
+
     /// Subscribes to `filters` at QoS 1.
     pub fn try_subscribe(&self, filters: &[String]) -> Result<(), SendError> {
         match self {
@@ -423,7 +447,19 @@ pub struct Delivery {
     pub payload: Bytes,
     /// Whether the broker sent it as a retained message.
     pub retain: bool,
+    /// MQTT 5 request/response: where the sender wants the answer, and the correlation data
+    /// to give back with it.
+    pub response: Option<Response>,
     receipt: Receipt,
+}
+
+/// Where an MQTT 5 request wants its response.
+#[derive(Clone, Debug)]
+pub struct Response {
+    /// The response topic.
+    pub topic: String,
+    /// The correlation data, returned as given.
+    pub correlation: Option<Bytes>,
 }
 
 /// What acknowledging a message takes: the publish, without its payload.
@@ -452,6 +488,7 @@ impl Connection {
                         topic,
                         payload,
                         retain,
+                        response: None,
                         receipt,
                     })))
                 }
@@ -465,6 +502,12 @@ impl Connection {
                     let payload = publish.payload.clone();
                     let topic = String::from_utf8_lossy(&publish.topic).into_owned();
                     let retain = publish.retain;
+                    let response = publish.properties.as_ref().and_then(|p| {
+                        Some(Response {
+                            topic: p.response_topic.clone()?,
+                            correlation: p.correlation_data.clone(),
+                        })
+                    });
                     let receipt = Receipt::V5(v5::mqttbytes::v5::Publish {
                         payload: Bytes::new(),
                         ..publish
@@ -473,6 +516,7 @@ impl Connection {
                         topic,
                         payload,
                         retain,
+                        response,
                         receipt,
                     })))
                 }

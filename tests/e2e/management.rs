@@ -652,3 +652,31 @@ fn an_update_by_digest_takes_the_bundle_retained_under_that_digest() {
     );
     assert!(text(&m.ctl(&["list"]).stdout).contains("\"version\":\"0.2.0\""));
 }
+
+#[test]
+fn over_mqtt_5_a_command_is_also_answered_on_its_response_topic_with_its_correlation_data() {
+    let m = Managed::start("five-cmd", "threshold", &[], "protocol = \"5\"\n");
+    let responses = m
+        .broker
+        .subscribe_v5_showing_correlation(&["ops/replies/#"]);
+    let command = m.command("asked", now_ms(), Action::List).sign(&m.operator);
+    m.broker.request_v5(
+        "edgewise/five-cmd/cmd",
+        command.as_bytes(),
+        "ops/replies/console-1",
+        "req-42",
+    );
+    // Each line is `topic|correlation|payload`; the subscriber splits lines at a space.
+    let line = |(t, p): &(String, String)| format!("{t} {p}").trim().to_owned();
+    let got = responses.collect_until(WAIT, |r| r.iter().any(|m| line(m).contains("\"done\"")));
+    let done = got
+        .iter()
+        .map(line)
+        .find(|l| l.contains("\"done\""))
+        .unwrap_or_default();
+    assert!(
+        done.starts_with("ops/replies/console-1|req-42|")
+            && done.contains("\"name\":\"threshold\""),
+        "{got:?}"
+    );
+}

@@ -297,6 +297,36 @@ impl Broker {
         self.publish_as(topic, payload, qos, &[]);
     }
 
+    /// Publishes one MQTT 5 request: with a response topic and correlation data.
+    pub fn request_v5(&self, topic: &str, payload: &[u8], response_topic: &str, correlation: &str) {
+        self.publish_as(
+            topic,
+            payload,
+            1,
+            &[
+                "-V",
+                "5",
+                "-D",
+                "publish",
+                "response-topic",
+                response_topic,
+                "-D",
+                "publish",
+                "correlation-data",
+                correlation,
+            ],
+        );
+    }
+
+    /// Subscribes with MQTT 5; each line is `topic|correlation data|payload`.
+    pub fn subscribe_v5_showing_correlation(&self, filters: &[&str]) -> Subscriber {
+        self.subscriber(
+            &format!("edgewise-test-{}", free_port()),
+            filters,
+            &["-V", "5", "-F", "%t|%D|%p"],
+        )
+    }
+
     /// Publishes one retained message.
     pub fn publish_retained(&self, topic: &str, payload: &[u8]) {
         self.publish_as(topic, payload, 1, &["-r"]);
