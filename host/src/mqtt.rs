@@ -249,18 +249,35 @@ fn options_v5(
 
 /// TLS from the configured files: the CA to trust and, for mutual TLS, the client certificate.
 fn tls_config(config: &Config) -> Result<Arc<ClientConfig>, String> {
+    let b = &config.broker;
+    let client = b
+        .client_cert_file
+        .as_deref()
+        .zip(b.client_key_file.as_deref());
+    tls_client_config(b.ca_file.as_deref(), client, "broker.")
+}
+
+/// A rustls client configuration (ring provider) trusting the CA certificates in `ca` (PEM)
+/// and, for mutual TLS, presenting the certificate chain and key in `client`. Errors name the
+/// file, and the setting as `<prefix>ca-file`, `<prefix>client-cert-file` or
+/// `<prefix>client-key-file`.
+pub fn tls_client_config(
+    ca: Option<&std::path::Path>,
+    client: Option<(&std::path::Path, &std::path::Path)>,
+    prefix: &str,
+) -> Result<Arc<ClientConfig>, String> {
     let read =
         |key: &str, path: &std::path::Path| -> Result<Vec<CertificateDer<'static>>, String> {
             CertificateDer::pem_file_iter(path)
                 .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-                .map_err(|e| format!("`broker.{key}` {}: {e}", path.display()))
+                .map_err(|e| format!("`{prefix}{key}` {}: {e}", path.display()))
         };
     let mut roots = RootCertStore::empty();
-    if let Some(ca) = &config.broker.ca_file {
+    if let Some(ca) = ca {
         for cert in read("ca-file", ca)? {
             roots
                 .add(cert)
-                .map_err(|e| format!("`broker.ca-file` {}: {e}", ca.display()))?;
+                .map_err(|e| format!("`{prefix}ca-file` {}: {e}", ca.display()))?;
         }
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -268,19 +285,16 @@ fn tls_config(config: &Config) -> Result<Arc<ClientConfig>, String> {
         .with_safe_default_protocol_versions()
         .map_err(|e| format!("TLS: {e}"))?
         .with_root_certificates(roots);
-    let tls = match (
-        &config.broker.client_cert_file,
-        &config.broker.client_key_file,
-    ) {
-        (Some(cert), Some(key)) => {
+    let tls = match client {
+        Some((cert, key)) => {
             let chain = read("client-cert-file", cert)?;
             let key = PrivateKeyDer::from_pem_file(key)
-                .map_err(|e| format!("`broker.client-key-file` {}: {e}", key.display()))?;
+                .map_err(|e| format!("`{prefix}client-key-file` {}: {e}", key.display()))?;
             builder
                 .with_client_auth_cert(chain, key)
                 .map_err(|e| format!("client certificate: {e}"))?
         }
-        _ => builder.with_no_client_auth(),
+        None => builder.with_no_client_auth(),
     };
     Ok(Arc::new(tls))
 }

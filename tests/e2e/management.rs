@@ -21,6 +21,8 @@ struct Managed {
     release: SecretKey,
     operator: SecretKey,
     work: tempfile::TempDir,
+    /// How the command-line tools reach the broker.
+    connection: Vec<String>,
 }
 
 impl Managed {
@@ -33,6 +35,22 @@ impl Managed {
     /// Like `start`, without starting the gateway.
     fn prepare(id: &str, plugin: &str, changes: &[(&str, &str)], extra: &str) -> Managed {
         let broker = Broker::start();
+        let connection = vec![
+            "--broker".into(),
+            format!("mqtt://127.0.0.1:{}", broker.port),
+        ];
+        Self::prepare_on(broker, connection, id, plugin, changes, extra)
+    }
+
+    /// Like `prepare`, on `broker`, which the tools reach with `connection` arguments.
+    fn prepare_on(
+        broker: Broker,
+        connection: Vec<String>,
+        id: &str,
+        plugin: &str,
+        changes: &[(&str, &str)],
+        extra: &str,
+    ) -> Managed {
         let key = || SecretKey::generate().expect("random key");
         let (release, operator) = (key(), key());
         let mut gateway = Gateway::prepare(&broker, id, &[], extra);
@@ -67,6 +85,7 @@ impl Managed {
             release,
             operator,
             work,
+            connection,
         }
     }
 
@@ -98,10 +117,7 @@ impl Managed {
         let key = self.work.path().join("ops.key");
         Command::new(edgewise())
             .args(args)
-            .args([
-                "--broker",
-                &format!("mqtt://127.0.0.1:{}", self.broker.port),
-            ])
+            .args(&self.connection)
             .arg("--key")
             .arg(key)
             .args(["--timeout", "30"])
@@ -679,4 +695,104 @@ fn over_mqtt_5_a_command_is_also_answered_on_its_response_topic_with_its_correla
             && done.contains("\"name\":\"threshold\""),
         "{got:?}"
     );
+}
+
+#[test]
+fn a_broker_restart_in_the_middle_of_an_update_loses_no_message_and_the_update_completes() {
+    use base64::Engine as _;
+    let mut m = Managed::start("weather", "template", &[], "");
+    let v2 = m.bundle(
+        "v2.ewb",
+        "template",
+        &[
+            ("release = 1", "release = 2"),
+            ("version = \"0.1.0\"", "version = \"0.2.0\""),
+            ("prefix = \"echo\"", "prefix = \"echo/v2\""),
+        ],
+    );
+    let bundle_base64 =
+        Some(base64::engine::general_purpose::STANDARD.encode(std::fs::read(&v2).expect("bundle")));
+    let sub = m.broker.subscribe_as("weather-watcher", &["echo/#"]);
+    let replies = m.replies();
+    let first: Vec<String> = (0..150).map(|i| format!("{i:04}")).collect();
+    m.broker.publish_lines("sensors/line", &first);
+    let mut got = sub.collect_until(WAIT, |got| got.len() >= 20);
+    let update = Action::Update {
+        bundle_base64,
+        digest: None,
+    };
+    m.send(&m.command("stormy", now_ms(), update).sign(&m.operator));
+    replies.collect_until(WAIT, |r| {
+        r.iter().any(|(_, p)| p.contains("\"state\":\"verified\""))
+    });
+    m.broker.restart();
+    let second: Vec<String> = (150..300).map(|i| format!("{i:04}")).collect();
+    m.broker.publish_lines("sensors/line", &second);
+    let sent: Vec<String> = first.into_iter().chain(second).collect();
+    let all_there = |got: &[(String, String)]| {
+        let seen: std::collections::BTreeSet<&str> = got.iter().map(|(_, p)| p.as_str()).collect();
+        sent.iter().all(|s| seen.contains(s.as_str()))
+    };
+    got.extend(sub.collect_until(WAIT * 2, |more| {
+        let all: Vec<(String, String)> = got.iter().chain(more).cloned().collect();
+        all_there(&all)
+    }));
+    assert!(
+        all_there(&got),
+        "an output for every message\n{}",
+        m.gateway.log()
+    );
+
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let status = m
+            .broker
+            .retained("edgewise/weather/status", Duration::from_secs(1))
+            .unwrap_or_default();
+        if status.contains("\"version\":\"0.2.0\"") && status.contains("\"state\":\"running\"") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the update never completed: {status}\n{}",
+            m.gateway.log()
+        );
+    }
+    let probe = m.broker.subscribe(&["echo/v2/#"]);
+    m.broker.publish("sensors/after", b"ping", 1);
+    assert!(probe.next(WAIT).is_some(), "the new version answers");
+}
+
+#[test]
+fn the_operator_tools_speak_tls_with_a_password_and_a_client_certificate() {
+    use edgewise_tests::mqtt::{Certificates, Security};
+    let certs = Certificates::make();
+    let broker = Broker::start_with(Security::tls(&certs, true, Some(("ops", "s3cret"))));
+    let d = certs.dir().display().to_string();
+    let connection = vec![
+        "--broker".to_owned(),
+        format!("mqtts://127.0.0.1:{}", broker.port),
+        "--ca-file".to_owned(),
+        format!("{d}/ca.crt"),
+        "--client-cert-file".to_owned(),
+        format!("{d}/client.crt"),
+        "--client-key-file".to_owned(),
+        format!("{d}/client.key"),
+        "--username".to_owned(),
+        "ops".to_owned(),
+        "--password".to_owned(),
+        "s3cret".to_owned(),
+    ];
+    let mut m = Managed::prepare_on(
+        broker,
+        connection,
+        "sealed",
+        "threshold",
+        &[],
+        &Security::client_certificate(&certs),
+    );
+    m.gateway.launch(&m.broker);
+    let listed = m.ctl(&["list"]);
+    assert!(listed.status.success(), "{}", text(&listed.stderr));
+    assert!(text(&listed.stdout).contains("\"name\":\"threshold\""));
 }

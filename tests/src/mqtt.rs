@@ -118,6 +118,11 @@ pub struct Certificates {
 }
 
 impl Certificates {
+    /// The directory holding `ca.crt`, `server.crt`, `client.crt` and their keys.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
     /// Makes them in a temporary directory.
     pub fn make() -> Certificates {
         require("openssl");

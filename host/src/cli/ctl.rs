@@ -38,6 +38,15 @@ pub struct Connection {
     /// Seconds to wait for the outcome; the command expires then too.
     #[arg(long, global = true, default_value_t = 60)]
     timeout: u64,
+    /// With mqtts://: the CA certificates (PEM) to trust.
+    #[arg(long, global = true)]
+    ca_file: Option<PathBuf>,
+    /// For mutual TLS: this client's certificate chain (PEM), with --client-key-file.
+    #[arg(long, global = true, requires = "client_key_file")]
+    client_cert_file: Option<PathBuf>,
+    /// For mutual TLS: the client certificate's private key (PEM).
+    #[arg(long, global = true, requires = "client_cert_file")]
+    client_key_file: Option<PathBuf>,
 }
 
 /// Send a signed command to a gateway and print its replies.
@@ -159,14 +168,13 @@ fn send(gateway: &str, action: Action, connection: &Connection) -> anyhow::Resul
         action,
     };
     let signed = command.sign(&key);
-    let (host, port) = broker_address(&connection.broker)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
     let timeout = Duration::from_secs(connection.timeout);
     runtime.block_on(async move {
-        let (client, mut eventloop) = client(connection, &host, port, "edgewise-ctl");
+        let (client, mut eventloop) = client(connection, "edgewise-ctl")?;
         let reply_topic = format!("edgewise/{gateway}/reply/{}", command.id);
         client.subscribe(&reply_topic, QoS::AtLeastOnce).await?;
         let outcome = tokio::time::timeout(timeout, async {
@@ -215,16 +223,21 @@ fn send(gateway: &str, action: Action, connection: &Connection) -> anyhow::Resul
     })
 }
 
-fn broker_address(url: &str) -> anyhow::Result<(String, u16)> {
-    let rest = url
-        .strip_prefix("mqtt://")
-        .with_context(|| format!("`{url}`: expected mqtt://host[:port]"))?;
+/// Host, port and whether to speak TLS, from mqtt://host[:port] or mqtts://host[:port].
+fn broker_address(url: &str) -> anyhow::Result<(String, u16, bool)> {
+    let (rest, tls) = match (url.strip_prefix("mqtt://"), url.strip_prefix("mqtts://")) {
+        (Some(rest), _) => (rest, false),
+        (_, Some(rest)) => (rest, true),
+        _ => bail!("`{url}`: expected mqtt://host[:port] or mqtts://host[:port]"),
+    };
+    let default_port = if tls { 8883 } else { 1883 };
     Ok(match rest.trim_end_matches('/').rsplit_once(':') {
         Some((host, port)) => (
             host.to_owned(),
             port.parse().with_context(|| format!("port in `{url}`"))?,
+            tls,
         ),
-        None => (rest.to_owned(), 1883),
+        None => (rest.to_owned(), default_port, tls),
     })
 }
 
@@ -241,14 +254,13 @@ fn push_group(
         edgewise_signing::Manifest::parse(&text, std::path::Path::new("bundle manifest"))?;
     let digest = parsed.digest();
     let key = operator_key(connection)?;
-    let (host, port) = broker_address(&connection.broker)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
     let desired_topic = format!("edgewise/fleet/{group}/desired");
     runtime.block_on(async move {
-        let (client, mut eventloop) = client(connection, &host, port, "edgewise-push");
+        let (client, mut eventloop) = client(connection, "edgewise-push")?;
         client.subscribe(&desired_topic, QoS::AtLeastOnce).await?;
         // The current desired state is retained: it comes right after the subscription, if any.
         let mut current: Option<DesiredState> = None;
@@ -299,13 +311,12 @@ fn push_group(
 
 /// Publishes `payload` retained at QoS 1 and waits for the broker's acknowledgement.
 fn publish_retained(connection: &Connection, topic: &str, payload: Vec<u8>) -> anyhow::Result<()> {
-    let (host, port) = broker_address(&connection.broker)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(async move {
-        let (client, mut eventloop) = client(connection, &host, port, "edgewise-upload");
+        let (client, mut eventloop) = client(connection, "edgewise-upload")?;
         client
             .publish(topic, QoS::AtLeastOnce, true, payload)
             .await?;
@@ -340,7 +351,10 @@ pub fn fleet(command: FleetCommand) -> anyhow::Result<ExitCode> {
         broker,
         seconds,
     } = command;
-    let (host, port) = broker_address(&broker)?;
+    let (host, port, tls) = broker_address(&broker)?;
+    if tls {
+        bail!("`fleet status` connects without TLS for now: give an mqtt:// broker");
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -419,19 +433,26 @@ fn operator_key(connection: &Connection) -> anyhow::Result<SecretKey> {
 
 fn client(
     connection: &Connection,
-    host: &str,
-    port: u16,
     prefix: &str,
-) -> (AsyncClient, rumqttc::EventLoop) {
-    let mut options = MqttOptions::new(
-        format!("{prefix}-{}-{}", now_ms(), std::process::id()),
-        host,
-        port,
-    );
+) -> anyhow::Result<(AsyncClient, rumqttc::EventLoop)> {
+    let (host, port, tls) = broker_address(&connection.broker)?;
+    let id = format!("{prefix}-{}-{}", now_ms(), std::process::id());
+    let mut options = MqttOptions::new(id, host, port);
     options.set_keep_alive(Duration::from_secs(30));
     options.set_max_packet_size(512 << 20, 512 << 20);
     if let (Some(u), Some(p)) = (&connection.username, &connection.password) {
         options.set_credentials(u, p);
     }
-    AsyncClient::new(options, 16)
+    if tls {
+        let client_cert = connection
+            .client_cert_file
+            .as_deref()
+            .zip(connection.client_key_file.as_deref());
+        let tls = crate::mqtt::tls_client_config(connection.ca_file.as_deref(), client_cert, "--")
+            .map_err(anyhow::Error::msg)?;
+        options.set_transport(rumqttc::Transport::tls_with_config(
+            rumqttc::TlsConfiguration::Rustls(tls),
+        ));
+    }
+    Ok(AsyncClient::new(options, 16))
 }
