@@ -528,10 +528,13 @@ impl Manager {
             .map_err(|e| e.to_string())?
         {
             Installed::AlreadyActive { .. } => {
-                return Err(Some(format!(
+                // The same bundle again changes nothing, and that is not an error.
+                let note = format!(
                     "{} is already the running bundle of `{plugin}`",
                     verified.digest
-                )));
+                );
+                reply.send("done", json!({ "unchanged": note }));
+                return Err(None);
             }
             Installed::Activated { .. } => {
                 reply.send("staged", json!({ "digest": verified.digest }))

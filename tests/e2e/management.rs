@@ -234,6 +234,12 @@ fn a_hot_swap_under_a_steady_stream_hands_every_message_to_exactly_one_version_i
             m.gateway.log()
         ),
     }
+    let again = m.push(&v2);
+    assert!(
+        again.status.success(),
+        "the same bundle twice is not an error"
+    );
+    assert!(text(&again.stdout).contains("already the running bundle"));
     let listed = m.ctl(&["list"]);
     assert!(
         text(&listed.stdout).contains("\"version\":\"0.2.0\""),
