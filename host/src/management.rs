@@ -458,24 +458,8 @@ impl Manager {
                         .unwrap_or_default();
                     self.prepare(&bundle, &overrides, false, &reply, received)
                 }),
-            Action::Stop { plugin } => self
-                .store
-                .set_stopped(&plugin, true)
-                .map(|()| Change::Stopped {
-                    plugin,
-                    stopped: true,
-                    reply: reply.clone(),
-                })
-                .map_err(|e| e.to_string()),
-            Action::Start { plugin } => self
-                .store
-                .set_stopped(&plugin, false)
-                .map(|()| Change::Stopped {
-                    plugin,
-                    stopped: false,
-                    reply: reply.clone(),
-                })
-                .map_err(|e| e.to_string()),
+            Action::Stop { plugin } => self.set_stopped(plugin, true, &reply),
+            Action::Start { plugin } => self.set_stopped(plugin, false, &reply),
             Action::Remove { plugin } => self
                 .store
                 .remove(&plugin)
@@ -495,6 +479,23 @@ impl Manager {
             }
             Err(reason) => reply.send("failed", json!({ "reason": reason })),
         }
+    }
+
+    /// Records an operator's stop or start, and the change for the gateway to route by.
+    fn set_stopped(
+        &self,
+        plugin: String,
+        stopped: bool,
+        reply: &Replier,
+    ) -> Result<Change, String> {
+        self.store
+            .set_stopped(&plugin, stopped)
+            .map(|()| Change::Stopped {
+                plugin,
+                stopped,
+                reply: reply.clone(),
+            })
+            .map_err(|e| e.to_string())
     }
 
     /// Verify, stage, compile, `init`: everything before the switch. `Err(None)` means the
