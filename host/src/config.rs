@@ -14,6 +14,7 @@ use serde::Deserialize;
 use tracing_subscriber::EnvFilter;
 
 use crate::runtime::default_caps;
+use crate::supervisor::RestartPolicy;
 
 /// Why a configuration was refused.
 #[derive(Debug, thiserror::Error)]
@@ -82,6 +83,13 @@ pub struct Config {
     /// How hot swaps watch a new version.
     #[serde(default)]
     pub update: UpdateConfig,
+    /// How failing plugins are retried, rested and given up.
+    #[serde(default)]
+    pub restart: RestartConfig,
+    /// The longest a SIGTERM takes to end the process, in seconds (default 10, a container's
+    /// grace period): messages not finished by then are left unacknowledged for redelivery.
+    #[serde(default = "default_shutdown_timeout")]
+    pub shutdown_timeout_s: u64,
     /// Setting overrides by plugin name: `[settings.threshold] limit = 90`.
     #[serde(default)]
     pub settings: BTreeMap<String, BTreeMap<String, edgewise_signing::manifest::Setting>>,
@@ -96,6 +104,7 @@ struct Caps {
     init_time_ms: Option<u64>,
     max_payload_bytes: Option<u32>,
     max_publishes_per_message: Option<u32>,
+    host_memory_mib: Option<u32>,
 }
 
 /// How to reach the broker.
@@ -251,6 +260,56 @@ fn default_probation() -> u32 {
 }
 fn default_trap_share() -> f64 {
     0.1
+}
+
+/// How failing plugins are retried, rested and given up (see `supervisor`).
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct RestartConfig {
+    /// Times a message whose handling trapped is tried in all (default 3).
+    pub attempts: u32,
+    /// Failures within the window that still restart at once (default 3).
+    pub free_restarts: u32,
+    /// The window failures are counted over, in seconds (default 60).
+    pub window_s: u64,
+    /// The first rest, in milliseconds (default 1000); each further one doubles.
+    pub first_backoff_ms: u64,
+    /// The longest rest, in milliseconds (default 60000).
+    pub max_backoff_ms: u64,
+    /// Rests without a quiet window after which a plugin is failed for good (default 8).
+    pub max_rests: u32,
+}
+
+impl Default for RestartConfig {
+    fn default() -> Self {
+        let p = RestartPolicy::default();
+        Self {
+            attempts: p.attempts,
+            free_restarts: p.free_restarts,
+            window_s: p.window.as_secs(),
+            first_backoff_ms: p.first_backoff.as_millis() as u64,
+            max_backoff_ms: p.max_backoff.as_millis() as u64,
+            max_rests: p.max_rests,
+        }
+    }
+}
+
+impl RestartConfig {
+    /// The policy these settings describe.
+    pub fn policy(&self) -> RestartPolicy {
+        RestartPolicy {
+            attempts: self.attempts.max(1),
+            free_restarts: self.free_restarts,
+            window: Duration::from_secs(self.window_s),
+            first_backoff: Duration::from_millis(self.first_backoff_ms),
+            max_backoff: Duration::from_millis(self.max_backoff_ms),
+            max_rests: self.max_rests,
+        }
+    }
+}
+
+fn default_shutdown_timeout() -> u64 {
+    10
 }
 
 /// What to do with a message for a plugin whose queue is full.
@@ -459,6 +518,7 @@ impl Config {
             max_publishes_per_message: c
                 .max_publishes_per_message
                 .unwrap_or(d.max_publishes_per_message),
+            host_memory_mib: c.host_memory_mib.unwrap_or(d.host_memory_mib),
         }
     }
 

@@ -5,6 +5,8 @@
 
 use std::time::Duration;
 
+use crate::capability::budget::Exceeded;
+
 /// How a message failed.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum Failure {
@@ -26,12 +28,21 @@ pub enum Failure {
         limit: u32,
     },
     /// The plugin keeps failing and is resting; the plugin was not called.
-    #[error("plugin is backing off after {failures} consecutive failures; next start in {:.1}s", retry_in.as_secs_f64())]
+    #[error("plugin is backing off after {failures} failures within its window; next start in {:.1}s", retry_in.as_secs_f64())]
     BackingOff {
-        /// Consecutive failures so far.
+        /// Failures within the supervisor's window.
         failures: u32,
         /// Time until the next start is tried.
         retry_in: Duration,
+    },
+    /// The plugin failed too often and was given up until an operator starts it again; the
+    /// plugin was not called.
+    #[error(
+        "plugin was failed for good after failing through every rest (last: {last}); `ctl start` it again once fixed"
+    )]
+    GivenUp {
+        /// The last failure before it was given up.
+        last: String,
     },
 }
 
@@ -39,6 +50,13 @@ impl Failure {
     /// Whether this failure ended the instance (and counts towards backoff).
     pub fn ends_instance(&self) -> bool {
         matches!(self, Failure::Trap(_) | Failure::Start(_))
+    }
+
+    /// Whether handling the message again might succeed: a trap may have come from load on
+    /// the machine (a deadline) or from the instance's state; a refusal by the plugin or the
+    /// host will not change.
+    pub fn worth_retrying(&self) -> bool {
+        matches!(self, Failure::Trap(_))
     }
 }
 
@@ -60,6 +78,10 @@ pub enum TrapKind {
     /// Recursion too deep for the wasm stack.
     #[error("wasm stack overflow")]
     StackOverflow,
+    /// A limit on what the host does for the plugin: the deadline passed inside a host call,
+    /// its host memory ran out, it kept calling after being refused, or the host panicked.
+    #[error("{0}")]
+    Host(Exceeded),
     /// Any other trap: a panic, `unreachable`, an out-of-bounds access.
     #[error("{0}")]
     Other(String),

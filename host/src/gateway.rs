@@ -16,6 +16,14 @@
 //! handled by the old version, every one after by the new, none lost, none twice. During
 //! probation the old version stays ready; too many traps and the thread goes back to it, and
 //! hands the message that trapped to the old version.
+//!
+//! Containment: plugin code runs only on its plugin's thread, `init` included, so nothing a
+//! plugin does can stop this task. Each thread reports its [`Vitals`], which this task turns
+//! into the plugin's status (`stuck` when a call overruns, whatever the thread said). A plugin's
+//! outputs are recognised when the broker hands them back ([`Echoes`]): they are not routed to
+//! the plugin that published them, and a chain longer than [`MAX_HOPS`] is a cycle, broken with
+//! a dead letter. A SIGTERM ends the process within `shutdown-timeout-s`: messages not
+//! finished by then stay unacknowledged, for the broker to deliver again.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::future::Future;
@@ -35,6 +43,7 @@ use tokio::runtime::Handle;
 use tokio::sync::mpsc;
 
 use crate::config::Config;
+use crate::echoes::{Echoes, MAX_HOPS};
 use crate::mailbox::{Mailbox, Pushed};
 use crate::management::{Change, Checked, CommandLog, Manager, Probation, Replier, Request};
 use crate::metrics::{Metrics, PluginMetrics, observe};
@@ -43,7 +52,7 @@ use crate::plugin::{CompiledPlugin, MANIFEST_FILE};
 use crate::router::Router;
 use crate::runtime::{Runtime, RuntimeError};
 use crate::store::{Store, StoreError};
-use crate::supervisor::RestartPolicy;
+use crate::vitals::Vitals;
 use crate::worker::{Message, Worker};
 
 /// Why the gateway could not run.
@@ -96,10 +105,17 @@ enum Source {
 
 /// What a plugin's thread is given, in order.
 enum Job {
-    /// One inbound message; acknowledged when every holder is done with it.
-    Message { msg: Message, ack: Arc<Ack> },
+    /// One inbound message; acknowledged when every holder is done with it. `hops`: plugins
+    /// its chain has passed through before (0 for a message from outside).
+    Message {
+        msg: Message,
+        ack: Arc<Ack>,
+        hops: u8,
+    },
     /// A new version to switch to before the next message.
     Swap(Box<Swap>),
+    /// An operator started the plugin: forget its failures, even if it was failed for good.
+    Revive,
 }
 
 /// A hot swap, ready: the new version is instantiated and its `init` has run.
@@ -114,8 +130,13 @@ struct Swap {
 struct Slot {
     name: String,
     filters: Vec<TopicFilter>,
+    /// Whether its own outputs are routed back to it (the manifest's `loopback`).
+    loopback: bool,
     mailbox: Arc<Mailbox<Job>>,
     metrics: PluginMetrics,
+    vitals: Arc<Vitals>,
+    /// How long one message may keep its thread before the plugin counts as stuck.
+    allowance: Duration,
     thread: Option<JoinHandle<()>>,
     stopped: bool,
     removed: bool,
@@ -128,6 +149,7 @@ struct Shared {
     handle: Handle,
     requests: std::sync::mpsc::Sender<Request>,
     probation: Probation,
+    echoes: Arc<Echoes>,
 }
 
 /// Runs the gateway until `shutdown` completes, then stops taking messages, lets each plugin
@@ -185,6 +207,7 @@ pub async fn run(
             messages: config.update.probation_messages,
             max_trap_share: config.update.max_trap_share,
         },
+        echoes: Arc::default(),
     };
 
     let mut slots: Vec<Slot> = Vec::new();
@@ -249,6 +272,9 @@ pub async fn run(
     let mut established = false;
     let period = Duration::from_secs(config.metrics.publish_interval_s.max(1));
     let mut report = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    // How often the plugins' vitals are read into the status.
+    let mut checkup = tokio::time::interval(VITALS_PERIOD);
+    checkup.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // Messages waiting for room in a full mailbox under the `block` policy, in arrival order.
     // The broker's in-flight window bounds them for QoS 1: nothing is acknowledged meanwhile.
     let mut stalled: VecDeque<(usize, Job)> = VecDeque::new();
@@ -270,6 +296,12 @@ pub async fn run(
         tokio::select! {
             () = &mut shutdown => break,
             () = room => {}
+            _ = checkup.tick() => {
+                if read_vitals(&slots, &mut health) {
+                    let (client, _) = link.client();
+                    let _ = client.try_publish(&config.status_topic(), QoS::AtLeastOnce, true, status(&health, &fleet));
+                }
+            }
             _ = report.tick(), if config.metrics.publish_interval_s > 0 => {
                 let (client, _) = link.client();
                 let _ = client.try_publish(&config.metrics_topic(), QoS::AtMostOnce, false, metrics.render());
@@ -346,9 +378,20 @@ pub async fn run(
                         let _ = shared.requests.send(Request::Bundle(digest.to_owned(), delivery.payload.to_vec()));
                         continue;
                     }
+                    let echo = shared.echoes.recognise(&delivery.topic, &delivery.payload);
+                    let hops = echo.as_ref().map_or(0, |e| e.hops);
+                    let mut targets = router.route(&delivery.topic);
+                    if let Some(echo) = &echo {
+                        // A plugin's own output goes back to it only if its manifest asks.
+                        targets.retain(|&ix| slots[ix].loopback || *slots[ix].name != *echo.origin);
+                        if hops >= MAX_HOPS && !targets.is_empty() {
+                            break_cycle(&config, &link, echo, &delivery.topic, &delivery.payload, &targets, &slots);
+                            continue;
+                        }
+                    }
                     let msg = Message { topic: delivery.topic.clone(), payload: delivery.payload.to_vec(), received_at_ms: now_ms() };
-                    for ix in router.route(&msg.topic) {
-                        let job = Job::Message { msg: msg.clone(), ack: ack.clone() };
+                    for ix in targets {
+                        let job = Job::Message { msg: msg.clone(), ack: ack.clone(), hops };
                         if !stalled.is_empty() {
                             stalled.push_back((ix, job));
                             continue;
@@ -360,7 +403,7 @@ pub async fn run(
                             Pushed::Dropped(lost) => {
                                 slot.metrics.drops.inc();
                                 let dropped = slot.metrics.drops.get();
-                                let topic = match &lost { Job::Message { msg, .. } => msg.topic.as_str(), Job::Swap(_) => "" };
+                                let topic = match &lost { Job::Message { msg, .. } => msg.topic.as_str(), _ => "" };
                                 tracing::warn!(plugin = slot.name, topic, dropped, "queue full: message dropped by the overflow policy");
                             }
                         }
@@ -386,34 +429,54 @@ pub async fn run(
         }
     }
 
-    tracing::info!("shutting down: finishing queued messages");
+    let grace = Duration::from_secs(config.shutdown_timeout_s);
+    tracing::info!(
+        "shutting down: finishing queued messages for up to {:.1} s",
+        grace.as_secs_f64() * 0.75
+    );
     for (_, job) in stalled.drain(..) {
-        if let Job::Message { ack, .. } = job {
-            ack.cancel();
-        }
+        abandon(job);
     }
     for slot in &slots {
         slot.mailbox.close();
     }
-    let threads: Vec<JoinHandle<()>> = slots.iter_mut().filter_map(|s| s.thread.take()).collect();
-    let mut joined =
-        tokio::task::spawn_blocking(move || threads.into_iter().for_each(|t| drop(t.join())));
-    // Keep the connection moving while the workers publish their last outputs. Messages that
-    // arrive now are not acknowledged: the broker delivers them again next time.
-    let mut finished = false;
+    // Three quarters of the grace period to finish what is queued, the rest to say goodbye.
+    // Messages that arrive now are not acknowledged: the broker delivers them again next time.
+    let started = tokio::time::Instant::now();
+    let give_up = tokio::time::sleep_until(started + grace.mul_f64(0.75));
+    let hard_stop = tokio::time::sleep_until(started + grace);
+    tokio::pin!(give_up, hard_stop);
+    let mut poll_threads = tokio::time::interval(Duration::from_millis(20));
+    let mut goodbye_said = false;
     let mut disconnect_sent = false;
-    let deadline = tokio::time::sleep(Duration::from_secs(30));
-    tokio::pin!(deadline);
     loop {
         tokio::select! {
-            _ = &mut joined, if !finished => {
-                finished = true;
-                let (client, _) = link.client();
-                let _ = client.try_publish(&config.status_topic(), QoS::AtLeastOnce, true, offline_status(&config));
-                let _ = client.try_disconnect();
+            _ = poll_threads.tick(), if !goodbye_said => {
+                let finished = slots.iter().all(|s| s.thread.as_ref().is_none_or(JoinHandle::is_finished));
+                if finished {
+                    say_goodbye(&link, &config);
+                    goodbye_said = true;
+                }
             }
-            () = &mut deadline => {
-                tracing::warn!("gave up waiting for the broker while shutting down");
+            () = &mut give_up, if !goodbye_said => {
+                for slot in &slots {
+                    let busy = slot.thread.as_ref().is_some_and(|t| !t.is_finished());
+                    let left = slot.mailbox.drain();
+                    if busy || !left.is_empty() {
+                        tracing::warn!(
+                            plugin = slot.name,
+                            busy,
+                            unfinished = left.len(),
+                            "shutdown: messages left unacknowledged for the broker to deliver again"
+                        );
+                    }
+                    left.into_iter().for_each(abandon);
+                }
+                say_goodbye(&link, &config);
+                goodbye_said = true;
+            }
+            () = &mut hard_stop => {
+                tracing::warn!("shutdown: gave up waiting for the broker");
                 break;
             }
             event = eventloop.poll() => match event {
@@ -421,7 +484,7 @@ pub async fn run(
                 Ok(_) => {}
                 Err(_) if disconnect_sent => break,
                 Err(e) => {
-                    tracing::warn!("broker connection while shutting down: {e}");
+                    tracing::debug!("broker connection while shutting down: {e}");
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
             },
@@ -429,6 +492,84 @@ pub async fn run(
     }
     tracing::info!("gateway stopped");
     Ok(())
+}
+
+/// Lets go of a job without handling it: a message stays unacknowledged, for redelivery.
+fn abandon(job: Job) {
+    if let Job::Message { ack, .. } = job {
+        ack.cancel();
+    }
+}
+
+/// Publishes the offline status and disconnects.
+fn say_goodbye(link: &Link, config: &Config) {
+    let (client, _) = link.client();
+    let _ = client.try_publish(
+        &config.status_topic(),
+        QoS::AtLeastOnce,
+        true,
+        offline_status(config),
+    );
+    let _ = client.try_disconnect();
+}
+
+/// How often the plugins' vitals are read into the status document.
+const VITALS_PERIOD: Duration = Duration::from_millis(250);
+
+/// Reads every live plugin's vitals into its status entry; true if any entry changed.
+fn read_vitals(slots: &[Slot], health: &mut BTreeMap<String, Value>) -> bool {
+    let mut changed = false;
+    for slot in slots.iter().filter(|s| !s.removed && !s.stopped) {
+        let Some(entry) = health.get_mut(&slot.name).and_then(Value::as_object_mut) else {
+            continue;
+        };
+        let mut fields = slot.vitals.render(slot.allowance);
+        // The status changes when the state or the reason does, not with every tick of a
+        // countdown.
+        let same = ["state", "reason"]
+            .iter()
+            .all(|k| entry.get(*k) == fields.get(*k));
+        entry.remove("error");
+        entry.remove("resting_ms");
+        entry.remove("stuck_ms");
+        entry.append(&mut fields);
+        changed |= !same;
+    }
+    changed
+}
+
+/// Breaks a routing cycle: the message went through too many plugins. It is not delivered;
+/// a dead letter on the last publisher's topic and a log line say where it went round.
+fn break_cycle(
+    config: &Config,
+    link: &Link,
+    echo: &crate::echoes::Echo,
+    topic: &str,
+    payload: &[u8],
+    targets: &[usize],
+    slots: &[Slot],
+) {
+    let next: Vec<&str> = targets.iter().map(|&ix| slots[ix].name.as_str()).collect();
+    tracing::warn!(
+        plugin = &*echo.origin,
+        topic,
+        hops = echo.hops,
+        "routing cycle: this message has gone through {} plugins; not delivered to {next:?}",
+        echo.hops
+    );
+    let letter = json!({
+        "plugin": &*echo.origin,
+        "topic": topic,
+        "error": format!("routing cycle: the message went through {} plugins (at most {MAX_HOPS}) and was not delivered to {next:?}", echo.hops),
+        "payload_base64": BASE64.encode(payload),
+    });
+    let (client, _) = link.client();
+    let _ = client.try_publish(
+        &config.dead_letter_topic(&echo.origin),
+        QoS::AtLeastOnce,
+        false,
+        letter.to_string(),
+    );
 }
 
 /// The store (when a keyring is configured), what to run from it and with `--allow-unsigned`
@@ -584,6 +725,9 @@ fn apply(
                 };
             };
             slots[ix].stopped = stopped;
+            if !stopped {
+                slots[ix].mailbox.push_control(Job::Revive);
+            }
             let state = if stopped { "stopped" } else { "running" };
             if let Some(entry) = health.get_mut(&plugin).and_then(Value::as_object_mut) {
                 entry.insert("state".into(), json!(state));
@@ -688,16 +832,10 @@ fn load_plugin(
     };
     let name = plugin.name().to_owned();
     let version = plugin.manifest().version.to_string();
-    let inference = metrics.plugin(&name).inference.clone();
-    plugin.observe_inference(Box::new(move |elapsed| observe(&inference, elapsed)));
-    let mut worker = Worker::new(Arc::new(plugin), RestartPolicy::default());
-    let mut entry = match worker.start() {
-        Ok(()) => json!({ "name": name, "version": version, "state": "running" }),
-        Err(failure) => {
-            tracing::error!(plugin = name, "{failure}");
-            json!({ "name": name, "version": version, "state": "failing", "error": failure.to_string() })
-        }
-    };
+    metrics.instrument(&plugin);
+    // Started on its own thread (see `serve`): plugin code never runs on the gateway's.
+    let worker = Worker::new(Arc::new(plugin), config.restart.policy());
+    let mut entry = json!({ "name": name, "version": version, "state": "starting" });
     if let (Some(entry), Value::Object(origin)) = (entry.as_object_mut(), origin) {
         for (k, v) in origin {
             entry.entry(k).or_insert(v);
@@ -716,26 +854,45 @@ fn spawn_slot(
 ) -> Result<Slot, String> {
     let name = worker.plugin().name().to_owned();
     let filters = worker.plugin().subscribe().to_vec();
+    let loopback = worker.plugin().manifest().loopback;
+    let allowance = stuck_after(&worker);
     let plugin_metrics = metrics.plugin(&name);
+    let vitals = Arc::new(Vitals::default());
     let mailbox = Arc::new(Mailbox::new(config.queue.depth, config.queue.overflow));
     let dead_letter = config.dead_letter_topic(&name);
     let thread = {
         let (mailbox, shared, metrics) = (mailbox.clone(), shared.clone(), plugin_metrics.clone());
+        let vitals = vitals.clone();
         std::thread::Builder::new()
             .name(format!("plugin-{name}"))
-            .spawn(move || serve(worker, &mailbox, &shared, &dead_letter, &metrics))
+            .spawn(move || serve(worker, &mailbox, &shared, &dead_letter, &metrics, &vitals))
             .map_err(|e| format!("cannot start its thread: {e}"))?
     };
     Ok(Slot {
         name,
         filters,
+        loopback,
         mailbox,
         metrics: plugin_metrics,
+        vitals,
+        allowance,
         thread: Some(thread),
         stopped: false,
         removed: false,
     })
 }
+
+/// How long one message may keep a plugin's thread before the plugin counts as stuck: every
+/// attempt at its deadline (or at starting an instance), plus a margin for the host's own work.
+fn stuck_after(worker: &Worker) -> Duration {
+    let limits = worker.plugin().limits();
+    let attempt = limits.time_per_message_ms.max(limits.init_time_ms);
+    let attempts = u64::from(worker.policy().attempts);
+    Duration::from_millis(attempts * attempt) + STUCK_MARGIN
+}
+
+/// What the host may add to a plugin's deadlines before the plugin counts as stuck.
+const STUCK_MARGIN: Duration = Duration::from_secs(1);
 
 /// A new version on probation, with the old one kept ready.
 struct Trial {
@@ -746,16 +903,23 @@ struct Trial {
     reply: Replier,
 }
 
-/// A plugin's worker thread: handle each queued message, publish its outputs (or its failure
-/// to the dead-letter topic), then let go of it, which acknowledges it. Swaps versions where
-/// the mailbox says so, and goes back during probation if the new one keeps trapping.
+/// A plugin's worker thread: start the plugin, then handle each queued message, publish its
+/// outputs (or its failure to the dead-letter topic), then let go of it, which acknowledges it.
+/// Swaps versions where the mailbox says so, and goes back during probation if the new one
+/// keeps trapping. Reports its vitals around every message.
 fn serve(
     mut worker: Worker,
     mailbox: &Mailbox<Job>,
     shared: &Shared,
     dead_letter: &str,
     metrics: &PluginMetrics,
+    vitals: &Vitals,
 ) {
+    vitals.entering_call();
+    if let Err(failure) = worker.start() {
+        tracing::error!(plugin = worker.plugin().name(), "{failure}");
+    }
+    vitals.left_call(&worker);
     let qos = |worker: &Worker| match worker.plugin().manifest().publish_qos {
         0 => QoS::AtMostOnce,
         1 => QoS::AtLeastOnce,
@@ -763,8 +927,13 @@ fn serve(
     };
     let mut trial: Option<Trial> = None;
     while let Some(job) = mailbox.pop() {
-        let (msg, ack) = match job {
-            Job::Message { msg, ack } => (msg, ack),
+        let (msg, ack, hops) = match job {
+            Job::Message { msg, ack, hops } => (msg, ack, hops),
+            Job::Revive => {
+                worker.revive();
+                vitals.left_call(&worker);
+                continue;
+            }
             Job::Swap(swap) => {
                 let swap = *swap;
                 let previous = std::mem::replace(&mut worker, swap.worker);
@@ -786,6 +955,7 @@ fn serve(
         };
         metrics.queue_depth.set(mailbox.len() as i64);
         metrics.messages_in.inc();
+        vitals.entering_call();
         let (traps, started) = (worker.stats().traps, Instant::now());
         let mut handled = worker.handle(&msg);
         let trapped = worker.stats().traps - traps;
@@ -817,6 +987,7 @@ fn serve(
             }
         }
         observe(&metrics.handling, started.elapsed());
+        vitals.left_call(&worker);
         let outputs = match handled {
             Ok(published) => {
                 metrics.messages_out.inc_by(published.len() as u64);
@@ -831,13 +1002,18 @@ fn serve(
                     "plugin": error.plugin,
                     "topic": error.topic,
                     "error": error.failure.to_string(),
+                    "attempts": error.attempts,
                     "payload_base64": BASE64.encode(&msg.payload),
                 });
                 vec![(dead_letter.to_owned(), letter.to_string().into_bytes())]
             }
         };
         let qos = qos(&worker);
+        let origin: Arc<str> = worker.plugin().name().into();
         for (topic, payload) in outputs {
+            shared
+                .echoes
+                .record(&topic, &payload, &origin, hops.saturating_add(1));
             // Waits for room in the client's request queue: a bounded buffer while the broker is away.
             let (client, _) = shared.link.client();
             if let Err(e) = client.publish_blocking(&shared.handle, &topic, qos, payload) {

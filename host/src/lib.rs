@@ -21,6 +21,7 @@ pub mod capability;
 pub mod cli;
 pub mod config;
 pub mod demo;
+pub mod echoes;
 pub mod failure;
 pub mod gateway;
 pub mod instance;
@@ -34,6 +35,7 @@ pub mod router;
 pub mod runtime;
 pub mod store;
 pub mod supervisor;
+pub mod vitals;
 pub mod worker;
 
 /// Host-side bindings generated from `wit/`.
@@ -41,5 +43,13 @@ mod bindings {
     wasmtime::component::bindgen!({
         world: "plugin",
         path: "../wit",
+        // Every host function may trap: that is how a plugin over its budget is stopped.
+        imports: { default: trappable },
+        with: {
+            "wasi:nn/graph.graph": crate::capability::nn::wit::NnGraph,
+            "wasi:nn/inference.graph-execution-context": crate::capability::nn::wit::NnContext,
+            "wasi:nn/tensor.tensor": crate::capability::nn::wit::NnTensor,
+            "wasi:nn/errors.error": crate::capability::nn::wit::NnError,
+        },
     });
 }

@@ -122,6 +122,13 @@ impl<T> Mailbox<T> {
         self.arrived.notify_all();
     }
 
+    /// Takes every item waiting, without handling them.
+    pub fn drain(&self) -> Vec<T> {
+        let items = self.lock().queue.drain(..).collect();
+        self.room.notify_waiters();
+        items
+    }
+
     /// Items waiting.
     pub fn len(&self) -> usize {
         self.lock().queue.len()

@@ -28,12 +28,11 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::config::Config;
-use crate::metrics::{Metrics, observe};
+use crate::metrics::Metrics;
 use crate::mqtt::{Link, Response};
 use crate::plugin::CompiledPlugin;
 use crate::runtime::Runtime;
 use crate::store::{Installed, Store, StoreError, write_atomically};
-use crate::supervisor::RestartPolicy;
 use crate::worker::Worker;
 
 /// How many accepted commands are remembered for answering duplicates.
@@ -584,9 +583,8 @@ impl Manager {
         let cache = self.config.store.join("cache");
         let plugin = CompiledPlugin::from_bundle(&self.runtime, bundle, &settings, Some(&cache))
             .map_err(|e| e.to_string())?;
-        let inference = self.metrics.plugin(&name).inference.clone();
-        plugin.observe_inference(Box::new(move |elapsed| observe(&inference, elapsed)));
-        let mut worker = Worker::new(Arc::new(plugin), RestartPolicy::default());
+        self.metrics.instrument(&plugin);
+        let mut worker = Worker::new(Arc::new(plugin), self.config.restart.policy());
         worker
             .start()
             .map_err(|e| format!("the new version failed to start: {e}"))?;

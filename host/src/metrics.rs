@@ -17,6 +17,9 @@ use prometheus_client::registry::Registry;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
+use crate::capability::log::HostCounters;
+use crate::plugin::CompiledPlugin;
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Plugin {
     plugin: String,
@@ -37,6 +40,8 @@ pub struct Metrics {
     failures: Family<Plugin, Counter>,
     traps: Family<Plugin, Counter>,
     drops: Family<Plugin, Counter>,
+    publishes_refused: Family<Plugin, Counter>,
+    log_lines_dropped: Family<Plugin, Counter>,
     queue_depth: Family<Plugin, Gauge>,
     handling: Histograms,
     inference: Histograms,
@@ -55,6 +60,10 @@ pub struct PluginMetrics {
     pub traps: Counter,
     /// Messages dropped by the queue's overflow policy.
     pub drops: Counter,
+    /// Publishes the host refused (not granted, too large, too many, over host memory).
+    pub publishes_refused: Counter,
+    /// Plugin log lines dropped by the rate limit.
+    pub log_lines_dropped: Counter,
     /// Messages waiting in the plugin's queue.
     pub queue_depth: Gauge,
     /// Time to handle one message, in seconds.
@@ -73,6 +82,8 @@ impl Metrics {
             failures: Family::default(),
             traps: Family::default(),
             drops: Family::default(),
+            publishes_refused: Family::default(),
+            log_lines_dropped: Family::default(),
             queue_depth: Family::default(),
             handling: Family::new_with_constructor(seconds),
             inference: Family::new_with_constructor(seconds),
@@ -104,6 +115,16 @@ impl Metrics {
             m.drops.clone(),
         );
         registry.register(
+            "publishes_refused",
+            "Publishes the host refused a plugin",
+            m.publishes_refused.clone(),
+        );
+        registry.register(
+            "log_lines_dropped",
+            "Plugin log lines dropped by the rate limit",
+            m.log_lines_dropped.clone(),
+        );
+        registry.register(
             "queue_depth",
             "Messages waiting in a plugin's queue",
             m.queue_depth.clone(),
@@ -132,10 +153,24 @@ impl Metrics {
             failures: self.failures.get_or_create(&label).clone(),
             traps: self.traps.get_or_create(&label).clone(),
             drops: self.drops.get_or_create(&label).clone(),
+            publishes_refused: self.publishes_refused.get_or_create(&label).clone(),
+            log_lines_dropped: self.log_lines_dropped.get_or_create(&label).clone(),
             queue_depth: self.queue_depth.get_or_create(&label).clone(),
             handling: self.handling.get_or_create(&label).clone(),
             inference: self.inference.get_or_create(&label).clone(),
         }
+    }
+
+    /// Points what `plugin` does on the host at its metrics: inference times, refused
+    /// publishes, dropped log lines.
+    pub fn instrument(&self, plugin: &CompiledPlugin) {
+        let m = self.plugin(plugin.name());
+        let inference = m.inference.clone();
+        plugin.observe_inference(Box::new(move |elapsed| observe(&inference, elapsed)));
+        plugin.count_into(HostCounters {
+            log_lines_dropped: m.log_lines_dropped,
+            publishes_refused: m.publishes_refused,
+        });
     }
 
     /// Everything, in Prometheus text exposition format.

@@ -15,7 +15,7 @@
 use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use edgewise_signing::{Limits, Manifest, ManifestError, TopicFilter, VerifiedBundle};
 use wasmtime::component::Component;
@@ -23,6 +23,7 @@ use wasmtime::component::Component;
 use crate::bindings::PluginPre;
 use crate::capability::HostState;
 use crate::capability::host::Grants;
+use crate::capability::log::{HostCounters, PluginLog};
 use crate::capability::nn::{ModelError, ModelSet};
 use crate::runtime::Runtime;
 
@@ -91,6 +92,7 @@ pub struct CompiledPlugin {
     models: ModelSet,
     grants: Grants,
     subscribe: Vec<TopicFilter>,
+    counters: Arc<OnceLock<HostCounters>>,
 }
 
 impl CompiledPlugin {
@@ -169,8 +171,9 @@ impl CompiledPlugin {
             .instantiate_pre(&component)
             .map_err(world_error)?;
         let pre = PluginPre::new(instance_pre).map_err(world_error)?;
-        let models =
-            ModelSet::load(&manifest.models, origin, read).map_err(|source| LoadError::Model {
+        let limits = manifest.limits.capped_by(runtime.caps());
+        let models = ModelSet::load(&manifest.models, origin, read, limits.time_per_message_ms)
+            .map_err(|source| LoadError::Model {
                 plugin: plugin.clone(),
                 source,
             })?;
@@ -181,11 +184,15 @@ impl CompiledPlugin {
             .map(|(k, v)| (k.clone(), v.to_string()))
             .collect();
         merged.extend(settings.iter().map(|(k, v)| (k.clone(), v.clone())));
+        let name: Arc<str> = plugin.as_str().into();
+        let counters = Arc::new(OnceLock::new());
         let grants = Grants {
-            name: plugin.as_str().into(),
+            name: name.clone(),
             publish: manifest.publish_filters().into(),
             settings: Arc::new(merged),
-            limits: manifest.limits.capped_by(runtime.caps()),
+            limits,
+            log: PluginLog::new(name, counters.clone()),
+            refusals: Arc::default(),
         };
         let subscribe = manifest.subscribe_filters();
         Ok(Self {
@@ -194,6 +201,7 @@ impl CompiledPlugin {
             models,
             grants,
             subscribe,
+            counters,
         })
     }
 
@@ -221,6 +229,11 @@ impl CompiledPlugin {
     /// change between two versions is not loaded again while one of them holds it).
     pub fn shares_model_with(&self, other: &CompiledPlugin, name: &str) -> bool {
         self.models.shares_graph_with(&other.models, name)
+    }
+
+    /// Counts what the host refuses or drops for this plugin into `counters` (first call wins).
+    pub fn count_into(&self, counters: HostCounters) {
+        let _ = self.counters.set(counters);
     }
 
     /// Reports the duration of every inference this plugin runs to `observer`.

@@ -26,6 +26,7 @@ pub fn default_caps() -> Limits {
         init_time_ms: 30_000,
         max_payload_bytes: 1024 * 1024,
         max_publishes_per_message: 1000,
+        host_memory_mib: 256,
     }
 }
 

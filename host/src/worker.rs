@@ -2,30 +2,66 @@
 //!
 //! The worker owns a [`CompiledPlugin`] and at most one live [`Instance`]; messages are handled
 //! one at a time, in the order given. A trap drops the instance and the [`Supervisor`] decides
-//! when a fresh one starts. A failure is returned as a [`MessageError`] naming the plugin and
-//! the topic, and logged; it never ends the loop. Never does I/O beyond calling the plugin.
+//! when a fresh one starts; a message whose handling trapped is tried again on a fresh instance,
+//! up to [`RestartPolicy::attempts`] times in all, so a deadline missed once under load loses
+//! nothing. A failure is returned as a [`MessageError`] naming the plugin, the topic and the
+//! attempts, and logged; it never ends the loop. The worker's [`State`] is what an operator
+//! sees of it. Never does I/O beyond calling the plugin.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::capability::host::Publish;
 use crate::failure::Failure;
 use crate::instance::Instance;
 use crate::plugin::CompiledPlugin;
-use crate::supervisor::{RestartPolicy, Supervisor};
+use crate::supervisor::{RestartPolicy, Supervisor, Verdict};
 
 pub use crate::bindings::edgewise::plugin::types::Message;
 
 /// A message a plugin did not handle, and why.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("plugin `{plugin}` failed on topic `{topic}`: {failure}")]
+#[error("plugin `{plugin}` failed on topic `{topic}` ({attempts} attempts): {failure}")]
 pub struct MessageError {
     /// The plugin's name.
     pub plugin: String,
     /// The message's topic.
     pub topic: String,
-    /// What happened.
+    /// How many times the plugin was called with it.
+    pub attempts: u32,
+    /// What happened the last time.
     pub failure: Failure,
+}
+
+/// How a plugin is doing, as an operator sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum State {
+    /// Handling messages; no failure within the supervisor's window.
+    Running,
+    /// Handling messages, but it failed within the window.
+    Failing {
+        /// Failures within the window.
+        failures: u32,
+    },
+    /// Resting after failing too often: messages fail fast until then.
+    Resting {
+        /// Time left.
+        left: Duration,
+    },
+    /// Failed for good: every message goes to the dead letters until an operator starts it.
+    Failed,
+}
+
+impl State {
+    /// The state's name in the status document.
+    pub fn name(&self) -> &'static str {
+        match self {
+            State::Running => "running",
+            State::Failing { .. } => "failing",
+            State::Resting { .. } => "resting",
+            State::Failed => "failed",
+        }
+    }
 }
 
 /// Counters for one plugin.
@@ -49,6 +85,7 @@ pub struct Worker {
     instance: Option<Instance>,
     supervisor: Supervisor,
     stats: Stats,
+    last_failure: Option<String>,
 }
 
 impl Worker {
@@ -59,12 +96,40 @@ impl Worker {
             instance: None,
             supervisor: Supervisor::new(policy),
             stats: Stats::default(),
+            last_failure: None,
         }
+    }
+
+    /// How the plugin is doing at `now`.
+    pub fn state(&self, now: Instant) -> State {
+        match self.supervisor.admit(now) {
+            Err(None) => State::Failed,
+            Err(Some(left)) => State::Resting { left },
+            Ok(()) => match self.supervisor.recent_failures(now) {
+                0 => State::Running,
+                failures => State::Failing { failures },
+            },
+        }
+    }
+
+    /// The last failure that ended an instance, if any.
+    pub fn last_failure(&self) -> Option<&str> {
+        self.last_failure.as_deref()
+    }
+
+    /// Forgets every failure, so a plugin failed for good runs again.
+    pub fn revive(&mut self) {
+        self.supervisor.reset();
     }
 
     /// The plugin this worker runs.
     pub fn plugin(&self) -> &CompiledPlugin {
         &self.plugin
+    }
+
+    /// How it restarts, retries and gives up.
+    pub fn policy(&self) -> &RestartPolicy {
+        self.supervisor.policy()
     }
 
     /// The counters so far.
@@ -77,9 +142,27 @@ impl Worker {
         self.ensure_instance(Instant::now()).map(|_| ())
     }
 
-    /// Handles one message; returns what the plugin published.
+    /// Handles one message, trying it again on a fresh instance after a trap; returns what
+    /// the plugin published.
     pub fn handle(&mut self, msg: &Message) -> Result<Vec<Publish>, MessageError> {
-        let outcome = self.try_handle(msg, Instant::now());
+        let mut attempts = 0;
+        let outcome = loop {
+            attempts += 1;
+            let outcome = self.try_handle(msg, Instant::now());
+            match &outcome {
+                Err(failure)
+                    if failure.worth_retrying() && attempts < self.supervisor.policy().attempts =>
+                {
+                    tracing::debug!(
+                        plugin = self.plugin.name(),
+                        topic = msg.topic,
+                        attempts,
+                        "{failure}; trying again"
+                    );
+                }
+                _ => break outcome,
+            }
+        };
         match &outcome {
             Ok(published) => {
                 self.stats.handled += 1;
@@ -93,6 +176,7 @@ impl Worker {
         outcome.map_err(|failure| MessageError {
             plugin: self.plugin.name().to_owned(),
             topic: msg.topic.clone(),
+            attempts,
             failure,
         })
     }
@@ -107,17 +191,11 @@ impl Worker {
         }
         let instance = self.ensure_instance(now)?;
         match instance.handle(msg) {
-            Ok(published) => {
-                self.supervisor.succeeded();
-                Ok(published)
-            }
+            Ok(published) => Ok(published),
             Err(failure) => {
                 if failure.ends_instance() {
                     self.instance = None;
-                    self.record_failure(now);
-                } else {
-                    // The plugin answered: it is alive, whatever it thought of the message.
-                    self.supervisor.succeeded();
+                    self.record_failure(&failure, Instant::now());
                 }
                 Err(failure)
             }
@@ -128,28 +206,40 @@ impl Worker {
         let instance = match self.instance.take() {
             Some(instance) => instance,
             None => {
-                self.supervisor
-                    .admit(now)
-                    .map_err(|retry_in| Failure::BackingOff {
-                        failures: self.supervisor.failures(),
+                self.supervisor.admit(now).map_err(|rest| match rest {
+                    Some(retry_in) => Failure::BackingOff {
+                        failures: self.supervisor.recent_failures(now),
                         retry_in,
-                    })?;
+                    },
+                    None => Failure::GivenUp {
+                        last: self.last_failure.clone().unwrap_or_default(),
+                    },
+                })?;
                 self.stats.starts += 1;
-                Instance::start(&self.plugin).inspect_err(|_| self.record_failure(now))?
+                Instance::start(&self.plugin).inspect_err(|f| self.record_failure(f, now))?
             }
         };
         Ok(self.instance.insert(instance))
     }
 
-    fn record_failure(&mut self, now: Instant) {
+    fn record_failure(&mut self, failure: &Failure, now: Instant) {
         self.stats.traps += 1;
-        if let Some(rest) = self.supervisor.failed(now) {
-            tracing::warn!(
+        self.last_failure = Some(failure.to_string());
+        let failures = self.supervisor.recent_failures(now) + 1;
+        match self.supervisor.failed(now) {
+            Verdict::Restart => {}
+            Verdict::Rest(rest) => tracing::warn!(
                 plugin = self.plugin.name(),
-                failures = self.supervisor.failures(),
-                "plugin keeps failing; resting {:.1}s before the next start",
+                failures,
+                "plugin keeps failing ({failures} failures within {} s); resting {:.1}s before the next start",
+                self.supervisor.policy().window.as_secs(),
                 rest.as_secs_f64()
-            );
+            ),
+            Verdict::GiveUp => tracing::error!(
+                plugin = self.plugin.name(),
+                "plugin failed for good: it kept failing after {} rests (last: {failure}); every message now goes to its dead-letter topic until an operator starts it again",
+                self.supervisor.policy().max_rests
+            ),
         }
     }
 }

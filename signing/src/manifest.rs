@@ -90,6 +90,10 @@ pub struct Manifest {
     /// MQTT topics (filters allowed) the plugin may publish to.
     #[serde(default)]
     pub publish: Vec<String>,
+    /// Whether the plugin receives what it publishes itself when a subscribe filter matches it
+    /// (default false: its own outputs are never routed back to it, so it cannot loop).
+    #[serde(default)]
+    pub loopback: bool,
     /// The QoS the gateway publishes the plugin's outputs with: 0, 1 or 2 (default 1).
     #[serde(default = "default_publish_qos")]
     pub publish_qos: u8,
@@ -147,6 +151,9 @@ pub struct Limits {
     pub max_payload_bytes: u32,
     /// Most messages one `on-message` call may publish (default 64).
     pub max_publishes_per_message: u32,
+    /// Host memory the gateway may hold for the plugin at once, in MiB (default 32): wasi-nn
+    /// tensors and outputs it keeps, what one call publishes, its pending log output.
+    pub host_memory_mib: u32,
 }
 
 impl Default for Limits {
@@ -157,6 +164,7 @@ impl Default for Limits {
             init_time_ms: 1000,
             max_payload_bytes: 256 * 1024,
             max_publishes_per_message: 64,
+            host_memory_mib: 32,
         }
     }
 }
@@ -172,6 +180,7 @@ impl Limits {
             max_publishes_per_message: self
                 .max_publishes_per_message
                 .min(cap.max_publishes_per_message),
+            host_memory_mib: self.host_memory_mib.min(cap.host_memory_mib),
         }
     }
 }
@@ -338,6 +347,7 @@ impl Manifest {
             ("limits.time-per-message-ms", l.time_per_message_ms),
             ("limits.init-time-ms", l.init_time_ms),
             ("limits.max-payload-bytes", u64::from(l.max_payload_bytes)),
+            ("limits.host-memory-mib", u64::from(l.host_memory_mib)),
         ] {
             if value == 0 {
                 return bad(key, "must be greater than 0".into());

@@ -11,7 +11,11 @@
 //! - **inference**: `edgewise run` with `vibration-fault` versus `paho_onnxruntime.py`, a
 //!   paho-mqtt subscriber running the same features and `vibration.onnx` with onnxruntime.
 //! - **memory**: the gateway's resident set with the three example plugins loaded and fed.
+//! - **containment** (issue 9): `template`'s latency and throughput with the `hostile` plugin
+//!   beside it, quiet, and then misbehaving in each way the host contains (a steady stream of
+//!   offending messages during the run), against the quiet case (goal: p99 within 1.5x).
 //!
+//! `EDGEWISE_BENCH_SECTION=containment` runs only the last part.
 //! `EDGEWISE_BENCH_ROUNDS` (default 3) sets how many times each flood runs, alternating the
 //! systems compared so that a noisy neighbour hurts both alike.
 
@@ -261,6 +265,10 @@ async fn main() {
         .unwrap_or(3);
     let broker = Broker::start();
     let port = broker.port;
+    if std::env::var("EDGEWISE_BENCH_SECTION").as_deref() == Ok("containment") {
+        containment(&broker, rounds).await;
+        return;
+    }
     let mut run_id = 0;
     let mut next_run = || {
         run_id += 1;
@@ -477,4 +485,159 @@ async fn main() {
         "  python baseline (one model, for scale): resident {:.1} MiB, peak {:.1} MiB",
         python_rss.0, python_rss.1
     );
+    drop(gateway);
+    containment(&broker, rounds).await;
+}
+
+/// What the hostile plugin is sent during a containment run, one message every
+/// [`OFFENCE_PERIOD`], and the settings it runs with.
+const OFFENDERS: [(&str, &str); 8] = [
+    ("quiet (hostile loaded, idle)", ""),
+    ("panic", ""),
+    ("sleep", ""),
+    ("compute-loop", ""),
+    ("keep-tensors", ""),
+    ("log-flood", ""),
+    ("refused-flood", ""),
+    ("noop", "[settings.hostile]\ntrap-every = 2\n"),
+];
+const OFFENCE_PERIOD: Duration = Duration::from_millis(20);
+
+/// The healthy `template` plugin's latency and throughput with each offender beside it.
+async fn containment(broker: &Broker, rounds: usize) {
+    let port = broker.port;
+    println!(
+        "\ncontainment: template (healthy) beside hostile, {PACED} messages paced at {PACED_RATE_HZ} msg/s \
+         and a flood of {PASS_THROUGH_FLOOD}; one offending message every {} ms:",
+        OFFENCE_PERIOD.as_millis()
+    );
+    let payload = |_: usize| vec![b'x'; 64];
+    /// One offender's figures over the rounds.
+    struct Beside {
+        offence: &'static str,
+        p50s: Vec<f64>,
+        p99s: Vec<f64>,
+        rates: Vec<f64>,
+        peak_rss: f64,
+    }
+    let mut quiet_p99 = Vec::new();
+    let mut results: Vec<Beside> = Vec::new();
+    for (offence, settings) in OFFENDERS {
+        let (mut p50s, mut p99s, mut rates, mut peak_rss) =
+            (Vec::new(), Vec::new(), Vec::new(), 0.0f64);
+        for round in 0..rounds {
+            let run = format!("c{}-{round}", results.len());
+            let gateway = tokio::task::block_in_place(|| {
+                Gateway::start(
+                    broker,
+                    &format!("bench-{run}"),
+                    &["hostile", "template"],
+                    settings,
+                )
+            });
+            let offending = (!offence.starts_with("quiet")).then(|| {
+                let (client, mut eventloop) =
+                    client(options(&format!("offender-{run}"), port), 100);
+                let command = offence.to_owned();
+                tokio::spawn(async move {
+                    let poller =
+                        tokio::spawn(async move { while eventloop.poll().await.is_ok() {} });
+                    let mut tick = tokio::time::interval(OFFENCE_PERIOD);
+                    loop {
+                        tick.tick().await;
+                        if client
+                            .publish("hostile/in/x", QoS::AtLeastOnce, false, command.clone())
+                            .await
+                            .is_err()
+                        {
+                            break;
+                        }
+                    }
+                    poller.abort();
+                })
+            });
+            let prefix = format!("sensors/{run}/");
+            let echo = format!("echo/sensors/{run}/");
+            let input = |i: usize| format!("{prefix}{i}");
+            let sequence = |t: &str| t.strip_prefix(&echo).and_then(|s| s.parse().ok());
+            let load = Load {
+                input_topic: &input,
+                payload: &payload,
+                output_filter: format!("{echo}#"),
+                sequence_of: &sequence,
+            };
+            let paced = drive(
+                port,
+                &format!("{run}-paced"),
+                &load,
+                PACED,
+                Some(PACED_RATE_HZ),
+            )
+            .await;
+            let prefix = format!("sensors/{run}f/");
+            let echo = format!("echo/sensors/{run}f/");
+            let input = |i: usize| format!("{prefix}{i}");
+            let sequence = |t: &str| t.strip_prefix(&echo).and_then(|s| s.parse().ok());
+            let load = Load {
+                input_topic: &input,
+                payload: &payload,
+                output_filter: format!("{echo}#"),
+                sequence_of: &sequence,
+            };
+            let flood = drive(
+                port,
+                &format!("{run}-flood"),
+                &load,
+                PASS_THROUGH_FLOOD,
+                None,
+            )
+            .await;
+            if let Some(pid) = gateway.pid() {
+                peak_rss = peak_rss.max(memory_mib(pid).1);
+            }
+            if let Some(task) = offending {
+                task.abort();
+            }
+            assert_eq!(
+                paced.received, PACED,
+                "{offence}: the healthy plugin lost messages"
+            );
+            assert_eq!(
+                flood.received, PASS_THROUGH_FLOOD,
+                "{offence}: the healthy plugin lost messages"
+            );
+            p50s.push(paced.percentile(0.5).as_secs_f64() * 1e3);
+            p99s.push(paced.percentile(0.99).as_secs_f64() * 1e3);
+            rates.push(flood.per_second());
+            forget(gateway, port).await;
+        }
+        if offence.starts_with("quiet") {
+            quiet_p99 = p99s.clone();
+        }
+        results.push(Beside {
+            offence,
+            p50s,
+            p99s,
+            rates,
+            peak_rss,
+        });
+    }
+    let quiet = median(quiet_p99);
+    for Beside {
+        offence,
+        p50s,
+        p99s,
+        rates,
+        peak_rss,
+    } in results
+    {
+        let p99 = median(p99s);
+        println!(
+            "  {offence:<30} p50 {:>6.2} ms   p99 {p99:>6.2} ms ({:.2}x quiet)   {:>6.0} msg/s   peak RSS {peak_rss:.0} MiB",
+            median(p50s),
+            p99 / quiet,
+            median(rates),
+        );
+    }
+    println!("  (medians of {rounds} rounds; goal: p99 within 1.5x of quiet)");
 }

@@ -657,6 +657,46 @@ impl Gateway {
         self.launch(broker);
     }
 
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// The process's resident memory in MiB, from /proc.
+    pub fn resident_mib(&self) -> u64 {
+        let pid = self.pid().expect("the gateway runs");
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
+        let kib: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS in /proc status");
+        kib / 1024
+    }
+
+    /// Sends SIGTERM and waits up to `limit` for the exit: `Some(exited 0)`, or `None` if it was
+    /// still running then (it is killed).
+    pub fn terminate_within(&mut self, limit: Duration) -> Option<bool> {
+        let mut child = self.child.take()?;
+        let _ = Command::new("kill").arg(child.id().to_string()).status();
+        let deadline = Instant::now() + limit;
+        loop {
+            match child.try_wait() {
+                Ok(Some(status)) => return Some(status.success()),
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                _ => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return None;
+                }
+            }
+        }
+    }
+
     /// Sends SIGTERM and waits for the exit; true if it exited 0.
     pub fn terminate(&mut self) -> bool {
         let Some(mut child) = self.child.take() else {

@@ -1,7 +1,8 @@
 //! A plugin's stdout and stderr, turned into log lines tagged with its name.
 //!
-//! Bytes are buffered until a newline and then logged as one line; a line longer than
-//! [`MAX_LINE`] is logged in pieces, so a plugin that prints without end cannot grow host memory.
+//! Bytes are buffered until a newline and then logged as one line through the plugin's
+//! [`PluginLog`] (cut, escaped, rate limited); a line longer than [`MAX_LINE`] is logged in
+//! pieces, so a plugin that prints without end cannot grow host memory.
 
 use std::io;
 use std::pin::Pin;
@@ -12,23 +13,23 @@ use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 use wasmtime_wasi_io::bytes::Bytes;
 
-/// Longest line logged in one piece.
-pub const MAX_LINE: usize = 4096;
+use super::log::{MAX_LINE, PluginLog};
+use crate::bindings::edgewise::plugin::host::Level;
 
 /// One of a plugin's output streams.
 #[derive(Clone)]
 pub struct LogStream {
-    plugin: Arc<str>,
+    log: Arc<PluginLog>,
     stream: &'static str,
     // Shared: WASI may open several handles on one stream and they must form one text.
     pending: Arc<Mutex<Vec<u8>>>,
 }
 
 impl LogStream {
-    /// The stream `stream` ("stdout" or "stderr") of `plugin`.
-    pub fn new(plugin: Arc<str>, stream: &'static str) -> Self {
+    /// The stream `stream` ("stdout" or "stderr") of the plugin whose log is `log`.
+    pub fn new(log: Arc<PluginLog>, stream: &'static str) -> Self {
         Self {
-            plugin,
+            log,
             stream,
             pending: Arc::default(),
         }
@@ -45,11 +46,10 @@ impl LogStream {
     }
 
     fn emit(&self, line: &[u8]) {
-        let text = String::from_utf8_lossy(line);
-        if text.trim().is_empty() {
+        if line.iter().all(u8::is_ascii_whitespace) {
             return;
         }
-        tracing::info!(target: "plugin", plugin = &*self.plugin, stream = self.stream, "{}", text.trim_end_matches('\r'));
+        self.log.line(Level::Info, self.stream, line);
     }
 }
 

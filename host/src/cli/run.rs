@@ -33,7 +33,11 @@ pub fn run(args: Args, logging: &Logging) -> anyhow::Result<ExitCode> {
     let options = gateway::Options {
         allow_unsigned: args.allow_unsigned,
     };
-    runtime.block_on(gateway::run(config, options, shutdown_signal()))?;
+    let outcome = runtime.block_on(gateway::run(config, options, shutdown_signal()));
+    // Plugin threads still stuck in a call are not waited for: leaving `main` ends them, and
+    // the messages they held stay unacknowledged for the broker to deliver again.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(200));
+    outcome?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -1,15 +1,18 @@
 //! wasi-nn for plugins: models named in the manifest, loaded once, served by name.
 //!
 //! At load time [`ModelSet::load`] reads every model a manifest declares and hands it to its
-//! backend to parse and optimise, once. Each instance then gets a [`WasiNnCtx`] whose registry
-//! shares those graphs, so `wasi:nn/graph.load-by-name` is a lookup, and a fresh instance after
-//! a trap reuses the optimised models. Loading raw model bytes from the guest
-//! (`wasi:nn/graph.load`) is refused: models must be declared, so they can be signed and
-//! are optimised once. Backends sit behind cargo features, one file each: `tract` (ONNX, the
-//! default).
+//! backend to parse and optimise, once, with every input shape fixed. The backend runs it once
+//! to check the shapes and measures what one compute costs: a compute cannot be interrupted
+//! once started, so a model that cannot fit the plugin's per-message deadline is refused here,
+//! and [`wit`] refuses to start a compute that could not finish before the current call's
+//! deadline. Each instance then sees those graphs through [`wit`], the `wasi:nn` interface as
+//! plugins get it: `load-by-name` is a lookup, and loading raw model bytes from the guest is
+//! refused (models must be declared, so they are signed and optimised once). Backends sit
+//! behind cargo features, one file each: `tract` (ONNX, the default).
 
 #[cfg(feature = "tract")]
 pub mod tract;
+pub mod wit;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -18,11 +21,10 @@ use std::time::{Duration, Instant};
 
 use edgewise_signing::ModelSpec;
 use wasmtime_wasi_nn::backend::{
-    BackendError, BackendExecutionContext, BackendFromDir, BackendGraph, BackendInner, Id,
-    NamedTensor,
+    BackendError, BackendExecutionContext, BackendGraph, Id, NamedTensor,
 };
-use wasmtime_wasi_nn::wit::{ExecutionTarget, GraphEncoding, WasiNnCtx};
-use wasmtime_wasi_nn::{Backend, ExecutionContext, Graph, GraphRegistry, Registry, Tensor};
+use wasmtime_wasi_nn::wit::GraphEncoding;
+use wasmtime_wasi_nn::{ExecutionContext, Graph, Tensor};
 
 /// Why a model could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -55,14 +57,37 @@ pub enum ModelError {
         /// The backend's account.
         reason: String,
     },
+    /// One compute of the model takes longer than the plugin's whole per-message deadline.
+    #[error(
+        "model `{model}`: one compute takes {cost_ms:.1} ms on this gateway, more than the plugin's \
+         time-per-message-ms of {budget_ms}; a compute cannot be interrupted, so the model is \
+         refused: raise the limit or ship a smaller model"
+    )]
+    TooSlow {
+        /// The model's name.
+        model: String,
+        /// What one compute cost, measured at load.
+        cost_ms: f64,
+        /// The plugin's per-message deadline.
+        budget_ms: u64,
+    },
+}
+
+/// A model prepared by its backend: the optimised graph and what one compute costs.
+pub struct Prepared {
+    /// The optimised graph.
+    pub graph: Graph,
+    /// The time of one compute on this machine, measured at load.
+    pub cost: Duration,
 }
 
 /// A backend that prepares models ahead of time from their bytes and declared input shapes.
 pub trait Preload: Send + Sync {
     /// The encoding this backend serves.
     fn encoding(&self) -> GraphEncoding;
-    /// Parses and optimises a model.
-    fn preload(&self, bytes: &[u8], spec: &ModelSpec) -> Result<Graph, String>;
+    /// Parses and optimises a model with every input shape fixed, runs it to check the shapes
+    /// and measures one compute.
+    fn preload(&self, bytes: &[u8], spec: &ModelSpec) -> Result<Prepared, String>;
 }
 
 /// The backends compiled into this build.
@@ -76,28 +101,37 @@ pub fn backends() -> Vec<Arc<dyn Preload>> {
 /// Called with the duration of every inference.
 pub type InferenceObserver = Box<dyn Fn(Duration) + Send + Sync>;
 
+/// One model as a plugin's instances see it: its timed graph and the cost of one compute.
+pub struct Model {
+    /// The graph, with every compute reported to the plugin's inference observer.
+    pub graph: Graph,
+    /// What one compute costs, measured at load.
+    pub cost: Duration,
+}
+
 /// The models of one plugin, loaded and optimised, shared by all its instances.
 #[derive(Clone, Default)]
 pub struct ModelSet {
-    graphs: Arc<HashMap<String, Graph>>,
-    /// The optimised graphs behind `graphs`, by model name (shared with other sets).
-    prepared: Arc<HashMap<String, Arc<Graph>>>,
-    encodings: Arc<[GraphEncoding]>,
+    models: Arc<HashMap<String, Arc<Model>>>,
+    /// The prepared graphs behind `models`, by model name (shared with other sets).
+    prepared: Arc<HashMap<String, Arc<Prepared>>>,
     observer: Arc<OnceLock<InferenceObserver>>,
 }
 
 impl ModelSet {
     /// Loads every model in `specs`, reading each file with `read` (`origin` names where
-    /// they come from in errors).
+    /// they come from in errors); refuses a model whose one compute takes longer than
+    /// `budget_ms`, the plugin's per-message deadline.
     pub fn load(
         specs: &[ModelSpec],
         origin: &Path,
         read: &dyn Fn(&Path) -> std::io::Result<Vec<u8>>,
+        budget_ms: u64,
     ) -> Result<Self, ModelError> {
         let backends = backends();
         let observer: Arc<OnceLock<InferenceObserver>> = Arc::default();
         let mut prepared = HashMap::new();
-        let mut graphs = HashMap::new();
+        let mut models = HashMap::new();
         for spec in specs {
             let backend = backends
                 .iter()
@@ -112,29 +146,40 @@ impl ModelSet {
                 file: file.clone(),
                 source,
             })?;
-            let graph =
+            let ready =
                 prepare(backend.as_ref(), &bytes, spec).map_err(|reason| ModelError::Invalid {
                     model: spec.name.clone(),
                     file,
                     reason,
                 })?;
-            prepared.insert(spec.name.clone(), graph.clone());
+            if ready.cost > Duration::from_millis(budget_ms) {
+                return Err(ModelError::TooSlow {
+                    model: spec.name.clone(),
+                    cost_ms: ready.cost.as_secs_f64() * 1e3,
+                    budget_ms,
+                });
+            }
+            prepared.insert(spec.name.clone(), ready.clone());
             let timed = Timed {
-                graph,
+                prepared: ready.clone(),
                 observer: observer.clone(),
             };
-            graphs.insert(
-                spec.name.clone(),
-                Graph::from(Box::new(timed) as Box<dyn BackendGraph>),
-            );
+            let model = Model {
+                graph: Graph::from(Box::new(timed) as Box<dyn BackendGraph>),
+                cost: ready.cost,
+            };
+            models.insert(spec.name.clone(), Arc::new(model));
         }
-        let encodings = backends.iter().map(|b| b.encoding()).collect();
         Ok(Self {
-            graphs: Arc::new(graphs),
+            models: Arc::new(models),
             prepared: Arc::new(prepared),
-            encodings,
             observer,
         })
+    }
+
+    /// The model named `name`.
+    pub fn get(&self, name: &str) -> Option<&Arc<Model>> {
+        self.models.get(name)
     }
 
     /// Whether `other` serves model `name` with the very same optimised graph.
@@ -149,31 +194,22 @@ impl ModelSet {
     pub fn observe_inference(&self, observer: InferenceObserver) {
         let _ = self.observer.set(observer);
     }
-
-    /// A wasi-nn context for one instance: these models by name, nothing else.
-    pub fn context(&self) -> WasiNnCtx {
-        let backends = self
-            .encodings
-            .iter()
-            .map(|&encoding| Backend::from(ByNameOnly(encoding)));
-        WasiNnCtx::new(backends, Registry::from(Shared(self.graphs.clone())))
-    }
 }
 
 /// Optimised models by content and declared shapes, for as long as some plugin holds them: a
 /// new version of a plugin whose model did not change (a hot swap, new settings) gets the same
 /// optimised graph instead of parsing and optimising the file again.
-type Prepared = Mutex<HashMap<String, Weak<Graph>>>;
+type PreparedCache = Mutex<HashMap<String, Weak<Prepared>>>;
 
-fn prepare(backend: &dyn Preload, bytes: &[u8], spec: &ModelSpec) -> Result<Arc<Graph>, String> {
-    static PREPARED: OnceLock<Prepared> = OnceLock::new();
+fn prepare(backend: &dyn Preload, bytes: &[u8], spec: &ModelSpec) -> Result<Arc<Prepared>, String> {
+    static PREPARED: OnceLock<PreparedCache> = OnceLock::new();
     let key = format!(
         "{}:{}:{:?}",
         spec.encoding,
         edgewise_signing::bundle::sha256_hex(bytes),
         spec.inputs
     );
-    let cache = PREPARED.get_or_init(Prepared::default);
+    let cache = PREPARED.get_or_init(PreparedCache::default);
     if let Some(graph) = cache
         .lock()
         .unwrap_or_else(|p| p.into_inner())
@@ -191,14 +227,14 @@ fn prepare(backend: &dyn Preload, bytes: &[u8], spec: &ModelSpec) -> Result<Arc<
 
 /// A graph whose inferences are timed.
 struct Timed {
-    graph: Arc<Graph>,
+    prepared: Arc<Prepared>,
     observer: Arc<OnceLock<InferenceObserver>>,
 }
 
 impl BackendGraph for Timed {
     fn init_execution_context(&self) -> Result<ExecutionContext, BackendError> {
         let context = TimedContext {
-            context: self.graph.init_execution_context()?,
+            context: self.prepared.graph.init_execution_context()?,
             observer: self.observer.clone(),
         };
         Ok(ExecutionContext::from(
@@ -231,40 +267,5 @@ impl BackendExecutionContext for TimedContext {
             observe(start.elapsed());
         }
         outputs
-    }
-}
-
-/// The per-instance registry: a view of the plugin's shared graphs.
-struct Shared(Arc<HashMap<String, Graph>>);
-
-impl GraphRegistry for Shared {
-    fn get(&self, name: &str) -> Option<&Graph> {
-        self.0.get(name)
-    }
-
-    fn get_mut(&mut self, _name: &str) -> Option<&mut Graph> {
-        // Graphs are shared between instances and never changed.
-        None
-    }
-}
-
-/// Stands for a backend inside an instance, where only `load-by-name` is allowed: `load` from
-/// guest bytes is an error that tells the author what to do instead.
-struct ByNameOnly(GraphEncoding);
-
-impl BackendInner for ByNameOnly {
-    fn encoding(&self) -> GraphEncoding {
-        self.0
-    }
-
-    fn load(&mut self, _: &[&[u8]], _: ExecutionTarget) -> Result<Graph, BackendError> {
-        Err(BackendError::BackendAccess(wasmtime::format_err!(
-            "models are not loaded from plugin memory: declare the model under [[models]] in \
-             plugin.toml and use load-by-name"
-        )))
-    }
-
-    fn as_dir_loadable(&mut self) -> Option<&mut dyn BackendFromDir> {
-        None
     }
 }

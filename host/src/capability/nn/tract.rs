@@ -6,6 +6,7 @@
 //! errors as `anyhow` (its `TractResult`), so this file builds on that.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use anyhow::anyhow;
 use edgewise_signing::ModelSpec;
@@ -17,26 +18,32 @@ use wasmtime_wasi_nn::backend::{
 use wasmtime_wasi_nn::wit::{GraphEncoding, TensorType};
 use wasmtime_wasi_nn::{ExecutionContext, Graph, Tensor};
 
-use super::Preload;
+use super::{Preload, Prepared};
 
 /// The tract ONNX backend.
 pub struct Tract;
+
+/// Computes timed at load, after one to warm up.
+const MEASURED_RUNS: usize = 3;
 
 impl Preload for Tract {
     fn encoding(&self) -> GraphEncoding {
         GraphEncoding::Onnx
     }
 
-    fn preload(&self, bytes: &[u8], spec: &ModelSpec) -> Result<Graph, String> {
+    fn preload(&self, bytes: &[u8], spec: &ModelSpec) -> Result<Prepared, String> {
         let model = TractModel::optimise(bytes, spec).map_err(|e| format!("{e:#}"))?;
-        Ok(Graph::from(Box::new(model) as Box<dyn BackendGraph>))
+        let cost = model.measure().map_err(|e| format!("{e:#}"))?;
+        Ok(Prepared {
+            graph: Graph::from(Box::new(model) as Box<dyn BackendGraph>),
+            cost,
+        })
     }
 }
 
 /// An optimised model and what it expects. Clones share the optimised plan.
 #[derive(Clone)]
 pub struct TractModel {
-    name: String,
     plan: Arc<TypedSimplePlan>,
     inputs: Vec<Port>,
     outputs: Vec<String>,
@@ -91,33 +98,48 @@ impl TractModel {
             })
             .collect();
         let model = Self {
-            name: spec.name.clone(),
             plan: typed.into_runnable()?,
             inputs,
             outputs,
         };
-        model.smoke_test()?;
         Ok(model)
     }
 
-    /// Runs the model once on zeros when every input shape is known, so that a model whose
-    /// declared shapes do not fit fails at load, not on the first message.
-    fn smoke_test(&self) -> TractResult<()> {
+    /// Runs the model on zeros: once to check that the declared shapes fit (so a model that
+    /// does not fails at load, not on the first message), then [`MEASURED_RUNS`] times to
+    /// measure one compute, of which the slowest counts. Every input shape must be fixed: a
+    /// compute cannot be interrupted, so its cost must not depend on what a plugin sends.
+    fn measure(&self) -> TractResult<Duration> {
         let zeros = self
             .inputs
             .iter()
             .map(|p| {
-                let shape = p.shape.as_ref()?;
-                Some(tract_onnx::prelude::Tensor::zero_dt(p.datum, shape))
+                let shape = p.shape.as_ref().ok_or_else(|| {
+                    anyhow!(
+                        "input `{}` has no fixed shape: declare it under the model's `inputs` \
+                         in plugin.toml (a compute's cost must be known before it starts)",
+                        p.name
+                    )
+                })?;
+                Ok(TValue::from(tract_onnx::prelude::Tensor::zero_dt(
+                    p.datum, shape,
+                )?))
             })
-            .collect::<Option<TractResult<TVec<_>>>>();
-        if let Some(zeros) = zeros {
-            let inputs = zeros?.into_iter().map(TValue::from).collect();
-            self.plan
-                .run(inputs)
-                .map_err(|e| anyhow!("does not run on its declared input shapes: {e:#}"))?;
+            .collect::<TractResult<TVec<_>>>()?;
+        let run = || {
+            let started = Instant::now();
+            let outputs = self.plan.run(zeros.clone());
+            clear_upper_simd_state();
+            outputs
+                .map(|_| started.elapsed())
+                .map_err(|e| anyhow!("does not run on its declared input shapes: {e:#}"))
+        };
+        run()?;
+        let mut slowest = Duration::ZERO;
+        for _ in 0..MEASURED_RUNS {
+            slowest = slowest.max(run()?);
         }
-        Ok(())
+        Ok(slowest)
     }
 
     /// The input names, in the model's order.
@@ -279,11 +301,11 @@ impl BackendExecutionContext for TractContext {
         inputs: Option<Vec<NamedTensor>>,
     ) -> Result<Option<Vec<NamedTensor>>, BackendError> {
         let inputs = inputs.ok_or_else(|| unsupported("compute without inputs"))?;
-        self.model.run(inputs).map(Some).map_err(|e| {
-            // wasi-nn hands the guest only `runtime-error` and a generic text: log the cause here.
-            tracing::warn!(model = self.model.name, "inference failed: {e:#}");
-            BackendError::BackendAccess(wasmtime::format_err!("{e:#}"))
-        })
+        // The caller (`nn::wit`) logs the cause with the plugin's name and hands it on.
+        self.model
+            .run(inputs)
+            .map(Some)
+            .map_err(|e| BackendError::BackendAccess(wasmtime::format_err!("{e:#}")))
     }
 }
 
