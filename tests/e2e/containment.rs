@@ -391,10 +391,12 @@ fn a_routing_cycle_between_two_plugins_is_broken_with_a_dead_letter() {
     });
     // hostile also dead-letters the echoed stream (not a command it knows): look past those.
     let got = letters.collect_until(WAIT, |got| {
-        got.iter().any(|(_, letter)| letter.contains("routing cycle"))
+        got.iter()
+            .any(|(_, letter)| letter.contains("routing cycle"))
     });
     assert!(
-        got.iter().any(|(_, letter)| letter.contains("routing cycle")),
+        got.iter()
+            .any(|(_, letter)| letter.contains("routing cycle")),
         "{got:?}"
     );
     assert!(scene.gateway.log().contains("routing cycle"));

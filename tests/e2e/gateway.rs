@@ -275,7 +275,8 @@ fn metrics_count_messages_drops_traps_and_inferences_and_are_served_and_publishe
     let broker = Broker::start();
     let port = free_port();
     let extra = format!(
-        "[queue]\ndepth = 1\noverflow = \"drop-newest\"\n\n[metrics]\nlisten = \"127.0.0.1:{port}\"\npublish-interval-s = 1\n"
+        // One attempt per message, so that every handled message is one trap.
+        "[queue]\ndepth = 1\noverflow = \"drop-newest\"\n\n[restart]\nattempts = 1\n\n[metrics]\nlisten = \"127.0.0.1:{port}\"\npublish-interval-s = 1\n"
     );
     let gw = Gateway::start(&broker, "counted", &["hostile", "vibration-fault"], &extra);
     let sub = broker.subscribe(&["edgewise/counted/metrics", "plant/+/vibration/diagnosis"]);

@@ -42,7 +42,7 @@ fn plugin_stdout_becomes_log_lines_tagged_with_its_name() {
         .find(|l| l.contains("hello from stdout, message 1"))
         .expect("stdout line in log");
     assert!(
-        logged.contains("plugin=\"hostile\"") && logged.contains("stream=\"stdout\""),
+        logged.contains("plugin=\"hostile\"") && logged.contains("source=\"stdout\""),
         "{logged}"
     );
 }
