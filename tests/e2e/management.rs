@@ -626,10 +626,17 @@ fn a_gateway_killed_during_an_update_runs_one_complete_version_after_restart_and
         m.gateway.kill();
         m.gateway.restart(&m.broker);
 
-        let status = m
-            .broker
-            .retained(&format!("edgewise/{id}/status"), WAIT)
-            .unwrap_or_default();
+        // The plugin starts on its own thread: its state reads `starting` until it has.
+        let deadline = std::time::Instant::now() + WAIT;
+        let status = loop {
+            let status = m
+                .broker
+                .retained(&format!("edgewise/{id}/status"), Duration::from_secs(1))
+                .unwrap_or_default();
+            if status.contains("\"state\":\"running\"") || std::time::Instant::now() > deadline {
+                break status;
+            }
+        };
         let new = status.contains("\"version\":\"0.2.0\"");
         assert!(
             new || status.contains("\"version\":\"0.1.0\""),
