@@ -489,17 +489,21 @@ async fn main() {
     containment(&broker, rounds).await;
 }
 
-/// What the hostile plugin is sent during a containment run, one message every
-/// [`OFFENCE_PERIOD`], and the settings it runs with.
-const OFFENDERS: [(&str, &str); 8] = [
-    ("quiet (hostile loaded, idle)", ""),
-    ("panic", ""),
-    ("sleep", ""),
-    ("compute-loop", ""),
-    ("keep-tensors", ""),
-    ("log-flood", ""),
-    ("refused-flood", ""),
-    ("noop", "[settings.hostile]\ntrap-every = 2\n"),
+/// Each containment run: its name, what the hostile plugin is sent every [`OFFENCE_PERIOD`]
+/// (nothing for the quiet run) and the gateway.toml lines it runs with.
+const OFFENDERS: [(&str, &str, &str); 8] = [
+    ("quiet (hostile loaded, idle)", "", ""),
+    ("panic", "panic", ""),
+    ("sleep (blocking WASI)", "sleep", ""),
+    ("compute-loop", "compute-loop", ""),
+    ("keep-tensors", "keep-tensors", ""),
+    ("log-flood", "log-flood", ""),
+    ("refused-flood", "refused-flood", ""),
+    (
+        "trap every other message",
+        "noop",
+        "[settings.hostile]\ntrap-every = 2\n",
+    ),
 ];
 const OFFENCE_PERIOD: Duration = Duration::from_millis(20);
 
@@ -522,7 +526,7 @@ async fn containment(broker: &Broker, rounds: usize) {
     }
     let mut quiet_p99 = Vec::new();
     let mut results: Vec<Beside> = Vec::new();
-    for (offence, settings) in OFFENDERS {
+    for (offence, command, settings) in OFFENDERS {
         let (mut p50s, mut p99s, mut rates, mut peak_rss) =
             (Vec::new(), Vec::new(), Vec::new(), 0.0f64);
         for round in 0..rounds {
@@ -535,10 +539,10 @@ async fn containment(broker: &Broker, rounds: usize) {
                     settings,
                 )
             });
-            let offending = (!offence.starts_with("quiet")).then(|| {
+            let offending = (!command.is_empty()).then(|| {
                 let (client, mut eventloop) =
                     client(options(&format!("offender-{run}"), port), 100);
-                let command = offence.to_owned();
+                let command = command.to_owned();
                 tokio::spawn(async move {
                     let poller =
                         tokio::spawn(async move { while eventloop.poll().await.is_ok() {} });
@@ -611,7 +615,7 @@ async fn containment(broker: &Broker, rounds: usize) {
             rates.push(flood.per_second());
             forget(gateway, port).await;
         }
-        if offence.starts_with("quiet") {
+        if command.is_empty() {
             quiet_p99 = p99s.clone();
         }
         results.push(Beside {
