@@ -9,7 +9,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use edgewise_signing::Limits;
+use edgewise_signing::{Limits, namespace};
 use serde::Deserialize;
 use tracing_subscriber::EnvFilter;
 
@@ -90,6 +90,11 @@ pub struct Config {
     /// grace period): messages not finished by then are left unacknowledged for redelivery.
     #[serde(default = "default_shutdown_timeout")]
     pub shutdown_timeout_s: u64,
+    /// MQTT 5 request/response: a verified command's replies also go to its response topic
+    /// only if that topic starts with this (default `edgewise/`). A refusal of a command that
+    /// did not verify never goes to a response topic.
+    #[serde(default = "default_response_prefix")]
+    pub response_prefix: String,
     /// Setting overrides by plugin name: `[settings.threshold] limit = 90`.
     #[serde(default)]
     pub settings: BTreeMap<String, BTreeMap<String, edgewise_signing::manifest::Setting>>,
@@ -312,6 +317,10 @@ fn default_shutdown_timeout() -> u64 {
     10
 }
 
+fn default_response_prefix() -> String {
+    format!("{}/", namespace::ROOT)
+}
+
 /// What to do with a message for a plugin whose queue is full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -483,6 +492,13 @@ impl Config {
         if config.max_bundle_mib == 0 {
             return Err(invalid("max-bundle-mib", "must be at least 1".into()));
         }
+        let prefix = &config.response_prefix;
+        if prefix.len() < 2 || !prefix.ends_with('/') || prefix.contains(['+', '#', '\0']) {
+            return Err(invalid(
+                "response-prefix",
+                format!("`{prefix}` must be a topic prefix ending in `/`, without wildcards"),
+            ));
+        }
         if let Some(dir) = origin.parent() {
             config.store = dir.join(&config.store);
             for path in [&mut config.plugins, &mut config.keyring]
@@ -532,6 +548,13 @@ impl Config {
         self.max_bundle_mib.saturating_mul(1 << 20)
     }
 
+    /// The largest message taken on the command, desired-state and bundle topics: a command
+    /// carries a bundle as base64 inside a base64 envelope (16/9 of its size), plus headers.
+    /// Anything larger is refused unread.
+    pub fn max_command_bytes(&self) -> usize {
+        (self.max_bundle_bytes() as usize).saturating_mul(16) / 9 + (64 << 10)
+    }
+
     /// The MQTT client id.
     pub fn client_id(&self) -> String {
         self.broker
@@ -558,29 +581,27 @@ impl Config {
 
     /// The retained status topic.
     pub fn status_topic(&self) -> String {
-        format!("edgewise/{}/status", self.gateway_id)
+        namespace::status(&self.gateway_id)
     }
 
     /// The metrics topic.
     pub fn metrics_topic(&self) -> String {
-        format!("edgewise/{}/metrics", self.gateway_id)
+        namespace::metrics(&self.gateway_id)
     }
 
     /// The topic of this gateway's fleet group's desired state, if it has a group.
     pub fn desired_topic(&self) -> Option<String> {
-        self.group
-            .as_ref()
-            .map(|g| format!("edgewise/fleet/{g}/desired"))
+        self.group.as_ref().map(|g| namespace::desired(g))
     }
 
     /// The topic management commands arrive on.
     pub fn command_topic(&self) -> String {
-        format!("edgewise/{}/cmd", self.gateway_id)
+        namespace::command(&self.gateway_id)
     }
 
     /// The dead-letter topic for `plugin`.
     pub fn dead_letter_topic(&self, plugin: &str) -> String {
-        format!("edgewise/{}/dead-letter/{plugin}", self.gateway_id)
+        namespace::dead_letter(&self.gateway_id, plugin)
     }
 }
 

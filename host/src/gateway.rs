@@ -10,8 +10,9 @@
 //! plugin directories are refused unless the operator passed `--allow-unsigned`, which is
 //! logged as a warning at start and shown in the status.
 //!
-//! Management commands on `edgewise/<gateway>/cmd` are checked here ([`CommandLog`]) and
-//! carried out by the [`Manager`] thread, which sends back [`Change`]s. A hot swap reaches the
+//! Messages on the gateway's own topics (`edgewise/...`) go to [`Control`], never to a plugin:
+//! management commands on `edgewise/<gateway>/cmd` are checked ([`CommandLog`]) and carried
+//! out by the [`Manager`] thread, which sends back [`Change`]s. A hot swap reaches the
 //! plugin's thread through its mailbox, in line with the messages: every message before it is
 //! handled by the old version, every one after by the new, none lost, none twice. During
 //! probation the old version stays ready; too many traps and the thread goes back to it, and
@@ -35,7 +36,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use edgewise_signing::command::Action;
-use edgewise_signing::{Keyring, Manifest, TopicFilter, VerifiedBundle};
+use edgewise_signing::{Keyring, Manifest, TopicFilter, VerifiedBundle, namespace};
 use rumqttc::QoS;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
@@ -43,9 +44,10 @@ use tokio::runtime::Handle;
 use tokio::sync::mpsc;
 
 use crate::config::Config;
+use crate::control::Control;
 use crate::echoes::{Echoes, MAX_HOPS};
 use crate::mailbox::{Mailbox, Pushed};
-use crate::management::{Change, Checked, CommandLog, Manager, Probation, Replier, Request};
+use crate::management::{Change, CommandLog, Manager, Probation, Replier, Request};
 use crate::metrics::{Metrics, PluginMetrics, observe};
 use crate::mqtt::{Ack, Backoff, Event, Link, offline_status};
 use crate::plugin::{CompiledPlugin, MANIFEST_FILE};
@@ -178,17 +180,18 @@ pub async fn run(
 
     let (requests, requests_rx) = std::sync::mpsc::channel();
     let (changes_tx, mut changes) = mpsc::unbounded_channel();
-    let mut commands = None;
+    let managed = store.is_some();
     if let Some(store) = store {
-        let log = store.root().join("commands.json");
-        commands = Some(CommandLog::open(
-            log,
+        let commands = CommandLog::open(
+            store.root().join("commands.json"),
             &config.gateway_id,
+            &config.response_prefix,
             store.keyring().clone(),
-        )?);
+        )?;
         let manager = Manager::new(
             runtime.clone(),
             store,
+            commands,
             config.clone(),
             metrics.clone(),
             changes_tx.clone(),
@@ -241,13 +244,10 @@ pub async fn run(
         }
     }
     let mut router = route_table(&slots);
-    let command_topic = config.command_topic();
+    let mut control = Control::new(&config, managed, shared.requests.clone());
     let mut subscriptions: BTreeSet<String> = router.subscriptions().into_iter().collect();
-    let desired_topic = config.desired_topic().filter(|_| commands.is_some());
-    if commands.is_some() {
-        subscriptions.insert(command_topic.clone());
-        subscriptions.extend(desired_topic.clone());
-    }
+    subscriptions.extend(control.subscriptions());
+    let instance = control.instance().to_owned();
     let mut fleet = Value::Null;
     let started_at_ms = now_ms();
     let status = |health: &BTreeMap<String, Value>, fleet: &Value| {
@@ -255,6 +255,7 @@ pub async fn run(
             "state": "online",
             "gateway": config.gateway_id,
             "pid": std::process::id(),
+            "instance": instance,
             "started_at_ms": started_at_ms,
             "plugins": health.values().collect::<Vec<_>>(),
             "fleet": fleet,
@@ -297,7 +298,7 @@ pub async fn run(
             () = &mut shutdown => break,
             () = room => {}
             _ = checkup.tick() => {
-                if read_vitals(&slots, &mut health) {
+                if read_vitals(&slots, &mut health, &metrics) {
                     let (client, _) = link.client();
                     let _ = client.try_publish(&config.status_topic(), QoS::AtLeastOnce, true, status(&health, &fleet));
                 }
@@ -362,20 +363,9 @@ pub async fn run(
                 }
                 Ok(Event::Message(delivery)) => {
                     let ack = Arc::new(Ack::new(link.clone(), link.client().1, &delivery, handle.clone()));
-                    if delivery.topic == command_topic {
-                        if let Some(log) = commands.as_mut()
-                            && let Checked::Accepted(command, reply) = log.check(&delivery.payload, delivery.retain, delivery.response.clone(), &link, now_ms())
-                        {
-                            let _ = shared.requests.send(Request::Run(command, reply, Instant::now()));
-                        }
-                        continue;
-                    }
-                    if commands.is_some() && desired_topic.as_deref() == Some(delivery.topic.as_str()) {
-                        let _ = shared.requests.send(Request::Desired(delivery.payload.to_vec()));
-                        continue;
-                    }
-                    if commands.is_some() && let Some(digest) = delivery.topic.strip_prefix("edgewise/bundles/") {
-                        let _ = shared.requests.send(Request::Bundle(digest.to_owned(), delivery.payload.to_vec()));
+                    if namespace::is_gateway_topic(&delivery.topic) {
+                        // Never a plugin's: no plugin may subscribe under `edgewise/`.
+                        control.receive(*delivery, &link);
                         continue;
                     }
                     let echo = shared.echoes.recognise(&delivery.topic, &delivery.payload);
@@ -516,13 +506,18 @@ fn say_goodbye(link: &Link, config: &Config) {
 /// How often the plugins' vitals are read into the status document.
 const VITALS_PERIOD: Duration = Duration::from_millis(250);
 
-/// Reads every live plugin's vitals into its status entry; true if any entry changed.
-fn read_vitals(slots: &[Slot], health: &mut BTreeMap<String, Value>) -> bool {
+/// Reads every live plugin's vitals into its status entry and state gauge; true if any entry
+/// changed.
+fn read_vitals(slots: &[Slot], health: &mut BTreeMap<String, Value>, metrics: &Metrics) -> bool {
     let mut changed = false;
-    for slot in slots.iter().filter(|s| !s.removed && !s.stopped) {
+    for slot in slots.iter().filter(|s| !s.removed) {
         let Some(entry) = health.get_mut(&slot.name).and_then(Value::as_object_mut) else {
             continue;
         };
+        if slot.stopped {
+            metrics.set_state(&slot.name, "stopped");
+            continue;
+        }
         let mut fields = slot.vitals.render(slot.allowance);
         // The status changes when the state or the reason does, not with every tick of a
         // countdown.
@@ -533,6 +528,9 @@ fn read_vitals(slots: &[Slot], health: &mut BTreeMap<String, Value>) -> bool {
         entry.remove("resting_ms");
         entry.remove("stuck_ms");
         entry.append(&mut fields);
+        if let Some(state) = entry.get("state").and_then(Value::as_str) {
+            metrics.set_state(&slot.name, state);
+        }
         changed |= !same;
     }
     changed
@@ -557,12 +555,15 @@ fn break_cycle(
         "routing cycle: this message has gone through {} plugins; not delivered to {next:?}",
         echo.hops
     );
-    let letter = json!({
-        "plugin": &*echo.origin,
-        "topic": topic,
-        "error": format!("routing cycle: the message went through {} plugins (at most {MAX_HOPS}) and was not delivered to {next:?}", echo.hops),
-        "payload_base64": BASE64.encode(payload),
-    });
+    let letter = dead_letter(
+        json!({
+            "plugin": &*echo.origin,
+            "topic": topic,
+            "error": format!("routing cycle: the message went through {} plugins (at most {MAX_HOPS}) and was not delivered to {next:?}", echo.hops),
+        }),
+        payload,
+        config.caps().max_payload_bytes as usize,
+    );
     let (client, _) = link.client();
     let _ = client.try_publish(
         &config.dead_letter_topic(&echo.origin),
@@ -859,13 +860,22 @@ fn spawn_slot(
     let plugin_metrics = metrics.plugin(&name);
     let vitals = Arc::new(Vitals::default());
     let mailbox = Arc::new(Mailbox::new(config.queue.depth, config.queue.overflow));
-    let dead_letter = config.dead_letter_topic(&name);
+    let dead_letter_topic = config.dead_letter_topic(&name);
     let thread = {
         let (mailbox, shared, metrics) = (mailbox.clone(), shared.clone(), plugin_metrics.clone());
         let vitals = vitals.clone();
         std::thread::Builder::new()
             .name(format!("plugin-{name}"))
-            .spawn(move || serve(worker, &mailbox, &shared, &dead_letter, &metrics, &vitals))
+            .spawn(move || {
+                serve(
+                    worker,
+                    &mailbox,
+                    &shared,
+                    &dead_letter_topic,
+                    &metrics,
+                    &vitals,
+                )
+            })
             .map_err(|e| format!("cannot start its thread: {e}"))?
     };
     Ok(Slot {
@@ -911,7 +921,7 @@ fn serve(
     mut worker: Worker,
     mailbox: &Mailbox<Job>,
     shared: &Shared,
-    dead_letter: &str,
+    dead_letter_topic: &str,
     metrics: &PluginMetrics,
     vitals: &Vitals,
 ) {
@@ -998,14 +1008,20 @@ fn serve(
             }
             Err(error) => {
                 metrics.failures.inc();
-                let letter = json!({
-                    "plugin": error.plugin,
-                    "topic": error.topic,
-                    "error": error.failure.to_string(),
-                    "attempts": error.attempts,
-                    "payload_base64": BASE64.encode(&msg.payload),
-                });
-                vec![(dead_letter.to_owned(), letter.to_string().into_bytes())]
+                let letter = dead_letter(
+                    json!({
+                        "plugin": error.plugin,
+                        "topic": error.topic,
+                        "error": error.failure.to_string(),
+                        "attempts": error.attempts,
+                    }),
+                    &msg.payload,
+                    worker.plugin().limits().max_payload_bytes as usize,
+                );
+                vec![(
+                    dead_letter_topic.to_owned(),
+                    letter.to_string().into_bytes(),
+                )]
             }
         };
         let qos = qos(&worker);
@@ -1028,6 +1044,27 @@ fn serve(
     }
 }
 
+/// How much of an input over the limit a dead letter keeps: enough to recognise it.
+const DEAD_LETTER_EXCERPT: usize = 1024;
+
+/// A dead letter: `fields` with the input in base64, whole if it is within `limit` (so it can
+/// be replayed), else its first kilobyte, marked `truncated`, so a dead letter is never too
+/// large to publish.
+fn dead_letter(mut fields: Value, payload: &[u8], limit: usize) -> Value {
+    let truncated = payload.len() > limit;
+    let kept = if truncated {
+        &payload[..DEAD_LETTER_EXCERPT.min(payload.len())]
+    } else {
+        payload
+    };
+    if let Some(map) = fields.as_object_mut() {
+        map.insert("payload_base64".into(), json!(BASE64.encode(kept)));
+        map.insert("payload_bytes".into(), json!(payload.len()));
+        map.insert("truncated".into(), json!(truncated));
+    }
+    fields
+}
+
 /// The plugin directories under `root`: every subdirectory holding a plugin.toml, by name.
 fn plugin_dirs(root: &Path) -> Result<Vec<PathBuf>, GatewayError> {
     let entries = std::fs::read_dir(root).map_err(|source| GatewayError::Plugins {
@@ -1043,7 +1080,8 @@ fn plugin_dirs(root: &Path) -> Result<Vec<PathBuf>, GatewayError> {
     Ok(dirs)
 }
 
-fn now_ms() -> u64 {
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)

@@ -20,6 +20,7 @@
 pub mod capability;
 pub mod cli;
 pub mod config;
+pub mod control;
 pub mod demo;
 pub mod echoes;
 pub mod failure;

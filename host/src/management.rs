@@ -1,12 +1,12 @@
 //! Management over MQTT: signed commands in, progress replies out, plugin changes prepared.
 //!
-//! The gateway task hands each message on `edgewise/<gateway>/cmd` to [`CommandLog::check`],
-//! which refuses, with a reason, what is retained, malformed, forged, for another gateway,
-//! expired, or carries a sequence number already used. It records the new high-water mark on
-//! disk before anything is done, and answers a QoS 1 duplicate of an accepted command with its
-//! last reply instead of running it twice.
+//! The gateway task hands each message on `edgewise/<gateway>/cmd` to the [`Manager`]'s
+//! thread, where [`CommandLog::check`] refuses, with a reason, what is retained, malformed,
+//! forged, for another gateway, expired, or carries a sequence number already used. It records
+//! the new high-water mark on disk before anything is done, and answers a QoS 1 duplicate of an
+//! accepted command with its last reply instead of running it twice.
 //!
-//! Accepted commands go to the [`Manager`], on its own thread, one at a time: it verifies and
+//! The [`Manager`] then carries out accepted commands, one at a time: it verifies and
 //! stages bundles in the store, compiles the new version and runs its `init` (all before
 //! anything changes for the running plugin), and sends the gateway task a [`Change`] to apply.
 //! The swap itself happens on the plugin's thread, between two messages (see `gateway`).
@@ -21,7 +21,7 @@ use std::time::Instant;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use edgewise_signing::command::{Action, Command, DesiredState, safe_id, untrusted_id};
-use edgewise_signing::{Keyring, VerifiedBundle};
+use edgewise_signing::{Keyring, VerifiedBundle, namespace};
 use rumqttc::QoS;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -54,7 +54,7 @@ impl Replier {
     pub fn new(link: Arc<Link>, gateway: &str, id: &str) -> Self {
         Self {
             link,
-            topic: format!("edgewise/{gateway}/reply/{id}"),
+            topic: namespace::reply(gateway, id),
             id: id.to_owned(),
             last: Arc::default(),
             response: None,
@@ -91,6 +91,7 @@ impl Replier {
 pub struct CommandLog {
     path: PathBuf,
     gateway: String,
+    response_prefix: String,
     keyring: Keyring,
     high_water: u64,
     recent: VecDeque<(String, u64, Arc<Mutex<Value>>)>,
@@ -113,8 +114,14 @@ pub enum Checked {
 }
 
 impl CommandLog {
-    /// The log kept in `path` (created on first use), for gateway `gateway`.
-    pub fn open(path: PathBuf, gateway: &str, keyring: Keyring) -> Result<Self, StoreError> {
+    /// The log kept in `path` (created on first use), for gateway `gateway`, answering MQTT 5
+    /// requests of verified commands on response topics under `response_prefix`.
+    pub fn open(
+        path: PathBuf,
+        gateway: &str,
+        response_prefix: &str,
+        keyring: Keyring,
+    ) -> Result<Self, StoreError> {
         let high_water = match std::fs::read(&path) {
             Ok(bytes) => {
                 serde_json::from_slice::<LogFile>(&bytes)
@@ -130,6 +137,7 @@ impl CommandLog {
         Ok(Self {
             path,
             gateway: gateway.to_owned(),
+            response_prefix: response_prefix.to_owned(),
             keyring,
             high_water,
             recent: VecDeque::new(),
@@ -137,6 +145,10 @@ impl CommandLog {
     }
 
     /// Checks one message from the command topic, answering refusals and duplicates itself.
+    ///
+    /// Until the command's signature is verified, anyone may have sent it: its refusal goes
+    /// only to the gateway's own reply topic, never to a response topic the sender named
+    /// (which would make the gateway publish wherever an attacker likes, under its identity).
     pub fn check(
         &mut self,
         payload: &[u8],
@@ -145,21 +157,21 @@ impl CommandLog {
         link: &Arc<Link>,
         now_ms: u64,
     ) -> Checked {
-        let replier = |id: &str| Replier {
+        let replier = |id: &str, response: Option<Response>| Replier {
             link: link.clone(),
-            topic: format!("edgewise/{}/reply/{id}", self.gateway),
+            topic: namespace::reply(&self.gateway, id),
             id: id.to_owned(),
             last: Arc::default(),
-            response: response.clone(),
+            response,
         };
-        let refuse = |id: Option<String>, reason: String| {
+        let refuse_unverified = |id: Option<String>, reason: String| {
             let id = id.unwrap_or_else(|| "invalid".into());
             tracing::warn!(command = id, "command refused: {reason}");
-            replier(&id).send("refused", json!({ "reason": reason }));
+            replier(&id, None).send("refused", json!({ "reason": reason }));
             Checked::Refused
         };
         if retained {
-            return refuse(
+            return refuse_unverified(
                 untrusted_id(payload),
                 "a retained message is not a command (it would run again at every connection)"
                     .into(),
@@ -167,14 +179,35 @@ impl CommandLog {
         }
         let (command, signers) = match Command::verify(payload, &self.keyring) {
             Ok(verified) => verified,
-            Err(e) => return refuse(untrusted_id(payload), e.to_string()),
+            Err(e) => return refuse_unverified(untrusted_id(payload), e.to_string()),
         };
         if !safe_id(&command.id) {
-            return refuse(
+            return refuse_unverified(
                 None,
                 "the command id must be 1-64 of letters, digits, `-`, `_` and `.`".into(),
             );
         }
+        // The response topic is not signed: even a verified command's may be an attacker's
+        // (a replay with the property changed), so it is honoured only under the prefix.
+        let response = response.filter(|r| {
+            let allowed = r.topic.starts_with(&self.response_prefix)
+                && edgewise_signing::topic::validate_name(&r.topic).is_ok();
+            if !allowed {
+                tracing::warn!(
+                    command = command.id,
+                    topic = r.topic,
+                    "response topic ignored: not under `response-prefix` {}",
+                    self.response_prefix
+                );
+            }
+            allowed
+        });
+        let refuse = |id: Option<String>, reason: String| {
+            let id = id.unwrap_or_else(|| "invalid".into());
+            tracing::warn!(command = id, "command refused: {reason}");
+            replier(&id, response.clone()).send("refused", json!({ "reason": reason }));
+            Checked::Refused
+        };
         let id = Some(command.id.clone());
         if command.gateway != self.gateway {
             return refuse(
@@ -196,7 +229,7 @@ impl CommandLog {
                 "duplicate of an accepted command: answered again"
             );
             let (client, _) = link.client();
-            let topic = format!("edgewise/{}/reply/{}", self.gateway, command.id);
+            let topic = namespace::reply(&self.gateway, &command.id);
             let _ = client.try_publish(&topic, QoS::AtLeastOnce, false, last.to_string());
             if let Some(response) = &response {
                 let _ = client.try_respond(response, last.to_string().into_bytes());
@@ -231,7 +264,7 @@ impl CommandLog {
             return refuse(id, format!("cannot record the sequence number: {e}"));
         }
         self.high_water = command.seq;
-        let reply = replier(&command.id);
+        let reply = replier(&command.id, response);
         if self.recent.len() == REMEMBERED {
             self.recent.pop_front();
         }
@@ -308,12 +341,23 @@ pub enum Change {
 
 /// What the manager thread is asked to do.
 pub enum Request {
+    /// A message arrived on the command topic: check it (signature, replay, expiry), then run
+    /// it. Checked here, not on the task that polls MQTT: verifying a command that carries a
+    /// bundle hashes all of it, and recording its sequence number is an fsync.
+    Command {
+        /// The message as received.
+        payload: bytes::Bytes,
+        /// Whether the broker sent it as a retained message.
+        retained: bool,
+        /// An MQTT 5 request's response topic.
+        response: Option<Response>,
+        /// When it arrived.
+        received: Instant,
+    },
     /// A fleet's desired state arrived (signed, maybe retained).
     Desired(Vec<u8>),
     /// A bundle arrived on `edgewise/bundles/<digest>`.
     Bundle(String, Vec<u8>),
-    /// Run an accepted command.
-    Run(Box<Command>, Replier, Instant),
     /// A plugin thread went back to the old version during probation; make the store agree.
     RolledBack {
         /// The plugin.
@@ -329,6 +373,7 @@ pub enum Request {
 pub struct Manager {
     runtime: Arc<Runtime>,
     store: Store,
+    commands: CommandLog,
     config: Config,
     metrics: Arc<Metrics>,
     changes: UnboundedSender<Change>,
@@ -353,10 +398,11 @@ struct FleetFile {
 }
 
 impl Manager {
-    /// A manager over `store`.
+    /// A manager over `store`, checking commands with `commands`.
     pub fn new(
         runtime: Arc<Runtime>,
         store: Store,
+        commands: CommandLog,
         config: Config,
         metrics: Arc<Metrics>,
         changes: UnboundedSender<Change>,
@@ -365,6 +411,7 @@ impl Manager {
         Self {
             runtime,
             store,
+            commands,
             config,
             metrics,
             changes,
@@ -378,9 +425,22 @@ impl Manager {
     pub fn serve(mut self, requests: std::sync::mpsc::Receiver<Request>) {
         for request in requests {
             match request {
+                Request::Command {
+                    payload,
+                    retained,
+                    response,
+                    received,
+                } => {
+                    let now_ms = crate::gateway::now_ms();
+                    if let Checked::Accepted(command, reply) = self
+                        .commands
+                        .check(&payload, retained, response, &self.link, now_ms)
+                    {
+                        self.run(*command, reply, received);
+                    }
+                }
                 Request::Desired(payload) => self.desired(&payload),
                 Request::Bundle(digest, bytes) => self.bundle(&digest, &bytes),
-                Request::Run(command, reply, received) => self.run(*command, reply, received),
                 Request::RolledBack {
                     plugin,
                     reason,
@@ -426,7 +486,7 @@ impl Manager {
                 bundle_base64: None,
                 digest: Some(digest),
             } => {
-                let topic = format!("edgewise/bundles/{digest}");
+                let topic = namespace::bundle(&digest);
                 reply.send("waiting", json!({ "for": topic }));
                 self.awaiting.insert(digest, (reply.clone(), received));
                 Ok(Change::Subscribe(vec![topic]))
@@ -677,10 +737,7 @@ impl Manager {
             .filter(|(name, digest)| !installed.iter().any(|(n, d, _)| n == *name && d == *digest))
             .map(|(_, digest)| digest.clone())
             .collect();
-        let topics = waiting
-            .iter()
-            .map(|d| format!("edgewise/bundles/{d}"))
-            .collect();
+        let topics = waiting.iter().map(|d| namespace::bundle(d)).collect();
         self.rollout = Some(Rollout {
             desired: desired.clone(),
             waiting,

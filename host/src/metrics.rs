@@ -25,6 +25,17 @@ struct Plugin {
     plugin: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PluginState {
+    plugin: String,
+    state: &'static str,
+}
+
+/// The states a plugin's `edgewise_plugin_state` gauge takes, as in the status document.
+pub const STATES: [&str; 7] = [
+    "starting", "running", "failing", "resting", "stuck", "failed", "stopped",
+];
+
 type Histograms = Family<Plugin, Histogram, fn() -> Histogram>;
 
 /// 10 µs to about 10 s, doubling.
@@ -43,6 +54,7 @@ pub struct Metrics {
     publishes_refused: Family<Plugin, Counter>,
     log_lines_dropped: Family<Plugin, Counter>,
     queue_depth: Family<Plugin, Gauge>,
+    state: Family<PluginState, Gauge>,
     handling: Histograms,
     inference: Histograms,
 }
@@ -85,6 +97,7 @@ impl Metrics {
             publishes_refused: Family::default(),
             log_lines_dropped: Family::default(),
             queue_depth: Family::default(),
+            state: Family::default(),
             handling: Family::new_with_constructor(seconds),
             inference: Family::new_with_constructor(seconds),
             registry: Registry::default(),
@@ -130,6 +143,11 @@ impl Metrics {
             m.queue_depth.clone(),
         );
         registry.register(
+            "plugin_state",
+            "1 for the state a plugin is in (label state), 0 for the others",
+            m.state.clone(),
+        );
+        registry.register(
             "handling_seconds",
             "Time to handle one message",
             m.handling.clone(),
@@ -158,6 +176,17 @@ impl Metrics {
             queue_depth: self.queue_depth.get_or_create(&label).clone(),
             handling: self.handling.get_or_create(&label).clone(),
             inference: self.inference.get_or_create(&label).clone(),
+        }
+    }
+
+    /// Records that `plugin` is in `state` (one of [`STATES`]).
+    pub fn set_state(&self, plugin: &str, state: &str) {
+        for s in STATES {
+            let label = PluginState {
+                plugin: plugin.to_owned(),
+                state: s,
+            };
+            self.state.get_or_create(&label).set(i64::from(s == state));
         }
     }
 

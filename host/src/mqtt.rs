@@ -164,18 +164,36 @@ fn connect(options: &Options, endpoint: usize) -> (Client, Connection) {
     }
 }
 
-/// The largest MQTT packets accepted and sent. rumqttc's default is 10 KiB each way; the
-/// gateway takes plugin payloads up to the host's cap and, when managed, commands carrying a
-/// whole bundle in base64; it sends outputs and dead letters (the input in base64).
-fn packet_sizes(config: &Config) -> (usize, usize) {
+/// The largest packet MQTT can carry: a remaining length of 268,435,455 bytes and the fixed
+/// header.
+const MQTT_MAX_PACKET: usize = 268_435_455 + 5;
+
+/// The largest MQTT packets the gateway needs: plugin payloads up to the host's cap and, when
+/// managed, commands carrying a whole bundle; it sends outputs and dead letters (the input in
+/// base64, cut to a kilobyte when it was over the plugin's limit).
+fn needed_packet_sizes(config: &Config) -> (usize, usize) {
     const HEADERS: usize = 64 * 1024;
     let payload = config.caps().max_payload_bytes as usize;
-    let bundle = (config.max_bundle_bytes() as usize).saturating_mul(4) / 3;
     let incoming = match config.keyring {
-        Some(_) => payload.max(bundle),
+        Some(_) => payload.max(config.max_command_bytes()),
         None => payload,
     };
     (incoming + HEADERS, payload.saturating_mul(4) / 3 + HEADERS)
+}
+
+/// MQTT 3.1.1 cannot tell the broker a limit, and rumqttc drops the connection on a packet over
+/// its own: the broker would send that message again at every reconnect, forever (a poison
+/// message). So the gateway reads any packet MQTT allows and refuses what is too large itself
+/// (acknowledged, dead-lettered, counted). Bound its memory with the broker's
+/// `message_size_limit`.
+fn packet_sizes_v4(config: &Config) -> (usize, usize) {
+    (MQTT_MAX_PACKET, needed_packet_sizes(config).1)
+}
+
+/// MQTT 5 announces the gateway's limit in CONNECT (Maximum Packet Size): the broker must not
+/// send a larger packet, and drops it as delivered (MQTT-3.1.2-24, -25).
+fn packet_size_v5(config: &Config) -> u32 {
+    u32::try_from(needed_packet_sizes(config).0).unwrap_or(u32::MAX)
 }
 
 /// TCP_NODELAY: an output or an acknowledgement is one small packet that should leave now, not
@@ -195,7 +213,7 @@ const REQUEST_CAPACITY: usize = 1024;
 /// offline status as last will.
 fn options_v4(config: &Config, endpoint: &Endpoint, tls: Option<Arc<ClientConfig>>) -> MqttOptions {
     let mut options = MqttOptions::new(config.client_id(), &endpoint.host, endpoint.port);
-    let (incoming, outgoing) = packet_sizes(config);
+    let (incoming, outgoing) = packet_sizes_v4(config);
     options
         .set_keep_alive(Duration::from_secs(config.broker.keep_alive_s))
         .set_max_packet_size(incoming, outgoing)
@@ -227,7 +245,7 @@ fn options_v5(
     options
         .set_keep_alive(Duration::from_secs(config.broker.keep_alive_s))
         .set_clean_start(false)
-        .set_max_packet_size(u32::try_from(packet_sizes(config).0).ok())
+        .set_max_packet_size(Some(packet_size_v5(config)))
         .set_session_expiry_interval(Some(u32::MAX))
         .set_network_options(network_options())
         .set_manual_acks(true)

@@ -1,13 +1,15 @@
 //! The Edgewise plugin format, shared by the gateway and by plugin authors' tooling: the plugin
-//! manifest (`plugin.toml`), the MQTT topic rules it is checked against, signed bundles, keys
-//! and keyrings. It never depends on wasmtime or tokio, so a plugin author's CI can check, pack
-//! and sign a plugin without the gateway.
+//! manifest (`plugin.toml`), the MQTT topic rules it is checked against, the gateway's own topic
+//! names (which plugins may not reach), signed bundles, keys and keyrings. It never depends on
+//! wasmtime or tokio, so a plugin author's CI can check, pack and sign a plugin without the
+//! gateway.
 
 pub mod bundle;
 pub mod command;
 pub mod envelope;
 pub mod keyring;
 pub mod manifest;
+pub mod namespace;
 pub mod signature;
 pub mod topic;
 

@@ -31,6 +31,7 @@ use std::path::{Component, Path, PathBuf};
 use semver::{Version, VersionReq};
 use serde::Deserialize;
 
+use crate::namespace;
 use crate::topic::{self, TopicFilter};
 
 /// The version of the `edgewise:plugin` WIT package this code implements.
@@ -277,8 +278,10 @@ impl Manifest {
             return bad("subscribe", "at least one topic filter is needed".into());
         }
         for (i, filter) in self.subscribe.iter().enumerate() {
-            if let Err(e) = TopicFilter::parse(filter) {
-                return bad(&format!("subscribe[{i}]"), format!("`{filter}`: {e}"));
+            match TopicFilter::parse(filter) {
+                Ok(f) => reserved_grant(&f, "subscribe to")
+                    .map_or(Ok(()), |problem| bad(&format!("subscribe[{i}]"), problem))?,
+                Err(e) => return bad(&format!("subscribe[{i}]"), format!("`{filter}`: {e}")),
             }
         }
         for (i, filter) in self.publish.iter().enumerate() {
@@ -289,7 +292,8 @@ impl Manifest {
                         "`$share/` is only for subscribing".into(),
                     );
                 }
-                Ok(_) => {}
+                Ok(f) => reserved_grant(&f, "publish to")
+                    .map_or(Ok(()), |problem| bad(&format!("publish[{i}]"), problem))?,
                 Err(e) => return bad(&format!("publish[{i}]"), format!("`{filter}`: {e}")),
             }
         }
@@ -386,6 +390,14 @@ fn relative_path(key: &str, path: &Path) -> Result<(), (String, String)> {
             ),
         ))
     }
+}
+
+/// Why a grant is refused when it reaches the gateway's or the broker's own topics.
+fn reserved_grant(filter: &TopicFilter, verb: &str) -> Option<String> {
+    let reserved = namespace::reserved_by(filter)?;
+    Some(format!(
+        "`{filter}` reaches {reserved}: plugins may not {verb} them; name the first level of the topic (`sensors/#`, not `#` or `+/...`)"
+    ))
 }
 
 /// Checks a topic a plugin wants to publish to against its grants.

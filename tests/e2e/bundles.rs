@@ -658,3 +658,79 @@ fn a_key_rotation_needs_the_old_key_and_the_new_one_and_revokes_the_old_bundles(
         .unwrap_or_default();
     assert!(status.contains("revoked"), "{status}");
 }
+
+#[test]
+fn pack_refuses_a_plugin_that_reaches_for_the_gateways_own_topics_naming_the_grant() {
+    // Regression: `subscribe = ["#"]` read every gateway's status, the fleet's desired state
+    // and the dead letters; `publish = ["edgewise/+/cmd"]` reached every gateway's commands.
+    let trust = Trust::new();
+    let key_file = trust.dir.path().join("release.key");
+    std::fs::write(&key_file, trust.release.to_pem().expect("PEM")).expect("key file");
+    for (from, to, key_name) in [
+        (
+            "subscribe = [\"sensors/#\"]",
+            "subscribe = [\"#\"]",
+            "subscribe[0]",
+        ),
+        (
+            "subscribe = [\"sensors/#\"]",
+            "subscribe = [\"sensors/#\", \"+/+/cmd\"]",
+            "subscribe[1]",
+        ),
+        (
+            "publish = [\"echo/#\"]",
+            "publish = [\"edgewise/+/cmd\"]",
+            "publish[0]",
+        ),
+        (
+            "subscribe = [\"sensors/#\"]",
+            "subscribe = [\"$SYS/#\"]",
+            "subscribe[0]",
+        ),
+    ] {
+        let plugin = copy_plugin("template");
+        edgewise_tests::edit(plugin.path(), "plugin.toml", from, to);
+        let out = cli(&[
+            "pack",
+            plugin.path().to_str().expect("UTF-8 path"),
+            "--key",
+            key_file.to_str().expect("UTF-8 path"),
+            "-o",
+            plugin.path().join("out.ewb").to_str().expect("UTF-8 path"),
+        ]);
+        let err = text(&out.stderr);
+        assert!(!out.status.success(), "packed with {to}");
+        assert!(
+            err.contains(key_name) && err.contains("plugins may not"),
+            "{to}: {err}"
+        );
+        assert!(!plugin.path().join("out.ewb").exists());
+    }
+}
+
+#[test]
+fn install_refuses_a_validly_signed_bundle_whose_grants_reach_the_gateways_topics() {
+    // A signer that is not `edgewise pack` can sign any manifest: the store checks it too.
+    let trust = Trust::new();
+    let good = packed("template", &trust.release, &[], false);
+    let mut bundle = Bundle::parse(&good).expect("a bundle");
+    let manifest = String::from_utf8(bundle.manifest.clone()).expect("UTF-8 manifest");
+    let hostile = manifest.replace("subscribe = [\"sensors/#\"]", "subscribe = [\"#\"]");
+    assert_ne!(manifest, hostile);
+    bundle.manifest = hostile.into_bytes();
+    bundle.signatures = vec![trust.release.sign(PayloadType::Manifest, &bundle.manifest)];
+    let store_dir = tempfile::tempdir().expect("store directory");
+    let store =
+        Store::open(store_dir.path(), trust.parsed(false), DEFAULT_MAX_BYTES).expect("store opens");
+    let before = snapshot(store_dir.path());
+    let reason = refusal(&store, &bundle.to_bytes());
+    assert!(
+        reason.contains("subscribe[0]") && reason.contains("`edgewise/#`"),
+        "{reason}"
+    );
+    assert_eq!(
+        snapshot(store_dir.path()),
+        before,
+        "the store did not change"
+    );
+}

@@ -8,6 +8,7 @@
 //! - `containment`: the same under `edgewise run`, each offender beside a healthy stream.
 //! - `nn`: inference through wasi-nn equals tract called directly, bit for bit.
 //! - `management`: signed commands over MQTT, hot swaps under load, automatic rollbacks.
+//! - `message_path`: oversized (poison) messages, the reserved namespace, twin gateway ids.
 //! - `loading`: every kind of bad plugin directory is refused with an error that says why.
 //! - `replay`: the `edgewise replay` command's behaviour at its edges.
 
@@ -17,6 +18,7 @@ mod examples;
 mod gateway;
 mod loading;
 mod management;
+mod message_path;
 mod nn;
 mod replay;
 mod sandbox;

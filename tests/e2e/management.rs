@@ -684,7 +684,9 @@ fn an_update_by_digest_takes_the_bundle_retained_under_that_digest() {
 
 #[test]
 fn over_mqtt_5_a_command_is_also_answered_on_its_response_topic_with_its_correlation_data() {
-    let m = Managed::start("five-cmd", "threshold", &[], "protocol = \"5\"\n");
+    let mut m = Managed::prepare("five-cmd", "threshold", &[], "protocol = \"5\"\n");
+    allow_responses_under(&m.gateway, "ops/replies/");
+    m.gateway.launch(&m.broker);
     let responses = m
         .broker
         .subscribe_v5_showing_correlation(&["ops/replies/#"]);
@@ -808,4 +810,103 @@ fn the_operator_tools_speak_tls_with_a_password_and_a_client_certificate() {
     let listed = m.ctl(&["list"]);
     assert!(listed.status.success(), "{}", text(&listed.stderr));
     assert!(text(&listed.stdout).contains("\"name\":\"threshold\""));
+}
+
+/// Sets the gateway's `response-prefix` (a top-level key: before the `[broker]` table).
+fn allow_responses_under(gateway: &Gateway, prefix: &str) {
+    edgewise_tests::edit(
+        gateway.dir(),
+        "gateway.toml",
+        "plugins = \"plugins\"\n",
+        &format!("plugins = \"plugins\"\nresponse-prefix = \"{prefix}\"\n"),
+    );
+}
+
+#[test]
+fn a_response_topic_is_honoured_only_for_a_verified_command_and_only_under_the_prefix() {
+    // Regression: an unsigned command naming `victim/actuator/valve/set` as its response topic
+    // made the gateway publish its refusal there, under the gateway's own broker identity.
+    let m = Managed::start("reflect", "threshold", &[], "protocol = \"5\"\n");
+    let everything = m.broker.subscribe_v5_showing_topics(&["#"]);
+    let replies = m.replies();
+    let attacker = SecretKey::generate().expect("random key");
+    let forged = m.command("forged", now_ms(), Action::List).sign(&attacker);
+    m.broker.request_v5(
+        "edgewise/reflect/cmd",
+        forged.as_bytes(),
+        "victim/actuator/valve/set",
+        "x",
+    );
+    let signed = m
+        .command("outside", now_ms(), Action::List)
+        .sign(&m.operator);
+    m.broker
+        .request_v5("edgewise/reflect/cmd", signed.as_bytes(), "victim/x", "y");
+    // A third command, answered under the default prefix: once its response is here, the
+    // responses to the two before it (published earlier on the same connection) would be too.
+    let last = m
+        .command("inside", now_ms() + 1, Action::List)
+        .sign(&m.operator);
+    m.broker.request_v5(
+        "edgewise/reflect/cmd",
+        last.as_bytes(),
+        "edgewise/console/answers",
+        "z",
+    );
+    // Each line is `topic|correlation`. The commands are answered one after the other, so
+    // once a response to the third is here, any to the first two would have come before it.
+    let answered = |l: &String| l == "edgewise/console/answers|z";
+    let got: Vec<String> = everything
+        .collect_until(WAIT, |got| got.iter().any(|(l, _)| answered(l)))
+        .into_iter()
+        .map(|(l, _)| l)
+        .collect();
+    assert!(
+        got.iter().any(answered),
+        "the verified command was answered under the prefix: {got:?}"
+    );
+    // Only the gateway's topics, and the test subscribers' readiness probes.
+    let outside: Vec<&String> = got
+        .iter()
+        .filter(|l| !l.starts_with("edgewise/") && !l.starts_with("edgewise-test/probe/"))
+        .collect();
+    assert!(
+        outside.is_empty(),
+        "published outside the gateway's topics: {outside:?}"
+    );
+    let refusal = replies.collect_until(WAIT, |r| r.iter().any(|(t, _)| t.ends_with("/forged")));
+    assert!(
+        refusal
+            .iter()
+            .any(|(t, p)| t.ends_with("/reply/forged") && p.contains("refused")),
+        "the forged command is refused on the gateway's own reply topic: {refusal:?}"
+    );
+    assert!(m.gateway.log().contains("response topic ignored"));
+}
+
+#[test]
+fn a_command_larger_than_any_bundle_is_refused_unread_and_the_connection_stays() {
+    // Regression: 3 MiB on the command topic with `max-bundle-mib = 1` was over the packet
+    // limit; rumqttc dropped the connection and the broker sent it again at every reconnect.
+    let mut m = Managed::prepare("big-cmd", "threshold", &[], "");
+    edgewise_tests::edit(
+        m.gateway.dir(),
+        "gateway.toml",
+        "plugins = \"plugins\"\n",
+        "plugins = \"plugins\"\nmax-bundle-mib = 1\n",
+    );
+    m.gateway.launch(&m.broker);
+    let replies = m.replies();
+    m.broker
+        .publish("edgewise/big-cmd/cmd", &vec![b'{'; 3 << 20], 1);
+    let (topic, reply) = replies.next(WAIT).expect("a reply");
+    assert_eq!(topic, "edgewise/big-cmd/reply/invalid");
+    assert!(
+        reply.contains("refused") && reply.contains("refused unread"),
+        "{reply}"
+    );
+    let out = m.ctl(&["list"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let log = m.gateway.log();
+    assert_eq!(log.matches("connected to the broker").count(), 1, "{log}");
 }

@@ -332,6 +332,16 @@ impl Broker {
         )
     }
 
+    /// Subscribes with MQTT 5, showing only where each message went: `topic|correlation data`
+    /// (one line a message, whatever its payload).
+    pub fn subscribe_v5_showing_topics(&self, filters: &[&str]) -> Subscriber {
+        self.subscriber(
+            &format!("edgewise-test-{}", free_port()),
+            filters,
+            &["-V", "5", "-F", "%t|%D"],
+        )
+    }
+
     /// Publishes one retained message.
     pub fn publish_retained(&self, topic: &str, payload: &[u8]) {
         self.publish_as(topic, payload, 1, &["-r"]);

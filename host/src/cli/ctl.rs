@@ -9,10 +9,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, bail};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use edgewise_signing::SecretKey;
 use edgewise_signing::bundle::{self, DEFAULT_MAX_BYTES};
 use edgewise_signing::command::{Action, Command, DesiredState};
 use edgewise_signing::manifest::Setting;
+use edgewise_signing::{SecretKey, namespace};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 
 /// Where and as whom to send commands.
@@ -135,11 +135,7 @@ pub fn push(args: PushArgs) -> anyhow::Result<ExitCode> {
     let gateway = args.gateway.context("--gateway or --group")?;
     let action = if args.by_digest {
         let digest = edgewise_signing::Bundle::parse(&bytes)?.digest();
-        publish_retained(
-            &args.connection,
-            &format!("edgewise/bundles/{digest}"),
-            bytes,
-        )?;
+        publish_retained(&args.connection, &namespace::bundle(&digest), bytes)?;
         Action::Update {
             bundle_base64: None,
             digest: Some(digest),
@@ -175,7 +171,7 @@ fn send(gateway: &str, action: Action, connection: &Connection) -> anyhow::Resul
     let timeout = Duration::from_secs(connection.timeout);
     runtime.block_on(async move {
         let (client, mut eventloop) = client(connection, "edgewise-ctl")?;
-        let reply_topic = format!("edgewise/{gateway}/reply/{}", command.id);
+        let reply_topic = namespace::reply(gateway, &command.id);
         client.subscribe(&reply_topic, QoS::AtLeastOnce).await?;
         let outcome = tokio::time::timeout(timeout, async {
             loop {
@@ -183,7 +179,7 @@ fn send(gateway: &str, action: Action, connection: &Connection) -> anyhow::Resul
                     Ok(Event::Incoming(Packet::SubAck(_))) => {
                         client
                             .publish(
-                                format!("edgewise/{gateway}/cmd"),
+                                namespace::command(gateway),
                                 QoS::AtLeastOnce,
                                 false,
                                 signed.clone(),
@@ -258,7 +254,7 @@ fn push_group(
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    let desired_topic = format!("edgewise/fleet/{group}/desired");
+    let desired_topic = namespace::desired(group);
     runtime.block_on(async move {
         let (client, mut eventloop) = client(connection, "edgewise-push")?;
         client.subscribe(&desired_topic, QoS::AtLeastOnce).await?;
@@ -290,7 +286,7 @@ fn push_group(
             plugins,
         };
         client
-            .publish(format!("edgewise/bundles/{digest}"), QoS::AtLeastOnce, true, bundle_bytes)
+            .publish(namespace::bundle(&digest), QoS::AtLeastOnce, true, bundle_bytes)
             .await?;
         client
             .publish(&desired_topic, QoS::AtLeastOnce, true, desired.sign(&key))
@@ -363,7 +359,7 @@ pub fn fleet(command: FleetCommand) -> anyhow::Result<ExitCode> {
         let options = MqttOptions::new(format!("edgewise-fleet-{}", now_ms()), host, port);
         let (client, mut eventloop) = AsyncClient::new(options, 16);
         client
-            .subscribe("edgewise/+/status", QoS::AtLeastOnce)
+            .subscribe(namespace::EVERY_STATUS, QoS::AtLeastOnce)
             .await?;
         let mut statuses = BTreeMap::new();
         let collect = tokio::time::sleep(Duration::from_secs(seconds));

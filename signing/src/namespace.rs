@@ -1,0 +1,174 @@
+//! The gateway's own MQTT namespace: every topic name Edgewise uses, built here and nowhere
+//! else, and the rule that keeps plugins out of it.
+//!
+//! Everything under `edgewise/` belongs to gateways and their operators (status, commands,
+//! replies, dead letters, metrics, fleet desired states, retained bundles), and topics that
+//! begin with `$` belong to the broker (`$SYS/...`). A plugin may neither subscribe to nor
+//! publish under either, not even through a wildcard that would reach them (`#`, `+/+/cmd`):
+//! [`reserved_by`] is checked when a manifest is parsed, so `pack`, `install` and every load
+//! refuse such a grant. Lives in `edgewise-signing` because the gateway, the operator tools
+//! and an author's CI all need the same names.
+
+use crate::topic::TopicFilter;
+
+/// The first level of every gateway topic.
+pub const ROOT: &str = "edgewise";
+
+/// The retained status of gateway `gateway` (also its last will).
+pub fn status(gateway: &str) -> String {
+    format!("{ROOT}/{gateway}/status")
+}
+
+/// The status of every gateway, for fleet tools.
+pub const EVERY_STATUS: &str = "edgewise/+/status";
+
+/// Where gateway `gateway` publishes its metrics text.
+pub fn metrics(gateway: &str) -> String {
+    format!("{ROOT}/{gateway}/metrics")
+}
+
+/// Where signed management commands for gateway `gateway` arrive.
+pub fn command(gateway: &str) -> String {
+    format!("{ROOT}/{gateway}/cmd")
+}
+
+/// Where gateway `gateway` answers command `id`.
+pub fn reply(gateway: &str, id: &str) -> String {
+    format!("{ROOT}/{gateway}/reply/{id}")
+}
+
+/// The prefix of every reply of gateway `gateway`.
+pub fn reply_prefix(gateway: &str) -> String {
+    format!("{ROOT}/{gateway}/reply/")
+}
+
+/// Where gateway `gateway` puts the messages plugin `plugin` failed on.
+pub fn dead_letter(gateway: &str, plugin: &str) -> String {
+    format!("{ROOT}/{gateway}/dead-letter/{plugin}")
+}
+
+/// The signed desired state of fleet group `group`.
+pub fn desired(group: &str) -> String {
+    format!("{ROOT}/fleet/{group}/desired")
+}
+
+/// Where a bundle is retained under its digest, for updates by digest.
+pub fn bundle(digest: &str) -> String {
+    format!("{ROOT}/bundles/{digest}")
+}
+
+/// The digest of a retained-bundle topic, if `topic` is one.
+pub fn bundle_digest(topic: &str) -> Option<&str> {
+    topic
+        .strip_prefix(ROOT)
+        .and_then(|t| t.strip_prefix("/bundles/"))
+}
+
+/// Whether `topic` is a name in the gateway's namespace.
+pub fn is_gateway_topic(topic: &str) -> bool {
+    topic == ROOT || topic.starts_with("edgewise/")
+}
+
+/// A part of the topic space plugins may not reach.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reserved {
+    /// `edgewise/#`: gateways' status, commands, replies, dead letters, fleets, bundles.
+    Gateway,
+    /// Topics beginning with `$`: the broker's (`$SYS/#`).
+    Broker,
+}
+
+impl std::fmt::Display for Reserved {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Reserved::Gateway => "`edgewise/#`, the gateway's own topics",
+            Reserved::Broker => "`$`-topics, the broker's own (`$SYS/#`)",
+        })
+    }
+}
+
+/// The reserved part of the topic space that `filter` could match a topic in, if any.
+///
+/// MQTT wildcards at the first level never match `$` topics, so `#` reaches `edgewise/#` but
+/// not `$SYS/#`; a filter written with `$` reaches the broker's topics. For a shared
+/// subscription the filter after `$share/<group>/` is what counts.
+pub fn reserved_by(filter: &TopicFilter) -> Option<Reserved> {
+    let inner = match filter.share_group() {
+        Some(group) => &filter.as_str()["$share/".len() + group.len() + 1..],
+        None => filter.as_str(),
+    };
+    if inner.starts_with('$') {
+        return Some(Reserved::Broker);
+    }
+    let first = inner.split('/').next().unwrap_or_default();
+    matches!(first, "#" | "+" | ROOT).then_some(Reserved::Gateway)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reserved(filter: &str) -> Option<Reserved> {
+        reserved_by(&TopicFilter::parse(filter).expect("valid filter"))
+    }
+
+    #[test]
+    fn grants_that_reach_the_gateway_topics_are_reserved_even_through_wildcards() {
+        for filter in [
+            "#",
+            "+/+/cmd",
+            "+/#",
+            "+",
+            "edgewise",
+            "edgewise/#",
+            "edgewise/line-7/dead-letter/x",
+            "edgewise/+/status",
+            "$share/g/#",
+            "$share/g/edgewise/fleet/+/desired",
+        ] {
+            assert_eq!(reserved(filter), Some(Reserved::Gateway), "{filter}");
+        }
+    }
+
+    #[test]
+    fn broker_topics_are_reserved_and_shared_subscriptions_are_judged_by_their_filter() {
+        assert_eq!(reserved("$SYS/#"), Some(Reserved::Broker));
+        assert_eq!(
+            reserved("$share/g/$SYS/broker/load"),
+            Some(Reserved::Broker)
+        );
+        assert_eq!(reserved("$share/g/sensors/#"), None);
+    }
+
+    #[test]
+    fn ordinary_grants_are_not_reserved() {
+        for filter in [
+            "sensors/#",
+            "plant/+/vibration",
+            "edgewise-app/x",
+            "home/edgewise",
+        ] {
+            assert_eq!(reserved(filter), None, "{filter}");
+        }
+    }
+
+    #[test]
+    fn every_gateway_topic_is_in_the_namespace() {
+        for topic in [
+            status("gw"),
+            metrics("gw"),
+            command("gw"),
+            reply("gw", "c-1"),
+            dead_letter("gw", "p"),
+            desired("g"),
+            bundle("ab12"),
+        ] {
+            assert!(is_gateway_topic(&topic), "{topic}");
+        }
+        assert!(reply("gw", "c-1").starts_with(&reply_prefix("gw")));
+        assert_eq!(bundle_digest(&bundle("ab12")), Some("ab12"));
+        assert_eq!(bundle_digest("sensors/bundles/ab12"), None);
+        assert!(!is_gateway_topic("edgewise-app/x"));
+        assert!(TopicFilter::parse(EVERY_STATUS).is_ok_and(|f| f.matches(&status("gw"))));
+    }
+}
