@@ -13,10 +13,9 @@
 //! Messages on the gateway's own topics (`edgewise/...`) go to [`Control`], never to a plugin:
 //! management commands on `edgewise/<gateway>/cmd` are checked ([`CommandLog`]) and carried
 //! out by the [`Manager`] thread, which sends back [`Change`]s. A hot swap reaches the
-//! plugin's thread through its mailbox, in line with the messages: every message before it is
-//! handled by the old version, every one after by the new, none lost, none twice. During
-//! probation the old version stays ready; too many traps and the thread goes back to it, and
-//! hands the message that trapped to the old version.
+//! plugin's thread (`worker::thread`) through its mailbox, in line with the messages: every
+//! message before it is handled by the old version, every one after by the new, none lost,
+//! none twice.
 //!
 //! Containment: plugin code runs only on its plugin's thread, `init` included, so nothing a
 //! plugin does can stop this task. Each thread reports its [`Vitals`], which this task turns
@@ -31,10 +30,8 @@ use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD as BASE64;
 use edgewise_signing::command::Action;
 use edgewise_signing::{Keyring, Manifest, TopicFilter, VerifiedBundle, namespace};
 use rumqttc::QoS;
@@ -45,16 +42,18 @@ use tokio::sync::mpsc;
 
 use crate::config::Config;
 use crate::control::Control;
-use crate::echoes::{Echoes, MAX_HOPS};
+use crate::echoes::MAX_HOPS;
 use crate::mailbox::{Mailbox, Pushed};
-use crate::management::{Change, CommandLog, Manager, Probation, Replier, Request};
-use crate::metrics::{Metrics, PluginMetrics, observe};
+use crate::management::{Change, CommandLog, Manager};
+use crate::metrics::{Metrics, PluginMetrics};
 use crate::mqtt::{Ack, Backoff, Event, Link, offline_status};
 use crate::plugin::{CompiledPlugin, MANIFEST_FILE};
 use crate::router::Router;
 use crate::runtime::{Runtime, RuntimeError};
 use crate::store::{Store, StoreError};
 use crate::vitals::Vitals;
+use crate::worker::probation::Probation;
+use crate::worker::thread::{Job, Shared, Swap, abandon, dead_letter, serve};
 use crate::worker::{Message, Worker};
 
 /// Why the gateway could not run.
@@ -105,29 +104,6 @@ enum Source {
     Directory(PathBuf),
 }
 
-/// What a plugin's thread is given, in order.
-enum Job {
-    /// One inbound message; acknowledged when every holder is done with it. `hops`: plugins
-    /// its chain has passed through before (0 for a message from outside).
-    Message {
-        msg: Message,
-        ack: Arc<Ack>,
-        hops: u8,
-    },
-    /// A new version to switch to before the next message.
-    Swap(Box<Swap>),
-    /// An operator started the plugin: forget its failures, even if it was failed for good.
-    Revive,
-}
-
-/// A hot swap, ready: the new version is instantiated and its `init` has run.
-struct Swap {
-    worker: Worker,
-    probation: Option<Probation>,
-    reply: Replier,
-    received: Instant,
-}
-
 /// A running plugin as the gateway sees it.
 struct Slot {
     name: String,
@@ -142,16 +118,6 @@ struct Slot {
     thread: Option<JoinHandle<()>>,
     stopped: bool,
     removed: bool,
-}
-
-/// What every plugin thread shares.
-#[derive(Clone)]
-struct Shared {
-    link: Arc<Link>,
-    handle: Handle,
-    requests: std::sync::mpsc::Sender<Request>,
-    probation: Probation,
-    echoes: Arc<Echoes>,
 }
 
 /// Runs the gateway until `shutdown` completes, then stops taking messages, lets each plugin
@@ -482,13 +448,6 @@ pub async fn run(
     }
     tracing::info!("gateway stopped");
     Ok(())
-}
-
-/// Lets go of a job without handling it: a message stays unacknowledged, for redelivery.
-fn abandon(job: Job) {
-    if let Job::Message { ack, .. } = job {
-        ack.cancel();
-    }
 }
 
 /// Publishes the offline status and disconnects.
@@ -903,167 +862,6 @@ fn stuck_after(worker: &Worker) -> Duration {
 
 /// What the host may add to a plugin's deadlines before the plugin counts as stuck.
 const STUCK_MARGIN: Duration = Duration::from_secs(1);
-
-/// A new version on probation, with the old one kept ready.
-struct Trial {
-    previous: Worker,
-    remaining: u32,
-    traps: u32,
-    allowed: f64,
-    reply: Replier,
-}
-
-/// A plugin's worker thread: start the plugin, then handle each queued message, publish its
-/// outputs (or its failure to the dead-letter topic), then let go of it, which acknowledges it.
-/// Swaps versions where the mailbox says so, and goes back during probation if the new one
-/// keeps trapping. Reports its vitals around every message.
-fn serve(
-    mut worker: Worker,
-    mailbox: &Mailbox<Job>,
-    shared: &Shared,
-    dead_letter_topic: &str,
-    metrics: &PluginMetrics,
-    vitals: &Vitals,
-) {
-    vitals.entering_call();
-    if let Err(failure) = worker.start() {
-        tracing::error!(plugin = worker.plugin().name(), "{failure}");
-    }
-    vitals.left_call(&worker);
-    let qos = |worker: &Worker| match worker.plugin().manifest().publish_qos {
-        0 => QoS::AtMostOnce,
-        1 => QoS::AtLeastOnce,
-        _ => QoS::ExactlyOnce,
-    };
-    let mut trial: Option<Trial> = None;
-    while let Some(job) = mailbox.pop() {
-        let (msg, ack, hops) = match job {
-            Job::Message { msg, ack, hops } => (msg, ack, hops),
-            Job::Revive => {
-                worker.revive();
-                vitals.left_call(&worker);
-                continue;
-            }
-            Job::Swap(swap) => {
-                let swap = *swap;
-                let previous = std::mem::replace(&mut worker, swap.worker);
-                let name = worker.plugin().name().to_owned();
-                trial = swap.probation.map(|p| Trial {
-                    previous,
-                    remaining: p.messages,
-                    traps: 0,
-                    allowed: p.max_trap_share * f64::from(p.messages),
-                    reply: swap.reply.clone(),
-                });
-                tracing::info!(plugin = name, version = %worker.plugin().manifest().version, "hot swap: new version live");
-                swap.reply.send(
-                    "live",
-                    json!({ "swap_ms": swap.received.elapsed().as_secs_f64() * 1e3 }),
-                );
-                continue;
-            }
-        };
-        metrics.queue_depth.set(mailbox.len() as i64);
-        metrics.messages_in.inc();
-        vitals.entering_call();
-        let (traps, started) = (worker.stats().traps, Instant::now());
-        let mut handled = worker.handle(&msg);
-        let trapped = worker.stats().traps - traps;
-        metrics.traps.inc_by(trapped);
-        if let Some(t) = trial.as_mut() {
-            t.traps += u32::from(trapped > 0);
-            t.remaining = t.remaining.saturating_sub(1);
-            if f64::from(t.traps) > t.allowed {
-                // Back to the old version, which also takes the message the new one trapped on.
-                let Some(t) = trial.take() else { continue };
-                let reason = handled
-                    .as_ref()
-                    .err()
-                    .map(|e| e.failure.to_string())
-                    .unwrap_or_default();
-                tracing::error!(
-                    plugin = worker.plugin().name(),
-                    "new version trapped on probation ({reason}): rolling back"
-                );
-                worker = t.previous;
-                let _ = shared.requests.send(Request::RolledBack {
-                    plugin: worker.plugin().name().to_owned(),
-                    reason: format!("the new version trapped on probation: {reason}"),
-                    reply: t.reply,
-                });
-                handled = worker.handle(&msg);
-            } else if t.remaining == 0 {
-                trial = None;
-            }
-        }
-        observe(&metrics.handling, started.elapsed());
-        vitals.left_call(&worker);
-        let outputs = match handled {
-            Ok(published) => {
-                metrics.messages_out.inc_by(published.len() as u64);
-                published
-                    .into_iter()
-                    .map(|p| (p.topic, p.payload))
-                    .collect()
-            }
-            Err(error) => {
-                metrics.failures.inc();
-                let letter = dead_letter(
-                    json!({
-                        "plugin": error.plugin,
-                        "topic": error.topic,
-                        "error": error.failure.to_string(),
-                        "attempts": error.attempts,
-                    }),
-                    &msg.payload,
-                    worker.plugin().limits().max_payload_bytes as usize,
-                );
-                vec![(
-                    dead_letter_topic.to_owned(),
-                    letter.to_string().into_bytes(),
-                )]
-            }
-        };
-        let qos = qos(&worker);
-        let origin: Arc<str> = worker.plugin().name().into();
-        for (topic, payload) in outputs {
-            shared
-                .echoes
-                .record(&topic, &payload, &origin, hops.saturating_add(1));
-            // Waits for room in the client's request queue: a bounded buffer while the broker is away.
-            let (client, _) = shared.link.client();
-            if let Err(e) = client.publish_blocking(&shared.handle, &topic, qos, payload) {
-                tracing::error!(
-                    plugin = worker.plugin().name(),
-                    topic,
-                    "output not sent: {e}"
-                );
-                ack.cancel();
-            }
-        }
-    }
-}
-
-/// How much of an input over the limit a dead letter keeps: enough to recognise it.
-const DEAD_LETTER_EXCERPT: usize = 1024;
-
-/// A dead letter: `fields` with the input in base64, whole if it is within `limit` (so it can
-/// be replayed), else its first kilobyte, marked `truncated`, so a dead letter is never too
-/// large to publish.
-fn dead_letter(mut fields: Value, payload: &[u8], limit: usize) -> Value {
-    let truncated = payload.len() > limit;
-    let kept = if truncated {
-        &payload[..DEAD_LETTER_EXCERPT.min(payload.len())]
-    } else {
-        payload
-    };
-    if let Some(map) = fields.as_object_mut() {
-        map.insert("payload_base64".into(), json!(BASE64.encode(kept)));
-        map.insert("payload_bytes".into(), json!(payload.len()));
-        map.insert("truncated".into(), json!(truncated));
-    }
-    fields
-}
 
 /// The plugin directories under `root`: every subdirectory holding a plugin.toml, by name.
 fn plugin_dirs(root: &Path) -> Result<Vec<PathBuf>, GatewayError> {

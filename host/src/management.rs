@@ -278,15 +278,6 @@ impl CommandLog {
     }
 }
 
-/// Probation of a new version: how many first messages, and what share of them may trap.
-#[derive(Debug, Clone, Copy)]
-pub struct Probation {
-    /// The first messages the new version is watched on.
-    pub messages: u32,
-    /// The share of those that may trap before the gateway goes back to the old version.
-    pub max_trap_share: f64,
-}
-
 /// What the gateway task must change, prepared by the manager.
 pub enum Change {
     /// Put `worker` live for its plugin: swap it in between two messages (or start the

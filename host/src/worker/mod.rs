@@ -7,6 +7,10 @@
 //! nothing. A failure is returned as a [`MessageError`] naming the plugin, the topic and the
 //! attempts, and logged; it never ends the loop. The worker's [`State`] is what an operator
 //! sees of it. Never does I/O beyond calling the plugin.
+//!
+//! Under `edgewise run` each worker lives on its plugin's own [`thread`], which feeds it from
+//! the plugin's mailbox, publishes what it returns and swaps versions, with [`probation`]
+//! deciding when a new version goes back to the old one.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,6 +20,9 @@ use crate::failure::Failure;
 use crate::instance::Instance;
 use crate::plugin::CompiledPlugin;
 use crate::supervisor::{RestartPolicy, Supervisor, Verdict};
+
+pub mod probation;
+pub mod thread;
 
 pub use crate::bindings::edgewise::plugin::types::Message;
 

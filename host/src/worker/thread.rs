@@ -1,0 +1,236 @@
+//! A plugin's own thread: the loop that takes its mailbox's jobs in order and hands each
+//! message to the [`Worker`].
+//!
+//! Each message's outputs are published (or its failure goes to the plugin's dead-letter
+//! topic), then the message is let go of, which acknowledges it once every plugin it was routed
+//! to is done. A hot swap arrives as a [`Job::Swap`] between two messages: every message before
+//! it is handled by the old version, every one after by the new; during [`probation`] the old
+//! version stays ready, and if the new one keeps trapping the thread goes back to it and hands
+//! it the message that trapped. Plugin code runs on this thread only, never on the gateway's.
+//!
+//! [`probation`]: super::probation
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use rumqttc::QoS;
+use serde_json::{Value, json};
+use tokio::runtime::Handle;
+
+use super::probation::{Outcome, Probation, Trial};
+use super::{Message, Worker};
+use crate::echoes::Echoes;
+use crate::mailbox::Mailbox;
+use crate::management::{Replier, Request};
+use crate::metrics::{PluginMetrics, observe};
+use crate::mqtt::{Ack, Link};
+use crate::vitals::Vitals;
+
+/// What a plugin's thread is given, in order.
+pub enum Job {
+    /// One inbound message; acknowledged when every holder is done with it. `hops`: plugins
+    /// its chain has passed through before (0 for a message from outside).
+    Message {
+        /// The message.
+        msg: Message,
+        /// Its acknowledgement, shared by every plugin it was routed to.
+        ack: Arc<Ack>,
+        /// Plugins its chain has passed through.
+        hops: u8,
+    },
+    /// A new version to switch to before the next message.
+    Swap(Box<Swap>),
+    /// An operator started the plugin: forget its failures, even if it was failed for good.
+    Revive,
+}
+
+/// A hot swap, ready: the new version is instantiated and its `init` has run.
+pub struct Swap {
+    /// The new version.
+    pub worker: Worker,
+    /// How it is watched, if at all.
+    pub probation: Option<Probation>,
+    /// The update's replies.
+    pub reply: Replier,
+    /// When the update was asked for.
+    pub received: Instant,
+}
+
+/// What every plugin thread shares.
+#[derive(Clone)]
+pub struct Shared {
+    /// The broker connection outputs go out on.
+    pub link: Arc<Link>,
+    /// The async runtime, to wait on for room in the client's queue.
+    pub handle: Handle,
+    /// The manager, told of rollbacks.
+    pub requests: std::sync::mpsc::Sender<Request>,
+    /// How new versions are watched.
+    pub probation: Probation,
+    /// Outputs recorded, so that the broker's echo of them is recognised.
+    pub echoes: Arc<Echoes>,
+}
+
+/// Lets go of a job without handling it: a message stays unacknowledged, for redelivery.
+pub fn abandon(job: Job) {
+    if let Job::Message { ack, .. } = job {
+        ack.cancel();
+    }
+}
+
+/// A new version on probation, with the old one kept ready.
+struct OnProbation {
+    previous: Worker,
+    trial: Trial,
+    reply: Replier,
+}
+
+/// A plugin's worker thread: start the plugin, then handle each queued message, publish its
+/// outputs (or its failure to the dead-letter topic), then let go of it, which acknowledges it.
+/// Swaps versions where the mailbox says so, and goes back during probation if the new one
+/// keeps trapping. Reports its vitals around every message.
+pub fn serve(
+    mut worker: Worker,
+    mailbox: &Mailbox<Job>,
+    shared: &Shared,
+    dead_letter_topic: &str,
+    metrics: &PluginMetrics,
+    vitals: &Vitals,
+) {
+    vitals.entering_call();
+    if let Err(failure) = worker.start() {
+        tracing::error!(plugin = worker.plugin().name(), "{failure}");
+    }
+    vitals.left_call(&worker);
+    let qos = |worker: &Worker| match worker.plugin().manifest().publish_qos {
+        0 => QoS::AtMostOnce,
+        1 => QoS::AtLeastOnce,
+        _ => QoS::ExactlyOnce,
+    };
+    let mut probation: Option<OnProbation> = None;
+    while let Some(job) = mailbox.pop() {
+        let (msg, ack, hops) = match job {
+            Job::Message { msg, ack, hops } => (msg, ack, hops),
+            Job::Revive => {
+                worker.revive();
+                vitals.left_call(&worker);
+                continue;
+            }
+            Job::Swap(swap) => {
+                let swap = *swap;
+                let previous = std::mem::replace(&mut worker, swap.worker);
+                let name = worker.plugin().name().to_owned();
+                probation = swap.probation.map(|policy| OnProbation {
+                    previous,
+                    trial: Trial::new(policy),
+                    reply: swap.reply.clone(),
+                });
+                tracing::info!(plugin = name, version = %worker.plugin().manifest().version, "hot swap: new version live");
+                swap.reply.send(
+                    "live",
+                    json!({ "swap_ms": swap.received.elapsed().as_secs_f64() * 1e3 }),
+                );
+                continue;
+            }
+        };
+        metrics.queue_depth.set(mailbox.len() as i64);
+        metrics.messages_in.inc();
+        vitals.entering_call();
+        let (traps, started) = (worker.stats().traps, Instant::now());
+        let mut handled = worker.handle(&msg);
+        let trapped = worker.stats().traps - traps;
+        metrics.traps.inc_by(trapped);
+        match probation.as_mut().map(|p| p.trial.record(trapped > 0)) {
+            None | Some(Outcome::Continue) => {}
+            Some(Outcome::Commit) => probation = None,
+            Some(Outcome::RollBack) => {
+                // Back to the old version, which also takes the message the new one trapped on.
+                let Some(p) = probation.take() else { continue };
+                let reason = handled
+                    .as_ref()
+                    .err()
+                    .map(|e| e.failure.to_string())
+                    .unwrap_or_default();
+                tracing::error!(
+                    plugin = worker.plugin().name(),
+                    "new version trapped on probation ({reason}): rolling back"
+                );
+                worker = p.previous;
+                let _ = shared.requests.send(Request::RolledBack {
+                    plugin: worker.plugin().name().to_owned(),
+                    reason: format!("the new version trapped on probation: {reason}"),
+                    reply: p.reply,
+                });
+                handled = worker.handle(&msg);
+            }
+        }
+        observe(&metrics.handling, started.elapsed());
+        vitals.left_call(&worker);
+        let outputs = match handled {
+            Ok(published) => {
+                metrics.messages_out.inc_by(published.len() as u64);
+                published
+                    .into_iter()
+                    .map(|p| (p.topic, p.payload))
+                    .collect()
+            }
+            Err(error) => {
+                metrics.failures.inc();
+                let letter = dead_letter(
+                    json!({
+                        "plugin": error.plugin,
+                        "topic": error.topic,
+                        "error": error.failure.to_string(),
+                        "attempts": error.attempts,
+                    }),
+                    &msg.payload,
+                    worker.plugin().limits().max_payload_bytes as usize,
+                );
+                vec![(
+                    dead_letter_topic.to_owned(),
+                    letter.to_string().into_bytes(),
+                )]
+            }
+        };
+        let qos = qos(&worker);
+        let origin: Arc<str> = worker.plugin().name().into();
+        for (topic, payload) in outputs {
+            shared
+                .echoes
+                .record(&topic, &payload, &origin, hops.saturating_add(1));
+            // Waits for room in the client's request queue: a bounded buffer while the broker is away.
+            let (client, _) = shared.link.client();
+            if let Err(e) = client.publish_blocking(&shared.handle, &topic, qos, payload) {
+                tracing::error!(
+                    plugin = worker.plugin().name(),
+                    topic,
+                    "output not sent: {e}"
+                );
+                ack.cancel();
+            }
+        }
+    }
+}
+
+/// How much of an input over the limit a dead letter keeps: enough to recognise it.
+const DEAD_LETTER_EXCERPT: usize = 1024;
+
+/// A dead letter: `fields` with the input in base64, whole if it is within `limit` (so it can
+/// be replayed), else its first kilobyte, marked `truncated`, so a dead letter is never too
+/// large to publish.
+pub fn dead_letter(mut fields: Value, payload: &[u8], limit: usize) -> Value {
+    let truncated = payload.len() > limit;
+    let kept = if truncated {
+        &payload[..DEAD_LETTER_EXCERPT.min(payload.len())]
+    } else {
+        payload
+    };
+    if let Some(map) = fields.as_object_mut() {
+        map.insert("payload_base64".into(), json!(BASE64.encode(kept)));
+        map.insert("payload_bytes".into(), json!(payload.len()));
+        map.insert("truncated".into(), json!(truncated));
+    }
+    fields
+}
