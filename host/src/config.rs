@@ -95,6 +95,9 @@ pub struct Config {
     /// did not verify never goes to a response topic.
     #[serde(default = "default_response_prefix")]
     pub response_prefix: String,
+    /// The local journal between the broker and the plugins.
+    #[serde(default)]
+    pub journal: JournalConfig,
     /// Setting overrides by plugin name: `[settings.threshold] limit = 90`.
     #[serde(default)]
     pub settings: BTreeMap<String, BTreeMap<String, edgewise_signing::manifest::Setting>>,
@@ -265,6 +268,39 @@ fn default_probation() -> u32 {
 }
 fn default_trap_share() -> f64 {
     0.1
+}
+
+/// The local journal (see `journal` and `flow`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct JournalConfig {
+    /// The journal file (default `journal.redb` in the store directory).
+    pub path: Option<PathBuf>,
+    /// Most it holds, in MiB (default 256): when full, no more messages are taken in.
+    pub max_mib: u64,
+    /// Longest a message waits for its group commit, in milliseconds (default 5).
+    pub commit_interval_ms: u64,
+    /// Whether each commit that accepts messages is on disk before they are acknowledged
+    /// (default true); off, at least one commit a second is, and a crash loses up to that.
+    pub fsync: bool,
+}
+
+impl Default for JournalConfig {
+    fn default() -> Self {
+        Self {
+            path: None,
+            max_mib: 256,
+            commit_interval_ms: 5,
+            fsync: true,
+        }
+    }
+}
+
+impl JournalConfig {
+    /// The cap in bytes.
+    pub fn max_bytes(&self) -> u64 {
+        self.max_mib.saturating_mul(1 << 20)
+    }
 }
 
 /// How failing plugins are retried, rested and given up (see `supervisor`).
@@ -489,6 +525,9 @@ impl Config {
                 "must be between 0 and 1".into(),
             ));
         }
+        if config.journal.max_mib == 0 {
+            return Err(invalid("journal.max-mib", "must be at least 1".into()));
+        }
         if config.max_bundle_mib == 0 {
             return Err(invalid("max-bundle-mib", "must be at least 1".into()));
         }
@@ -501,9 +540,13 @@ impl Config {
         }
         if let Some(dir) = origin.parent() {
             config.store = dir.join(&config.store);
-            for path in [&mut config.plugins, &mut config.keyring]
-                .into_iter()
-                .flatten()
+            for path in [
+                &mut config.plugins,
+                &mut config.keyring,
+                &mut config.journal.path,
+            ]
+            .into_iter()
+            .flatten()
             {
                 *path = dir.join(&*path);
             }
@@ -577,6 +620,14 @@ impl Config {
             Duration::from_millis(self.broker.reconnect_min_ms),
             Duration::from_millis(self.broker.reconnect_max_ms),
         )
+    }
+
+    /// The journal file.
+    pub fn journal_path(&self) -> PathBuf {
+        self.journal
+            .path
+            .clone()
+            .unwrap_or_else(|| self.store.join("journal.redb"))
     }
 
     /// The retained status topic.

@@ -15,10 +15,11 @@
 //! input's acknowledgement on the same connection, so an input the broker saw acknowledged had
 //! its outputs delivered first, and one it did not is delivered again.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
+use crate::config::{Config, Endpoint, Protocol};
 use bytes::Bytes;
 use rand::Rng;
 use rumqttc::v5;
@@ -26,9 +27,6 @@ use rumqttc::{LastWill, MqttOptions, Outgoing, Packet, Publish, QoS, TlsConfigur
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::{ClientConfig, RootCertStore};
-use tokio::runtime::Handle;
-
-use crate::config::{Config, Endpoint, Protocol};
 
 /// The status the broker publishes for us if we vanish (the last will), and that a clean
 /// shutdown leaves: offline, with who and which fleet group, so a fleet summary can count it.
@@ -135,11 +133,11 @@ impl Link {
         }
         let mut current = self.current.write().unwrap_or_else(|p| p.into_inner());
         current.endpoint = (current.endpoint + 1) % self.endpoints.len();
-        match (connection, &self.options) {
-            (Connection::V4(eventloop), Options::V4(options)) => {
+        match (&mut connection.kind, &self.options) {
+            (ConnectionKind::V4(eventloop), Options::V4(options)) => {
                 eventloop.mqtt_options = options[current.endpoint].clone();
             }
-            (Connection::V5(eventloop), Options::V5(options)) => {
+            (ConnectionKind::V5(eventloop), Options::V5(options)) => {
                 eventloop.options = options[current.endpoint].clone();
             }
             // A connection is always made from this link's options.
@@ -149,19 +147,37 @@ impl Link {
 }
 
 fn connect(options: &Options, endpoint: usize) -> (Client, Connection) {
-    match options {
+    let (client, connection) = match options {
         Options::V4(options) => {
             let (client, mut eventloop) =
                 rumqttc::AsyncClient::new(options[endpoint].clone(), REQUEST_CAPACITY);
             eventloop.set_network_options(network_options());
-            (Client::V4(client), Connection::V4(Box::new(eventloop)))
+            (
+                ClientKind::V4(client),
+                ConnectionKind::V4(Box::new(eventloop)),
+            )
         }
         Options::V5(options) => {
             let (client, eventloop) =
                 v5::AsyncClient::new(options[endpoint].clone(), REQUEST_CAPACITY);
-            (Client::V5(client), Connection::V5(Box::new(eventloop)))
+            (
+                ClientKind::V5(client),
+                ConnectionKind::V5(Box::new(eventloop)),
+            )
         }
-    }
+    };
+    let tags = Tags::default();
+    (
+        Client {
+            kind: client,
+            tags: tags.clone(),
+        },
+        Connection {
+            kind: connection,
+            tags,
+            in_flight: HashMap::new(),
+        },
+    )
 }
 
 /// The largest packet MQTT can carry: a remaining length of 268,435,455 bytes and the fixed
@@ -317,42 +333,56 @@ pub fn tls_client_config(
     Ok(Arc::new(tls))
 }
 
+/// What each publish queued on a connection was, in the order the event loop takes them:
+/// `Some(key)` for an output of the journal's outbox, `None` for anything else. The event loop
+/// reports each publish it sends (`Outgoing::Publish(pkid)`), in that same order, so the packet
+/// id of every outbox entry is known, and its PUBACK says it was delivered.
+type Tags = Arc<Mutex<VecDeque<Option<u64>>>>;
+
 /// The sending half of one connection, whichever MQTT version it speaks.
 #[derive(Clone)]
-pub enum Client {
-    /// MQTT 3.1.1.
+pub struct Client {
+    kind: ClientKind,
+    tags: Tags,
+}
+
+#[derive(Clone)]
+enum ClientKind {
     V4(rumqttc::AsyncClient),
-    /// MQTT 5.
     V5(v5::AsyncClient),
 }
 
 impl Client {
-    /// Queues a publish from a thread outside the async runtime: at once if there is room,
-    /// else waiting on `runtime` for room (the bounded buffer while the broker is away). The
-    /// common case costs no trip through an executor.
-    pub fn publish_blocking(
+    /// Queues a publish of outbox entry `key` if there is room; its delivery comes back as
+    /// [`Event::Delivered`]. Gives the payload back when the queue is full.
+    pub fn try_publish_tracked(
         &self,
-        runtime: &Handle,
+        key: u64,
         topic: &str,
         qos: QoS,
         payload: Vec<u8>,
-    ) -> Result<(), SendError> {
-        match self {
-            Client::V4(c) => match c.try_publish(topic, qos, false, payload) {
+    ) -> Result<(), Option<Vec<u8>>> {
+        let mut tags = self.tags.lock().unwrap_or_else(|p| p.into_inner());
+        let sent = match &self.kind {
+            ClientKind::V4(c) => match c.try_publish(topic, qos, false, payload) {
                 Ok(()) => Ok(()),
-                Err(rumqttc::ClientError::TryRequest(rumqttc::Request::Publish(p))) => runtime
-                    .block_on(c.publish_bytes(topic, qos, false, p.payload))
-                    .map_err(send),
-                Err(e) => Err(send(e)),
+                Err(rumqttc::ClientError::TryRequest(rumqttc::Request::Publish(p))) => {
+                    Err(Some(p.payload.to_vec()))
+                }
+                Err(_) => Err(None),
             },
-            Client::V5(c) => match c.try_publish(topic, qos_v5(qos), false, payload) {
+            ClientKind::V5(c) => match c.try_publish(topic, qos_v5(qos), false, payload) {
                 Ok(()) => Ok(()),
-                Err(v5::ClientError::TryRequest(v5::Request::Publish(p))) => runtime
-                    .block_on(c.publish_bytes(topic, qos_v5(qos), false, p.payload))
-                    .map_err(send),
-                Err(e) => Err(send(e)),
+                Err(v5::ClientError::TryRequest(v5::Request::Publish(p))) => {
+                    Err(Some(p.payload.to_vec()))
+                }
+                Err(_) => Err(None),
             },
+        };
+        if sent.is_ok() {
+            tags.push_back(Some(key));
         }
+        sent
     }
 
     /// Queues a publish if there is room.
@@ -364,22 +394,28 @@ impl Client {
         payload: impl Into<Vec<u8>>,
     ) -> Result<(), SendError> {
         let payload = payload.into();
-        match self {
-            Client::V4(c) => c.try_publish(topic, qos, retain, payload).map_err(send),
-            Client::V5(c) => c
+        let mut tags = self.tags.lock().unwrap_or_else(|p| p.into_inner());
+        let sent = match &self.kind {
+            ClientKind::V4(c) => c.try_publish(topic, qos, retain, payload).map_err(send),
+            ClientKind::V5(c) => c
                 .try_publish(topic, qos_v5(qos), retain, payload)
                 .map_err(send),
+        };
+        if sent.is_ok() {
+            tags.push_back(None);
         }
+        sent
     }
 
     /// Publishes an MQTT 5 response (QoS 1) to `response`, with its correlation data; with
     /// MQTT 3.1.1 a plain publish to the response topic.
     pub fn try_respond(&self, response: &Response, payload: Vec<u8>) -> Result<(), SendError> {
-        match self {
-            Client::V4(c) => c
+        let mut tags = self.tags.lock().unwrap_or_else(|p| p.into_inner());
+        let sent = match &self.kind {
+            ClientKind::V4(c) => c
                 .try_publish(response.topic.as_str(), QoS::AtLeastOnce, false, payload)
                 .map_err(send),
-            Client::V5(c) => {
+            ClientKind::V5(c) => {
                 let properties = v5::mqttbytes::v5::PublishProperties {
                     correlation_data: response.correlation.clone(),
                     ..Default::default()
@@ -393,20 +429,24 @@ impl Client {
                 )
                 .map_err(send)
             }
+        };
+        if sent.is_ok() {
+            tags.push_back(None);
         }
+        sent
     }
 
     /// Subscribes to `filters` at QoS 1.
     pub fn try_subscribe(&self, filters: &[String]) -> Result<(), SendError> {
-        match self {
-            Client::V4(c) => c
+        match &self.kind {
+            ClientKind::V4(c) => c
                 .try_subscribe_many(
                     filters
                         .iter()
                         .map(|f| rumqttc::SubscribeFilter::new(f.clone(), QoS::AtLeastOnce)),
                 )
                 .map_err(send),
-            Client::V5(c) => c
+            ClientKind::V5(c) => c
                 .try_subscribe_many(filters.iter().map(|f| {
                     v5::mqttbytes::v5::Filter::new(f.clone(), v5::mqttbytes::QoS::AtLeastOnce)
                 }))
@@ -416,24 +456,27 @@ impl Client {
 
     /// Asks the event loop to disconnect cleanly (the broker then drops the last will).
     pub fn try_disconnect(&self) -> Result<(), SendError> {
-        match self {
-            Client::V4(c) => c.try_disconnect().map_err(send),
-            Client::V5(c) => c.try_disconnect().map_err(send),
+        match &self.kind {
+            ClientKind::V4(c) => c.try_disconnect().map_err(send),
+            ClientKind::V5(c) => c.try_disconnect().map_err(send),
         }
     }
 
-    fn try_ack(&self, receipt: &Receipt) -> Result<(), SendError> {
-        match (self, receipt) {
-            (Client::V4(c), Receipt::V4(p)) => c.try_ack(p).map_err(send),
-            (Client::V5(c), Receipt::V5(p)) => c.try_ack(p).map_err(send),
+    /// Acknowledges an inbound message (QoS 1 or 2) if there is room in the request queue.
+    /// The gateway calls this in arrival order, once each message is in the journal.
+    pub fn try_ack(&self, receipt: &Receipt) -> Result<(), SendError> {
+        match (&self.kind, receipt) {
+            (ClientKind::V4(c), Receipt::V4(p)) => c.try_ack(p).map_err(send),
+            (ClientKind::V5(c), Receipt::V5(p)) => c.try_ack(p).map_err(send),
             _ => Err(SendError("acknowledgement for another protocol".into())),
         }
     }
 
-    async fn ack(&self, receipt: &Receipt) -> Result<(), SendError> {
-        match (self, receipt) {
-            (Client::V4(c), Receipt::V4(p)) => c.ack(p).await.map_err(send),
-            (Client::V5(c), Receipt::V5(p)) => c.ack(p).await.map_err(send),
+    /// Acknowledges an inbound message, waiting for room in the request queue.
+    pub async fn ack(&self, receipt: &Receipt) -> Result<(), SendError> {
+        match (&self.kind, receipt) {
+            (ClientKind::V4(c), Receipt::V4(p)) => c.ack(p).await.map_err(send),
+            (ClientKind::V5(c), Receipt::V5(p)) => c.ack(p).await.map_err(send),
             _ => Err(SendError("acknowledgement for another protocol".into())),
         }
     }
@@ -452,10 +495,15 @@ fn qos_v5(qos: QoS) -> v5::mqttbytes::QoS {
 }
 
 /// The receiving half of one connection: the rumqttc event loop, polled by the gateway task.
-pub enum Connection {
-    /// MQTT 3.1.1.
+pub struct Connection {
+    kind: ConnectionKind,
+    tags: Tags,
+    /// Outbox entries sent and not yet acknowledged, by packet id.
+    in_flight: HashMap<u16, u64>,
+}
+
+enum ConnectionKind {
     V4(Box<rumqttc::EventLoop>),
-    /// MQTT 5.
     V5(Box<v5::EventLoop>),
 }
 
@@ -465,6 +513,9 @@ pub enum Event {
     Connected,
     /// A message arrived.
     Message(Box<Delivery>),
+    /// The broker has outbox entry `key` (its PUBACK or PUBCOMP arrived; at QoS 0, it was
+    /// sent).
+    Delivered(u64),
     /// Our disconnect request went out.
     DisconnectSent,
     /// Anything else (acknowledgements, pings).
@@ -479,10 +530,15 @@ pub struct Delivery {
     pub payload: Bytes,
     /// Whether the broker sent it as a retained message.
     pub retain: bool,
+    /// Whether the broker says it may have sent it before (MQTT's DUP flag).
+    pub dup: bool,
+    /// Its packet id (0 at QoS 0).
+    pub pkid: u16,
     /// MQTT 5 request/response: where the sender wants the answer, and the correlation data
     /// to give back with it.
     pub response: Option<Response>,
-    receipt: Receipt,
+    /// What acknowledging it takes.
+    pub receipt: Receipt,
 }
 
 /// Where an MQTT 5 request wants its response.
@@ -496,44 +552,65 @@ pub struct Response {
 
 /// What acknowledging a message takes: the publish, without its payload.
 #[derive(Clone)]
-enum Receipt {
+pub enum Receipt {
+    /// MQTT 3.1.1.
     V4(Publish),
+    /// MQTT 5.
     V5(v5::mqttbytes::v5::Publish),
+}
+
+impl Receipt {
+    /// Whether the message needs an acknowledgement at all (QoS 1 or 2).
+    pub fn wanted(&self) -> bool {
+        match self {
+            Receipt::V4(p) => p.qos != QoS::AtMostOnce,
+            Receipt::V5(p) => p.qos != v5::mqttbytes::QoS::AtMostOnce,
+        }
+    }
 }
 
 impl Connection {
     /// Drives the connection until the next event; an error means the connection is down (the
     /// next poll tries again).
     pub async fn poll(&mut self) -> Result<Event, String> {
-        match self {
-            Connection::V4(eventloop) => match eventloop.poll().await {
-                Ok(rumqttc::Event::Incoming(Packet::ConnAck(_))) => Ok(Event::Connected),
+        let event = match &mut self.kind {
+            ConnectionKind::V4(eventloop) => match eventloop.poll().await {
+                Ok(rumqttc::Event::Incoming(Packet::ConnAck(_))) => Event::Connected,
                 Ok(rumqttc::Event::Incoming(Packet::Publish(publish))) => {
                     let payload = publish.payload.clone();
-                    let topic = publish.topic.clone();
-                    let retain = publish.retain;
+                    let (topic, retain, dup, pkid) = (
+                        publish.topic.clone(),
+                        publish.retain,
+                        publish.dup,
+                        publish.pkid,
+                    );
                     let receipt = Receipt::V4(Publish {
                         payload: Bytes::new(),
                         ..publish
                     });
-                    Ok(Event::Message(Box::new(Delivery {
+                    Event::Message(Box::new(Delivery {
                         topic,
                         payload,
                         retain,
+                        dup,
+                        pkid,
                         response: None,
                         receipt,
-                    })))
+                    }))
                 }
-                Ok(rumqttc::Event::Outgoing(Outgoing::Disconnect)) => Ok(Event::DisconnectSent),
-                Ok(_) => Ok(Event::Other),
-                Err(e) => Err(e.to_string()),
+                Ok(rumqttc::Event::Outgoing(Outgoing::Publish(pkid))) => self.sent(pkid),
+                Ok(rumqttc::Event::Incoming(Packet::PubAck(ack))) => self.acknowledged(ack.pkid),
+                Ok(rumqttc::Event::Incoming(Packet::PubComp(ack))) => self.acknowledged(ack.pkid),
+                Ok(rumqttc::Event::Outgoing(Outgoing::Disconnect)) => Event::DisconnectSent,
+                Ok(_) => Event::Other,
+                Err(e) => return Err(e.to_string()),
             },
-            Connection::V5(eventloop) => match eventloop.poll().await {
-                Ok(v5::Event::Incoming(v5::Incoming::ConnAck(_))) => Ok(Event::Connected),
+            ConnectionKind::V5(eventloop) => match eventloop.poll().await {
+                Ok(v5::Event::Incoming(v5::Incoming::ConnAck(_))) => Event::Connected,
                 Ok(v5::Event::Incoming(v5::Incoming::Publish(publish))) => {
                     let payload = publish.payload.clone();
                     let topic = String::from_utf8_lossy(&publish.topic).into_owned();
-                    let retain = publish.retain;
+                    let (retain, dup, pkid) = (publish.retain, publish.dup, publish.pkid);
                     let response = publish.properties.as_ref().and_then(|p| {
                         Some(Response {
                             topic: p.response_topic.clone()?,
@@ -544,72 +621,49 @@ impl Connection {
                         payload: Bytes::new(),
                         ..publish
                     });
-                    Ok(Event::Message(Box::new(Delivery {
+                    Event::Message(Box::new(Delivery {
                         topic,
                         payload,
                         retain,
+                        dup,
+                        pkid,
                         response,
                         receipt,
-                    })))
+                    }))
                 }
-                Ok(v5::Event::Outgoing(Outgoing::Disconnect)) => Ok(Event::DisconnectSent),
-                Ok(_) => Ok(Event::Other),
-                Err(e) => Err(e.to_string()),
+                Ok(v5::Event::Outgoing(Outgoing::Publish(pkid))) => self.sent(pkid),
+                Ok(v5::Event::Incoming(v5::Incoming::PubAck(ack))) => self.acknowledged(ack.pkid),
+                Ok(v5::Event::Incoming(v5::Incoming::PubComp(ack))) => self.acknowledged(ack.pkid),
+                Ok(v5::Event::Outgoing(Outgoing::Disconnect)) => Event::DisconnectSent,
+                Ok(_) => Event::Other,
+                Err(e) => return Err(e.to_string()),
             },
-        }
+        };
+        Ok(event)
     }
-}
 
-/// Acknowledges one inbound message to the broker when the last holder drops it.
-///
-/// Each plugin the message was routed to holds a clone of the `Arc<Ack>`; the message is
-/// acknowledged once all of them have handled it (or dropped it by queue policy).
-pub struct Ack {
-    link: Arc<Link>,
-    generation: u64,
-    topic: String,
-    receipt: Receipt,
-    runtime: Handle,
-    cancelled: AtomicBool,
-}
-
-impl Ack {
-    /// An acknowledgement for `delivery`, received on connection `generation`.
-    pub fn new(link: Arc<Link>, generation: u64, delivery: &Delivery, runtime: Handle) -> Self {
-        Self {
-            link,
-            generation,
-            topic: delivery.topic.clone(),
-            receipt: delivery.receipt.clone(),
-            runtime,
-            cancelled: AtomicBool::new(false),
+    /// The event loop sent the next queued publish, as `pkid` (0 at QoS 0).
+    fn sent(&mut self, pkid: u16) -> Event {
+        let tag = self
+            .tags
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop_front()
+            .flatten();
+        match tag {
+            Some(key) if pkid == 0 => Event::Delivered(key),
+            Some(key) => {
+                self.in_flight.insert(pkid, key);
+                Event::Other
+            }
+            None => Event::Other,
         }
     }
 
-    /// Withholds the acknowledgement: some holder did not handle the message (shutdown, or
-    /// its output could not be sent), so the broker must deliver it again.
-    pub fn cancel(&self) {
-        self.cancelled.store(true, Ordering::Relaxed);
-    }
-}
-
-impl Drop for Ack {
-    fn drop(&mut self) {
-        let (client, generation) = self.link.client();
-        // A message from an earlier connection is not acknowledged on this one: its packet id
-        // means nothing here, and the broker delivers it again anyway.
-        if self.cancelled.load(Ordering::Relaxed) || generation != self.generation {
-            return;
-        }
-        if client.try_ack(&self.receipt).is_err() {
-            // The request channel is full: queue the ack behind the traffic ahead of it.
-            let (receipt, topic) = (self.receipt.clone(), std::mem::take(&mut self.topic));
-            self.runtime.spawn(async move {
-                if let Err(e) = client.ack(&receipt).await {
-                    tracing::warn!(topic, "could not acknowledge: {e}");
-                }
-            });
-        }
+    fn acknowledged(&mut self, pkid: u16) -> Event {
+        self.in_flight
+            .remove(&pkid)
+            .map_or(Event::Other, Event::Delivered)
     }
 }
 

@@ -422,7 +422,7 @@ fn sigterm_ends_the_gateway_within_its_bound_with_a_plugin_in_a_long_call() {
     let exit = scene.gateway.terminate_within(Duration::from_secs(15));
     assert_eq!(exit, Some(true), "{}", scene.gateway.log());
     let log = scene.gateway.log();
-    assert!(log.contains("left unacknowledged"), "{log}");
+    assert!(log.contains("left in the journal"), "{log}");
 }
 
 #[test]

@@ -421,7 +421,8 @@ fn forged_replayed_expired_misdirected_retained_and_malformed_commands_are_refus
     let out = text(&listed.stdout);
     assert!(
         out.contains("\"name\":\"threshold\"") && out.contains("\"state\":\"running\""),
-        "{out}"
+        "{out}\n{}",
+        m.gateway.log()
     );
 }
 

@@ -1,9 +1,9 @@
 //! A plugin's own thread: the loop that takes its mailbox's jobs in order and hands each
 //! message to the [`Worker`].
 //!
-//! Each message's outputs are published (or its failure goes to the plugin's dead-letter
-//! topic), then the message is let go of, which acknowledges it once every plugin it was routed
-//! to is done. A hot swap arrives as a [`Job::Swap`] between two messages: every message before
+//! Each message's outputs (or, if it failed, its dead letter) go back to the gateway task as a
+//! [`Done`], which writes them to the journal's outbox in the same transaction that takes the
+//! message off the plugin's backlog, and publishes them from there. A hot swap arrives as a [`Job::Swap`] between two messages: every message before
 //! it is handled by the old version, every one after by the new; during [`probation`] the old
 //! version stays ready, and if the new one keeps trapping the thread goes back to it and hands
 //! it the message that trapped. Plugin code runs on this thread only, never on the gateway's.
@@ -15,29 +15,27 @@ use std::time::Instant;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use rumqttc::QoS;
 use serde_json::{Value, json};
-use tokio::runtime::Handle;
+use tokio::sync::mpsc::UnboundedSender;
 
 use super::probation::{Outcome, Probation, Trial};
 use super::{Message, Worker};
 use crate::echoes::Echoes;
+use crate::flow::Done;
 use crate::mailbox::Mailbox;
 use crate::management::{Replier, Request};
 use crate::metrics::{PluginMetrics, observe};
-use crate::mqtt::{Ack, Link};
 use crate::vitals::Vitals;
 
 /// What a plugin's thread is given, in order.
 pub enum Job {
-    /// One inbound message; acknowledged when every holder is done with it. `hops`: plugins
-    /// its chain has passed through before (0 for a message from outside).
+    /// One inbound message from the plugin's backlog in the journal.
     Message {
         /// The message.
         msg: Message,
-        /// Its acknowledgement, shared by every plugin it was routed to.
-        ack: Arc<Ack>,
-        /// Plugins its chain has passed through.
+        /// Its seq in the journal.
+        seq: u64,
+        /// Plugins its chain has passed through before (0 for a message from outside).
         hops: u8,
     },
     /// A new version to switch to before the next message.
@@ -61,23 +59,14 @@ pub struct Swap {
 /// What every plugin thread shares.
 #[derive(Clone)]
 pub struct Shared {
-    /// The broker connection outputs go out on.
-    pub link: Arc<Link>,
-    /// The async runtime, to wait on for room in the client's queue.
-    pub handle: Handle,
+    /// Where each finished message goes: to the gateway task, and the journal.
+    pub done: UnboundedSender<Done>,
     /// The manager, told of rollbacks.
     pub requests: std::sync::mpsc::Sender<Request>,
     /// How new versions are watched.
     pub probation: Probation,
     /// Outputs recorded, so that the broker's echo of them is recognised.
     pub echoes: Arc<Echoes>,
-}
-
-/// Lets go of a job without handling it: a message stays unacknowledged, for redelivery.
-pub fn abandon(job: Job) {
-    if let Job::Message { ack, .. } = job {
-        ack.cancel();
-    }
 }
 
 /// A new version on probation, with the old one kept ready.
@@ -104,15 +93,11 @@ pub fn serve(
         tracing::error!(plugin = worker.plugin().name(), "{failure}");
     }
     vitals.left_call(&worker);
-    let qos = |worker: &Worker| match worker.plugin().manifest().publish_qos {
-        0 => QoS::AtMostOnce,
-        1 => QoS::AtLeastOnce,
-        _ => QoS::ExactlyOnce,
-    };
+    let origin: Arc<str> = worker.plugin().name().into();
     let mut probation: Option<OnProbation> = None;
     while let Some(job) = mailbox.pop() {
-        let (msg, ack, hops) = match job {
-            Job::Message { msg, ack, hops } => (msg, ack, hops),
+        let (msg, seq, hops) = match job {
+            Job::Message { msg, seq, hops } => (msg, seq, hops),
             Job::Revive => {
                 worker.revive();
                 vitals.left_call(&worker);
@@ -194,22 +179,20 @@ pub fn serve(
                 )]
             }
         };
-        let qos = qos(&worker);
-        let origin: Arc<str> = worker.plugin().name().into();
-        for (topic, payload) in outputs {
+        for (topic, payload) in &outputs {
             shared
                 .echoes
-                .record(&topic, &payload, &origin, hops.saturating_add(1));
-            // Waits for room in the client's request queue: a bounded buffer while the broker is away.
-            let (client, _) = shared.link.client();
-            if let Err(e) = client.publish_blocking(&shared.handle, &topic, qos, payload) {
-                tracing::error!(
-                    plugin = worker.plugin().name(),
-                    topic,
-                    "output not sent: {e}"
-                );
-                ack.cancel();
-            }
+                .record(topic, payload, &origin, hops.saturating_add(1));
+        }
+        let done = Done {
+            plugin: origin.clone(),
+            seq,
+            outputs,
+            qos: worker.plugin().manifest().publish_qos,
+        };
+        if shared.done.send(done).is_err() {
+            // The gateway task is gone (shutting down): the message stays in the journal.
+            return;
         }
     }
 }

@@ -1,0 +1,510 @@
+//! The message path through the [`Journal`]: what the gateway task does between the broker and
+//! the plugins' threads.
+//!
+//! In: a message routed to plugins joins the current group commit; when the commit is made
+//! (the event loop is idle, the batch is full, or it is `commit-interval-ms` old), every
+//! message in it is durable, and only then is each acknowledged to the broker, in the order
+//! they arrived (MQTT-4.6.0-2). Each plugin then has its own backlog in the journal; a few of
+//! its messages at a time ([`WINDOW`]) are in its thread's mailbox, and each one it finishes
+//! ([`Done`]) lets the next one in. A slow or stuck plugin only grows its own backlog: with
+//! `drop-oldest` or `drop-newest` bounded by `queue.depth`, with `block` by the journal's
+//! size; a full journal stops the gateway taking messages (the broker holds them).
+//!
+//! Out: a plugin's outputs are written in the same transaction that removes the message from
+//! its backlog, then published in order; each stays in the journal until the broker
+//! acknowledges it, so none is lost to a dropped connection or a restart.
+//!
+//! A message the broker sends again (MQTT's DUP flag, after a connection dropped before our
+//! acknowledgement reached it) that is already in the journal is recognised by its packet id
+//! and content, acknowledged, and not handed to the plugins twice.
+
+use std::collections::hash_map::DefaultHasher;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rumqttc::QoS;
+
+use crate::config::Overflow;
+use crate::journal::{Batch, Entry, Journal, JournalError, Output, Recovered};
+use crate::mailbox::Mailbox;
+use crate::metrics::PluginMetrics;
+use crate::mqtt::{Client, Delivery, Receipt};
+use crate::worker::Message;
+use crate::worker::thread::Job;
+
+/// Messages of one plugin in its thread's mailbox at once under `block`; the rest wait in the
+/// journal. Under the drop policies the window is one message, so that every message but the
+/// one in the plugin's hands can still be dropped.
+pub const WINDOW: usize = 64;
+
+/// Most messages in one group commit.
+const MAX_BATCH: usize = 1024;
+
+/// Packet ids remembered to recognise redeliveries.
+const REMEMBERED: usize = 4096;
+
+/// A plugin's thread is done with one message: what it published (or its dead letter).
+#[derive(Debug)]
+pub struct Done {
+    /// The plugin.
+    pub plugin: Arc<str>,
+    /// The message's seq.
+    pub seq: u64,
+    /// Its outputs: topic and payload.
+    pub outputs: Vec<(String, Vec<u8>)>,
+    /// The QoS they go out with.
+    pub qos: u8,
+}
+
+/// One plugin as the path sees it.
+pub struct Lane {
+    /// The plugin's mailbox.
+    pub mailbox: Arc<Mailbox<Job>>,
+    /// Its metrics (drops, queue depth).
+    pub metrics: PluginMetrics,
+    /// In its mailbox or being handled.
+    queued: usize,
+    /// Most in its mailbox at once.
+    window: usize,
+    /// Only in the journal, in arrival order.
+    waiting: VecDeque<u64>,
+}
+
+impl Lane {
+    /// A lane feeding `mailbox`.
+    pub fn new(mailbox: Arc<Mailbox<Job>>, metrics: PluginMetrics) -> Self {
+        Self {
+            mailbox,
+            metrics,
+            queued: 0,
+            window: WINDOW,
+            waiting: VecDeque::new(),
+        }
+    }
+
+    fn backlog(&self) -> usize {
+        self.queued + self.waiting.len()
+    }
+
+    /// What the overflow policy counts: everything but the message in the plugin's hands.
+    fn queue(&self) -> usize {
+        self.backlog().saturating_sub(1)
+    }
+}
+
+/// How the path is set up.
+#[derive(Debug, Clone, Copy)]
+pub struct Policy {
+    /// Longest a message waits for its group commit.
+    pub commit_interval: Duration,
+    /// A plugin's backlog under the drop policies.
+    pub depth: usize,
+    /// What to do when a plugin's backlog is full.
+    pub overflow: Overflow,
+}
+
+/// Something that arrived while the journal was full.
+enum Held {
+    /// A message for plugins: delivery, targets, hops, connection.
+    Message(Delivery, Vec<Arc<str>>, u8, u64),
+    /// A message that only needs its acknowledgement (on the gateway's own topics).
+    Ack(Receipt, u64),
+}
+
+/// The path, owned by the gateway task.
+pub struct Flow {
+    journal: Journal,
+    policy: Policy,
+    batch: Batch,
+    /// Acknowledgements due once the batch is committed, in arrival order, with the connection
+    /// they belong to.
+    acks: Vec<(Receipt, u64)>,
+    /// The messages of the batch, by seq, to hand to plugins once committed without reading
+    /// them back.
+    fresh: HashMap<u64, Entry>,
+    batch_started: Option<Instant>,
+    lanes: BTreeMap<Arc<str>, Lane>,
+    /// Outputs kept and not yet sent on this connection, in order.
+    outbox: VecDeque<Output>,
+    /// Outputs sent on this connection, waiting for the broker.
+    unacked: BTreeMap<u64, Output>,
+    recent: HashMap<u16, u64>,
+    recent_order: VecDeque<u16>,
+    /// What arrived while the journal was full, unacknowledged (the broker's in-flight window
+    /// bounds it), in arrival order.
+    held: VecDeque<Held>,
+    full_logged: bool,
+}
+
+impl Flow {
+    /// The path over `journal`, which held `recovered` when opened.
+    pub fn new(journal: Journal, recovered: Recovered, policy: Policy) -> (Self, Recovered) {
+        let mut flow = Self {
+            journal,
+            policy,
+            batch: Batch::default(),
+            acks: Vec::new(),
+            fresh: HashMap::new(),
+            batch_started: None,
+            lanes: BTreeMap::new(),
+            outbox: VecDeque::new(),
+            unacked: BTreeMap::new(),
+            recent: HashMap::new(),
+            recent_order: VecDeque::new(),
+            held: VecDeque::new(),
+            full_logged: false,
+        };
+        let Recovered { backlogs, outbox } = recovered;
+        flow.outbox.extend(outbox);
+        (
+            flow,
+            Recovered {
+                backlogs,
+                outbox: Vec::new(),
+            },
+        )
+    }
+
+    /// Adds plugin `name`'s lane, with `backlog` (seqs in the journal from before) to hand it
+    /// first.
+    pub fn add_lane(&mut self, name: Arc<str>, mut lane: Lane, backlog: Vec<u64>) {
+        lane.waiting.extend(backlog);
+        if self.policy.overflow != Overflow::Block {
+            lane.window = 1;
+        }
+        self.lanes.insert(name.clone(), lane);
+        self.refill(&name, false);
+    }
+
+    /// Forgets plugin `name`: its lane and its whole backlog.
+    pub fn remove_lane(&mut self, name: &str) -> Result<usize, JournalError> {
+        self.lanes.remove(name);
+        self.journal.forget(name)
+    }
+
+    /// Forgets backlogs of plugins that are not here (removed while the gateway was down).
+    pub fn forget(&mut self, name: &str) -> Result<usize, JournalError> {
+        self.journal.forget(name)
+    }
+
+    /// A message from the broker for `targets` (already routed), received on connection
+    /// `generation`.
+    pub fn arrive(
+        &mut self,
+        delivery: Delivery,
+        targets: Vec<Arc<str>>,
+        hops: u8,
+        generation: u64,
+    ) {
+        if self.journal.is_full() || !self.held.is_empty() {
+            if !self.full_logged {
+                tracing::warn!(
+                    bytes = self.journal.bytes(),
+                    "journal full: holding new messages unacknowledged (the broker keeps the rest) until plugins catch up"
+                );
+                self.full_logged = true;
+            }
+            if delivery.receipt.wanted() {
+                self.held
+                    .push_back(Held::Message(delivery, targets, hops, generation));
+            } else {
+                tracing::warn!(
+                    topic = delivery.topic,
+                    "journal full: QoS 0 message dropped"
+                );
+            }
+            return;
+        }
+        self.accept(delivery, targets, hops, generation);
+    }
+
+    fn accept(&mut self, delivery: Delivery, targets: Vec<Arc<str>>, hops: u8, generation: u64) {
+        if delivery.pkid != 0 {
+            let hash = content_hash(&delivery);
+            if delivery.dup && self.recent.get(&delivery.pkid) == Some(&hash) {
+                tracing::debug!(
+                    topic = delivery.topic,
+                    "redelivery of a journaled message: acknowledged again, not handled twice"
+                );
+                self.ack_after_commit(delivery.receipt, generation);
+                return;
+            }
+            // A first delivery under this packet id means the broker had our acknowledgement
+            // of the one before: only this message is remembered under it.
+            self.remember(delivery.pkid, hash);
+        }
+        let seq = self.journal.next_seq();
+        let entry = Entry {
+            seq,
+            topic: delivery.topic,
+            payload: delivery.payload.to_vec(),
+            received_at_ms: crate::gateway::now_ms(),
+            hops,
+        };
+        let mut kept = Vec::with_capacity(targets.len());
+        for name in targets {
+            // Counted at once, so that a burst within one commit meets the policy too; a
+            // message dropped from the same batch is written and removed in one transaction.
+            let Some(lane) = self.lanes.get_mut(&name) else {
+                continue;
+            };
+            if self.policy.overflow != Overflow::Block && lane.queue() >= self.policy.depth {
+                let dropped_oldest = self.policy.overflow == Overflow::DropOldest
+                    && lane.waiting.pop_front().is_some_and(|old| {
+                        self.batch.done.push((name.to_string(), old));
+                        true
+                    });
+                lane.metrics.drops.inc();
+                tracing::warn!(
+                    plugin = &*name,
+                    topic = entry.topic,
+                    dropped = lane.metrics.drops.get(),
+                    "backlog full: message dropped by the overflow policy"
+                );
+                if !dropped_oldest {
+                    continue;
+                }
+            }
+            lane.waiting.push_back(seq);
+            kept.push(name.to_string());
+        }
+        if !kept.is_empty() {
+            self.batch.arrived.push((entry.clone(), kept));
+            self.fresh.insert(seq, entry);
+        }
+        self.ack_after_commit(delivery.receipt, generation);
+    }
+
+    /// A message that needs nothing but its acknowledgement, in its place in arrival order.
+    pub fn acknowledge(&mut self, receipt: Receipt, generation: u64) {
+        if self.held.is_empty() {
+            self.ack_after_commit(receipt, generation);
+        } else if receipt.wanted() {
+            self.held.push_back(Held::Ack(receipt, generation));
+        }
+    }
+
+    fn ack_after_commit(&mut self, receipt: Receipt, generation: u64) {
+        if receipt.wanted() {
+            self.acks.push((receipt, generation));
+        }
+        self.batch_started.get_or_insert_with(Instant::now);
+    }
+
+    fn remember(&mut self, pkid: u16, hash: u64) {
+        if self.recent.insert(pkid, hash).is_none() {
+            self.recent_order.push_back(pkid);
+        }
+        if self.recent_order.len() > REMEMBERED
+            && let Some(old) = self.recent_order.pop_front()
+        {
+            self.recent.remove(&old);
+        }
+    }
+
+    /// A plugin's thread finished a message.
+    pub fn done(&mut self, done: Done) {
+        let Done {
+            plugin,
+            seq,
+            outputs,
+            qos,
+        } = done;
+        self.batch.done.push((plugin.to_string(), seq));
+        for (topic, payload) in outputs {
+            self.batch
+                .outputs
+                .push((plugin.to_string(), topic, payload, qos));
+        }
+        if let Some(lane) = self.lanes.get_mut(&plugin) {
+            lane.queued = lane.queued.saturating_sub(1);
+        }
+        self.batch_started.get_or_insert_with(Instant::now);
+    }
+
+    /// The broker has output `key`.
+    pub fn delivered(&mut self, key: u64) {
+        if self.unacked.remove(&key).is_some() {
+            self.batch.delivered.push(key);
+            self.batch_started.get_or_insert_with(Instant::now);
+        }
+    }
+
+    /// Whether a group commit is waiting.
+    pub fn has_batch(&self) -> bool {
+        self.batch_started.is_some()
+    }
+
+    /// Whether the batch should be committed now, without waiting for the event loop to go
+    /// idle.
+    pub fn batch_due(&self) -> bool {
+        self.batch.arrived.len() + self.acks.len() >= MAX_BATCH
+            || self
+                .batch_started
+                .is_some_and(|t| t.elapsed() >= self.policy.commit_interval)
+    }
+
+    /// Commits the batch; then acknowledges its messages in order on `client` (if still on
+    /// `generation`), hands them to the plugins' mailboxes and sends what the outbox holds.
+    pub fn commit(&mut self, client: &Client, generation: u64) -> Result<(), JournalError> {
+        self.batch_started = None;
+        let batch = std::mem::take(&mut self.batch);
+        let kept = if batch.is_empty() {
+            Vec::new()
+        } else {
+            match self.journal.commit(batch) {
+                Ok(kept) => kept,
+                Err(e) => {
+                    // Nothing of the batch is acknowledged or handed on: the broker sends its
+                    // messages again once the connection is renewed, and they are new to us.
+                    self.acks.clear();
+                    for lane in self.lanes.values_mut() {
+                        lane.waiting.retain(|seq| !self.fresh.contains_key(seq));
+                    }
+                    self.fresh.clear();
+                    self.recent.clear();
+                    self.recent_order.clear();
+                    return Err(e);
+                }
+            }
+        };
+        self.outbox.extend(kept);
+        for (receipt, of) in self.acks.drain(..) {
+            // An earlier connection's packet ids mean nothing on this one: the broker sends
+            // those messages again, and they are recognised as journaled.
+            if of == generation && client.try_ack(&receipt).is_err() {
+                tracing::warn!(
+                    "acknowledgement not queued: the broker will send that message again"
+                );
+            }
+        }
+        let names: Vec<Arc<str>> = self.lanes.keys().cloned().collect();
+        for name in names {
+            self.refill(&name, true);
+        }
+        self.fresh.clear();
+        if !self.journal.is_full() {
+            self.full_logged = false;
+            while !self.journal.is_full()
+                && let Some(held) = self.held.pop_front()
+            {
+                match held {
+                    Held::Message(delivery, targets, hops, generation) => {
+                        self.accept(delivery, targets, hops, generation);
+                    }
+                    Held::Ack(receipt, generation) => self.ack_after_commit(receipt, generation),
+                }
+            }
+        }
+        self.send(client);
+        Ok(())
+    }
+
+    /// Moves plugin `name`'s next waiting messages into its mailbox, as far as its window
+    /// allows: from the batch just committed (`committed`), or read back from the journal.
+    /// Messages of a batch not yet committed wait for it.
+    pub fn refill(&mut self, name: &str, committed: bool) {
+        let Some(lane) = self.lanes.get_mut(name) else {
+            return;
+        };
+        let mut room = lane.window.saturating_sub(lane.queued);
+        let mut from_disk = Vec::new();
+        while room > 0
+            && let Some(&seq) = lane.waiting.front()
+        {
+            if let Some(entry) = self.fresh.get(&seq) {
+                // Older ones first: whatever is read back precedes this batch.
+                if !committed || !from_disk.is_empty() {
+                    break;
+                }
+                push(lane, entry);
+            } else {
+                from_disk.push(seq);
+            }
+            lane.waiting.pop_front();
+            room -= 1;
+        }
+        if !from_disk.is_empty() {
+            match self.journal.read(name, &from_disk) {
+                Ok(entries) => entries.iter().for_each(|e| push(lane, e)),
+                Err(e) => {
+                    tracing::error!(
+                        plugin = name,
+                        "{e}: its waiting messages stay in the journal"
+                    );
+                    for seq in from_disk.into_iter().rev() {
+                        lane.waiting.push_front(seq);
+                    }
+                }
+            }
+        }
+        lane.metrics.queue_depth.set(lane.backlog() as i64);
+    }
+
+    /// A new connection: what was sent on the old one and not acknowledged goes again, first.
+    pub fn reconnected(&mut self) {
+        let resend = std::mem::take(&mut self.unacked);
+        for output in resend.into_values().rev() {
+            self.outbox.push_front(output);
+        }
+    }
+
+    /// Sends what the outbox holds, in order, while the client takes it.
+    pub fn send(&mut self, client: &Client) {
+        while let Some(output) = self.outbox.pop_front() {
+            let qos = match output.qos {
+                0 => QoS::AtMostOnce,
+                1 => QoS::AtLeastOnce,
+                _ => QoS::ExactlyOnce,
+            };
+            match client.try_publish_tracked(output.key, &output.topic, qos, output.payload.clone())
+            {
+                Ok(()) => {
+                    self.unacked.insert(output.key, output);
+                }
+                Err(_) => {
+                    // The request queue is full: the rest goes after the next events.
+                    self.outbox.push_front(output);
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Plugins with messages still in the journal, and how many.
+    pub fn unfinished(&self) -> Vec<(Arc<str>, usize)> {
+        self.lanes
+            .iter()
+            .filter(|(_, l)| l.backlog() > 0)
+            .map(|(n, l)| (n.clone(), l.backlog()))
+            .collect()
+    }
+
+    /// Outputs the broker does not have yet.
+    pub fn undelivered(&self) -> usize {
+        self.outbox.len() + self.unacked.len()
+    }
+}
+
+fn push(lane: &mut Lane, entry: &Entry) {
+    let msg = Message {
+        topic: entry.topic.clone(),
+        payload: entry.payload.clone(),
+        received_at_ms: entry.received_at_ms,
+    };
+    lane.mailbox.push_control(Job::Message {
+        msg,
+        seq: entry.seq,
+        hops: entry.hops,
+    });
+    lane.queued += 1;
+}
+
+fn content_hash(delivery: &Delivery) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    delivery.topic.hash(&mut hasher);
+    delivery.payload.hash(&mut hasher);
+    hasher.finish()
+}

@@ -1,0 +1,451 @@
+//! The gateway's local journal: every accepted inbound message, per plugin, until that plugin
+//! has handled it, and every output until the broker has it. One redb file, written only by
+//! the gateway task, in group commits.
+//!
+//! Sits between the broker and the plugins (Azure IoT Edge's edgeHub store and Greengrass's
+//! stream manager do the same): an inbound message is acknowledged to the broker only once it
+//! is here, and acknowledgements then go out in arrival order, as MQTT requires, however slow
+//! any one plugin is. Each plugin consumes its own backlog (its cursor is the keys it still
+//! has); a plugin that is done with a message removes its key and adds what it published in
+//! the same transaction, so a message is either still to be handled or its outputs are kept:
+//! after a SIGKILL or a power loss, every backlog and every unsent output is still here.
+//!
+//! Owns one file. Never touches the network, never calls a plugin.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+
+/// `(plugin, seq)` → `(topic, payload, received_at_ms, hops)`: a message a plugin still has to
+/// handle. A message routed to two plugins is kept twice: removing one plugin's copy never
+/// touches the other's.
+const PENDING: TableDefinition<PendingKey, PendingValue> = TableDefinition::new("pending");
+
+/// `(plugin, seq)`.
+type PendingKey = (&'static str, u64);
+/// `(topic, payload, received_at_ms, hops)`.
+type PendingValue = (&'static str, &'static [u8], u64, u8);
+
+/// `key` → `(plugin, topic, payload, qos)`: an output not yet acknowledged by the broker.
+const OUTBOX: TableDefinition<u64, (&str, &str, &[u8], u8)> = TableDefinition::new("outbox");
+
+/// What the journal counts for each entry beyond its topic and payload.
+const ENTRY_OVERHEAD: u64 = 48;
+
+/// With fsync off, how often a commit is made durable all the same (redb also frees pages only
+/// then).
+const SYNC_EVERY: Duration = Duration::from_secs(1);
+
+/// Why the journal failed.
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    /// The file could not be opened, read or written.
+    #[error("journal {}: {source}", path.display())]
+    Storage {
+        /// The journal file.
+        path: PathBuf,
+        /// redb's account.
+        source: Box<redb::Error>,
+    },
+}
+
+/// A `Result` with a [`JournalError`].
+pub type Result<T, E = JournalError> = std::result::Result<T, E>;
+
+/// One inbound message as a plugin's backlog keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// Its position in arrival order, the same for every plugin it went to.
+    pub seq: u64,
+    /// Its topic.
+    pub topic: String,
+    /// Its payload.
+    pub payload: Vec<u8>,
+    /// When the gateway received it.
+    pub received_at_ms: u64,
+    /// Plugins its chain of messages has passed through before.
+    pub hops: u8,
+}
+
+impl Entry {
+    fn bytes(&self) -> u64 {
+        (self.topic.len() + self.payload.len()) as u64 + ENTRY_OVERHEAD
+    }
+}
+
+/// An output waiting for the broker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Output {
+    /// Its place in the outbox: outputs go out in this order.
+    pub key: u64,
+    /// The plugin that published it.
+    pub plugin: String,
+    /// Where it goes.
+    pub topic: String,
+    /// What it says.
+    pub payload: Vec<u8>,
+    /// The QoS to publish it with.
+    pub qos: u8,
+}
+
+impl Output {
+    fn bytes(&self) -> u64 {
+        (self.topic.len() + self.payload.len()) as u64 + ENTRY_OVERHEAD
+    }
+}
+
+/// What the journal held when it was opened.
+#[derive(Debug, Default)]
+pub struct Recovered {
+    /// Each plugin's backlog, in arrival order.
+    pub backlogs: BTreeMap<String, Vec<u64>>,
+    /// The outputs not yet acknowledged, in order.
+    pub outbox: Vec<Output>,
+}
+
+/// Everything one group commit writes.
+#[derive(Debug, Default)]
+pub struct Batch {
+    /// New messages, each with the plugins it goes to.
+    pub arrived: Vec<(Entry, Vec<String>)>,
+    /// Messages plugins are done with, by plugin and seq.
+    pub done: Vec<(String, u64)>,
+    /// Outputs to keep, by plugin: topic, payload, QoS.
+    pub outputs: Vec<(String, String, Vec<u8>, u8)>,
+    /// Outputs the broker acknowledged.
+    pub delivered: Vec<u64>,
+}
+
+impl Batch {
+    /// Whether there is nothing to write.
+    pub fn is_empty(&self) -> bool {
+        self.arrived.is_empty()
+            && self.done.is_empty()
+            && self.outputs.is_empty()
+            && self.delivered.is_empty()
+    }
+}
+
+/// The open journal.
+pub struct Journal {
+    path: PathBuf,
+    db: Database,
+    fsync: bool,
+    next_seq: u64,
+    next_key: u64,
+    bytes: u64,
+    max_bytes: u64,
+    last_sync: Instant,
+}
+
+impl Journal {
+    /// Opens (or creates) the journal at `path`, holding at most `max_bytes`; with `fsync`
+    /// every commit that accepts messages is on disk before it returns, without, at least one
+    /// commit a second is.
+    pub fn open(path: &Path, max_bytes: u64, fsync: bool) -> Result<(Journal, Recovered)> {
+        let fail = |e: redb::Error| JournalError::Storage {
+            path: path.to_owned(),
+            source: Box::new(e),
+        };
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| fail(e.into()))?;
+        }
+        let db = Database::create(path).map_err(|e| fail(e.into()))?;
+        let mut recovered = Recovered::default();
+        let (mut bytes, mut next_seq, mut next_key) = (0, 0, 0);
+        {
+            let txn = db.begin_write().map_err(|e| fail(e.into()))?;
+            {
+                let pending = txn.open_table(PENDING).map_err(|e| fail(e.into()))?;
+                for row in pending.iter().map_err(|e| fail(e.into()))? {
+                    let (key, value) = row.map_err(|e| fail(e.into()))?;
+                    let ((plugin, seq), (topic, payload, _, _)) = (key.value(), value.value());
+                    bytes += (topic.len() + payload.len()) as u64 + ENTRY_OVERHEAD;
+                    next_seq = next_seq.max(seq + 1);
+                    recovered
+                        .backlogs
+                        .entry(plugin.to_owned())
+                        .or_default()
+                        .push(seq);
+                }
+                let outbox = txn.open_table(OUTBOX).map_err(|e| fail(e.into()))?;
+                for row in outbox.iter().map_err(|e| fail(e.into()))? {
+                    let (key, value) = row.map_err(|e| fail(e.into()))?;
+                    let (plugin, topic, payload, qos) = value.value();
+                    let output = Output {
+                        key: key.value(),
+                        plugin: plugin.to_owned(),
+                        topic: topic.to_owned(),
+                        payload: payload.to_vec(),
+                        qos,
+                    };
+                    bytes += output.bytes();
+                    next_key = next_key.max(output.key + 1);
+                    recovered.outbox.push(output);
+                }
+            }
+            txn.commit().map_err(|e| fail(e.into()))?;
+        }
+        for backlog in recovered.backlogs.values_mut() {
+            backlog.sort_unstable();
+        }
+        let journal = Journal {
+            path: path.to_owned(),
+            db,
+            fsync,
+            next_seq,
+            next_key,
+            bytes,
+            max_bytes,
+            last_sync: Instant::now(),
+        };
+        Ok((journal, recovered))
+    }
+
+    fn fail(&self, e: impl Into<redb::Error>) -> JournalError {
+        JournalError::Storage {
+            path: self.path.clone(),
+            source: Box::new(e.into()),
+        }
+    }
+
+    /// The seq the next arriving message gets.
+    pub fn next_seq(&mut self) -> u64 {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        seq
+    }
+
+    /// What the journal holds, in bytes (approximately: topics, payloads and a fixed overhead).
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// Whether it holds as much as it may: no more messages should be taken in.
+    pub fn is_full(&self) -> bool {
+        self.bytes >= self.max_bytes
+    }
+
+    /// Writes `batch` in one transaction and returns the outputs it kept, with their keys.
+    /// A batch that accepts messages is durable when this returns (with fsync on).
+    pub fn commit(&mut self, batch: Batch) -> Result<Vec<Output>> {
+        let mut txn = self.db.begin_write().map_err(|e| self.fail(e))?;
+        // Accepted messages are acknowledged to the broker right after this: with fsync they
+        // must be on disk first. What plugins did is only ever redone if lost, so it waits for
+        // the next durable commit.
+        let must = self.fsync && !batch.arrived.is_empty();
+        let sync = must || self.last_sync.elapsed() >= SYNC_EVERY;
+        let durability = if sync {
+            Durability::Immediate
+        } else {
+            Durability::None
+        };
+        txn.set_durability(durability).map_err(|e| self.fail(e))?;
+        let mut kept = Vec::with_capacity(batch.outputs.len());
+        let (mut added, mut removed) = (0u64, 0u64);
+        {
+            let mut pending = txn.open_table(PENDING).map_err(|e| self.fail(e))?;
+            for (entry, plugins) in &batch.arrived {
+                let value = (
+                    entry.topic.as_str(),
+                    entry.payload.as_slice(),
+                    entry.received_at_ms,
+                    entry.hops,
+                );
+                for plugin in plugins {
+                    pending
+                        .insert((plugin.as_str(), entry.seq), value)
+                        .map_err(|e| self.fail(e))?;
+                    added += entry.bytes();
+                }
+            }
+            for (plugin, seq) in &batch.done {
+                if let Some(old) = pending
+                    .remove((plugin.as_str(), *seq))
+                    .map_err(|e| self.fail(e))?
+                {
+                    let (topic, payload, _, _) = old.value();
+                    removed += (topic.len() + payload.len()) as u64 + ENTRY_OVERHEAD;
+                }
+            }
+            let mut outbox = txn.open_table(OUTBOX).map_err(|e| self.fail(e))?;
+            for (plugin, topic, payload, qos) in batch.outputs {
+                let output = Output {
+                    key: self.next_key,
+                    plugin,
+                    topic,
+                    payload,
+                    qos,
+                };
+                self.next_key += 1;
+                outbox
+                    .insert(
+                        output.key,
+                        (
+                            output.plugin.as_str(),
+                            output.topic.as_str(),
+                            output.payload.as_slice(),
+                            output.qos,
+                        ),
+                    )
+                    .map_err(|e| self.fail(e))?;
+                added += output.bytes();
+                kept.push(output);
+            }
+            for key in &batch.delivered {
+                if let Some(old) = outbox.remove(*key).map_err(|e| self.fail(e))? {
+                    let (_, topic, payload, _) = old.value();
+                    removed += (topic.len() + payload.len()) as u64 + ENTRY_OVERHEAD;
+                }
+            }
+        }
+        txn.commit().map_err(|e| self.fail(e))?;
+        if sync {
+            self.last_sync = Instant::now();
+        }
+        self.bytes = (self.bytes + added).saturating_sub(removed);
+        Ok(kept)
+    }
+
+    /// Reads back plugin `plugin`'s entries `seqs` (those still there, in order).
+    pub fn read(&self, plugin: &str, seqs: &[u64]) -> Result<Vec<Entry>> {
+        let txn = self.db.begin_read().map_err(|e| self.fail(e))?;
+        let pending = txn.open_table(PENDING).map_err(|e| self.fail(e))?;
+        let mut entries = Vec::with_capacity(seqs.len());
+        for &seq in seqs {
+            if let Some(value) = pending.get((plugin, seq)).map_err(|e| self.fail(e))? {
+                let (topic, payload, received_at_ms, hops) = value.value();
+                entries.push(Entry {
+                    seq,
+                    topic: topic.to_owned(),
+                    payload: payload.to_vec(),
+                    received_at_ms,
+                    hops,
+                });
+            }
+        }
+        Ok(entries)
+    }
+
+    /// Forgets plugin `plugin`'s whole backlog (it was removed, or is gone); returns how many
+    /// messages that was.
+    pub fn forget(&mut self, plugin: &str) -> Result<usize> {
+        let txn = self.db.begin_write().map_err(|e| self.fail(e))?;
+        let mut count = 0;
+        let mut removed = 0u64;
+        {
+            let mut pending = txn.open_table(PENDING).map_err(|e| self.fail(e))?;
+            pending
+                .retain_in(
+                    (plugin, 0)..=(plugin, u64::MAX),
+                    |_, (topic, payload, _, _)| {
+                        count += 1;
+                        removed += (topic.len() + payload.len()) as u64 + ENTRY_OVERHEAD;
+                        false
+                    },
+                )
+                .map_err(|e| self.fail(e))?;
+        }
+        txn.commit().map_err(|e| self.fail(e))?;
+        self.bytes = self.bytes.saturating_sub(removed);
+        Ok(count)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(journal: &mut Journal, topic: &str, payload: &str) -> Entry {
+        Entry {
+            seq: journal.next_seq(),
+            topic: topic.into(),
+            payload: payload.as_bytes().to_vec(),
+            received_at_ms: 7,
+            hops: 0,
+        }
+    }
+
+    fn open(dir: &Path) -> (Journal, Recovered) {
+        Journal::open(&dir.join("journal.redb"), 1 << 20, true).expect("journal opens")
+    }
+
+    #[test]
+    fn backlogs_and_outputs_survive_a_reopen_and_a_done_message_is_gone() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let (mut j, recovered) = open(dir.path());
+        assert!(recovered.backlogs.is_empty() && recovered.outbox.is_empty());
+        let a = entry(&mut j, "sensors/a", "1");
+        let b = entry(&mut j, "sensors/b", "2");
+        j.commit(Batch {
+            arrived: vec![
+                (a.clone(), vec!["p".into(), "q".into()]),
+                (b.clone(), vec!["p".into()]),
+            ],
+            ..Batch::default()
+        })
+        .expect("commit");
+        let kept = j
+            .commit(Batch {
+                done: vec![("p".into(), a.seq)],
+                outputs: vec![("p".into(), "alerts/a".into(), b"hot".to_vec(), 1)],
+                ..Batch::default()
+            })
+            .expect("commit");
+        assert_eq!(kept.len(), 1);
+        drop(j);
+
+        let (mut j, recovered) = open(dir.path());
+        assert_eq!(recovered.backlogs["p"], vec![b.seq]);
+        assert_eq!(recovered.backlogs["q"], vec![a.seq]);
+        assert_eq!(recovered.outbox, kept);
+        assert_eq!(j.read("q", &[a.seq]).expect("read"), vec![a.clone()]);
+        assert!(j.read("p", &[a.seq]).expect("read").is_empty());
+        assert!(j.next_seq() > b.seq, "seqs keep growing after a reopen");
+    }
+
+    #[test]
+    fn delivered_outputs_and_forgotten_plugins_give_their_bytes_back() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let (mut j, _) = open(dir.path());
+        let a = entry(&mut j, "sensors/a", &"x".repeat(1000));
+        j.commit(Batch {
+            arrived: vec![(a, vec!["p".into()])],
+            ..Batch::default()
+        })
+        .expect("commit");
+        let kept = j
+            .commit(Batch {
+                outputs: vec![("p".into(), "out".into(), vec![0; 500], 0)],
+                ..Batch::default()
+            })
+            .expect("commit");
+        assert!(j.bytes() > 1500);
+        assert_eq!(j.forget("p").expect("forget"), 1);
+        j.commit(Batch {
+            delivered: vec![kept[0].key],
+            ..Batch::default()
+        })
+        .expect("commit");
+        assert_eq!(j.bytes(), 0);
+        drop(j);
+        let (_, recovered) = open(dir.path());
+        assert!(recovered.backlogs.is_empty() && recovered.outbox.is_empty());
+    }
+
+    #[test]
+    fn a_journal_at_its_cap_says_it_is_full() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let (mut j, _) = Journal::open(&dir.path().join("j.redb"), 2000, false).expect("open");
+        let a = entry(&mut j, "t", &"x".repeat(2000));
+        assert!(!j.is_full());
+        j.commit(Batch {
+            arrived: vec![(a, vec!["p".into()])],
+            ..Batch::default()
+        })
+        .expect("commit");
+        assert!(j.is_full());
+    }
+}
