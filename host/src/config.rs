@@ -87,7 +87,7 @@ pub struct Config {
     #[serde(default)]
     pub restart: RestartConfig,
     /// The longest a SIGTERM takes to end the process, in seconds (default 10, a container's
-    /// grace period): messages not finished by then are left unacknowledged for redelivery.
+    /// grace period): messages not finished by then stay in the journal for the next start.
     #[serde(default = "default_shutdown_timeout")]
     pub shutdown_timeout_s: u64,
     /// MQTT 5 request/response: a verified command's replies also go to its response topic

@@ -68,7 +68,7 @@ pub async fn run(
         .and_then(|l| l.local_addr())
         .map_err(|e| DemoError::Broker(format!("no free port: {e}")))?
         .port();
-    start_broker(port)?;
+    start_embedded_broker(port)?;
     wait_for_port(port).await?;
     println!(
         "embedded MQTT broker on 127.0.0.1:{port}; gateway `demo` with the plugins in {}",
@@ -144,7 +144,10 @@ fn install_examples(plugins: &Path, dir: &Path) -> Result<PathBuf, DemoError> {
     Ok(keyring_path)
 }
 
-fn start_broker(port: u16) -> Result<(), DemoError> {
+/// Starts the embedded broker (rumqttd, MQTT 3.1.1) on `127.0.0.1:port`, on a thread of its
+/// own for the life of the process. rumqttd is strict where Mosquitto is lenient (it drops a
+/// client that acknowledges out of order), which is why the tests run against it too.
+pub fn start_embedded_broker(port: u16) -> Result<(), DemoError> {
     let config: rumqttd::Config = toml::from_str(&format!(
         r#"
         id = 0

@@ -42,6 +42,10 @@ pub const WINDOW: usize = 64;
 /// Most messages in one group commit.
 const MAX_BATCH: usize = 1024;
 
+/// Most outputs sent and not yet acknowledged at once: the rest wait in the outbox, so the
+/// client's request queue always has room for the acknowledgements, which go first.
+const MAX_UNACKED: usize = 256;
+
 /// Packet ids remembered to recognise redeliveries.
 const REMEMBERED: usize = 4096;
 
@@ -121,6 +125,9 @@ pub struct Flow {
     /// Acknowledgements due once the batch is committed, in arrival order, with the connection
     /// they belong to.
     acks: Vec<(Receipt, u64)>,
+    /// Acknowledgements of committed messages that did not fit the client's request queue yet,
+    /// in order: they go before anything else.
+    unsent_acks: VecDeque<(Receipt, u64)>,
     /// The messages of the batch, by seq, to hand to plugins once committed without reading
     /// them back.
     fresh: HashMap<u64, Entry>,
@@ -146,6 +153,7 @@ impl Flow {
             policy,
             batch: Batch::default(),
             acks: Vec::new(),
+            unsent_acks: VecDeque::new(),
             fresh: HashMap::new(),
             batch_started: None,
             lanes: BTreeMap::new(),
@@ -322,6 +330,8 @@ impl Flow {
             lane.queued = lane.queued.saturating_sub(1);
         }
         self.batch_started.get_or_insert_with(Instant::now);
+        // Its next message need not wait for this to be committed, only for its own commit.
+        self.refill(&plugin, false);
     }
 
     /// The broker has output `key`.
@@ -371,15 +381,8 @@ impl Flow {
             }
         };
         self.outbox.extend(kept);
-        for (receipt, of) in self.acks.drain(..) {
-            // An earlier connection's packet ids mean nothing on this one: the broker sends
-            // those messages again, and they are recognised as journaled.
-            if of == generation && client.try_ack(&receipt).is_err() {
-                tracing::warn!(
-                    "acknowledgement not queued: the broker will send that message again"
-                );
-            }
-        }
+        self.unsent_acks.extend(self.acks.drain(..));
+        self.flush_acks(client, generation);
         let names: Vec<Arc<str>> = self.lanes.keys().cloned().collect();
         for name in names {
             self.refill(&name, true);
@@ -398,7 +401,7 @@ impl Flow {
                 }
             }
         }
-        self.send(client);
+        self.send(client, generation);
         Ok(())
     }
 
@@ -451,9 +454,25 @@ impl Flow {
         }
     }
 
-    /// Sends what the outbox holds, in order, while the client takes it.
-    pub fn send(&mut self, client: &Client) {
-        while let Some(output) = self.outbox.pop_front() {
+    /// Queues the acknowledgements of committed messages, in order, while the client takes
+    /// them. An earlier connection's packet ids mean nothing on this one: the broker sends
+    /// those messages again, and they are recognised as journaled.
+    fn flush_acks(&mut self, client: &Client, generation: u64) {
+        while let Some((receipt, of)) = self.unsent_acks.pop_front() {
+            if of == generation && client.try_ack(&receipt).is_err() {
+                self.unsent_acks.push_front((receipt, of));
+                break;
+            }
+        }
+    }
+
+    /// Sends what is due on `client` (of connection `generation`): acknowledgements first,
+    /// then the outbox in order, while the client takes them.
+    pub fn send(&mut self, client: &Client, generation: u64) {
+        self.flush_acks(client, generation);
+        while self.unacked.len() < MAX_UNACKED
+            && let Some(output) = self.outbox.pop_front()
+        {
             let qos = match output.qos {
                 0 => QoS::AtMostOnce,
                 1 => QoS::AtLeastOnce,

@@ -373,7 +373,7 @@ pub async fn run(
                         tracing::error!("publishing status: {e}");
                     }
                     flow.reconnected();
-                    flow.send(&client);
+                    flow.send(&client, link.client().1);
                 }
                 Ok(Event::Message(delivery)) => {
                     let generation = link.client().1;
@@ -392,9 +392,13 @@ pub async fn run(
                 }
                 Ok(Event::Delivered(key)) => {
                     flow.delivered(key);
-                    flow.send(&link.client().0);
+                    let (client, generation) = link.client();
+                    flow.send(&client, generation);
                 }
-                Ok(_) => flow.send(&link.client().0),
+                Ok(_) => {
+                    let (client, generation) = link.client();
+                    flow.send(&client, generation);
+                }
                 Err(e) => {
                     let broker = link.endpoint();
                     if std::mem::take(&mut established) {

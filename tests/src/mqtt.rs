@@ -195,6 +195,25 @@ impl Broker {
         Self::start_with(Security::default())
     }
 
+    /// Starts rumqttd, the strict broker the demo embeds, in this process: MQTT 3.1.1 only,
+    /// no restart, no log file.
+    pub fn start_rumqttd() -> Broker {
+        require("mosquitto_pub");
+        let broker = Broker {
+            port: free_port(),
+            dir: tempfile::tempdir().expect("temporary directory"),
+            child: None,
+            security: Security::default(),
+        };
+        edgewise_host::demo::start_embedded_broker(broker.port).expect("rumqttd starts");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", broker.port)).is_err() {
+            assert!(Instant::now() < deadline, "rumqttd did not listen");
+            std::thread::yield_now();
+        }
+        broker
+    }
+
     /// Starts a broker that clients must reach as `security` says.
     pub fn start_with(security: Security) -> Broker {
         require("mosquitto");
@@ -720,5 +739,56 @@ impl Gateway {
 impl Drop for Gateway {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// A TCP proxy on a free local port in front of a broker, whose connections the test can cut:
+/// the gateway's link dropping while the broker stays up.
+pub struct Proxy {
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+    open: std::sync::Arc<std::sync::Mutex<Vec<TcpStream>>>,
+}
+
+impl Proxy {
+    /// Forwards every connection on a new port to `127.0.0.1:target`.
+    pub fn start(target: u16) -> Proxy {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("proxy port");
+        let port = listener.local_addr().expect("proxy address").port();
+        let open: std::sync::Arc<std::sync::Mutex<Vec<TcpStream>>> = Default::default();
+        let streams = open.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming().map_while(Result::ok) {
+                let Ok(upstream) = TcpStream::connect(("127.0.0.1", target)) else {
+                    continue;
+                };
+                let _ = (client.set_nodelay(true), upstream.set_nodelay(true));
+                let pipe = |mut from: TcpStream, mut to: TcpStream| {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    });
+                };
+                let (Ok(c2), Ok(u2)) = (client.try_clone(), upstream.try_clone()) else {
+                    continue;
+                };
+                if let (Ok(c3), Ok(u3)) = (client.try_clone(), upstream.try_clone()) {
+                    let mut open = streams.lock().unwrap_or_else(|p| p.into_inner());
+                    open.push(c3);
+                    open.push(u3);
+                }
+                pipe(client, upstream);
+                pipe(u2, c2);
+            }
+        });
+        Proxy { port, open }
+    }
+
+    /// Cuts every connection through the proxy; new ones are accepted as before.
+    pub fn cut(&self) {
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        for stream in open.drain(..) {
+            let _ = stream.shutdown(std::net::Shutdown::Both);
+        }
     }
 }
