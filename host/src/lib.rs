@@ -3,7 +3,11 @@
 //! The path of one message through the host:
 //!
 //! 1. The [`gateway`] (MQTT, through [`mqtt`] and [`router`]) or [`replay`] (files) turns
-//!    input into a [`worker::Message`] and queues it in the plugin's [`mailbox`].
+//!    input into a [`worker::Message`] and queues it in the plugin's [`mailbox`]. Under
+//!    `edgewise run` the message is first written to the [`journal`] and acknowledged in
+//!    arrival order ([`flow`]); each plugin works through its own backlog there, and its
+//!    outputs go back through the journal's outbox to the broker. The gateway's own topics
+//!    (`edgewise/...`) go to [`control`] instead, never to a plugin.
 //! 2. A [`worker::Worker`] owns one plugin: it admits the message (size, backoff), makes sure a
 //!    live [`instance::Instance`] exists, and calls the plugin's `on-message`.
 //! 3. Inside the call the plugin reaches the host only through [`capability`]: `publish` into

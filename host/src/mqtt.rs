@@ -3,17 +3,18 @@
 //! MQTT 3.1.1 and MQTT 5 are both rumqttc, with separate types; [`Client`], [`Connection`] and
 //! [`Event`] hide which one the config chose, so the gateway is written once. The gateway task
 //! is the sole owner of the event loop ([`Connection`]); everything else sends through the
-//! [`Link`]. With several brokers configured, each failed attempt moves to the next one. Inbound QoS 1 messages are acknowledged manually, by [`Ack`], only after every
-//! plugin they were routed to has handled them: a gateway killed mid-message gets the message
-//! again from the broker, which keeps the session (clean session off).
+//! [`Link`]. With several brokers configured, each failed attempt moves to the next one.
+//! Inbound QoS 1 messages are acknowledged manually ([`Client::try_ack`]), by the gateway's
+//! message path once they are in its journal, in arrival order; until then the broker keeps
+//! them in the session (clean session off). Every publish is tagged in the order it is queued,
+//! so the PUBACK of an output from the journal's outbox comes back as [`Event::Delivered`].
 //!
 //! When an established connection drops, the link is renewed: a fresh client and event loop,
 //! same client id, so the broker resumes the session and delivers again whatever was not
 //! acknowledged. rumqttc 0.25.1 can livelock when it resumes with a publish stashed on a
 //! packet-id collision and the broker lost the session (rumqtt issue #1056, open); starting
-//! fresh sidesteps its in-flight state and keeps at-least-once: an output is queued before its
-//! input's acknowledgement on the same connection, so an input the broker saw acknowledged had
-//! its outputs delivered first, and one it did not is delivered again.
+//! fresh sidesteps its in-flight state; what it drops is still in the journal (inputs are
+//! delivered again by the broker, outputs sent again by the gateway).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, RwLock};

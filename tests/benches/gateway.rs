@@ -15,7 +15,10 @@
 //!   beside it, quiet, and then misbehaving in each way the host contains (a steady stream of
 //!   offending messages during the run), against the quiet case (goal: p99 within 1.5x).
 //!
-//! `EDGEWISE_BENCH_SECTION=containment` runs only the last part.
+//! `EDGEWISE_BENCH_SECTION=containment` runs only the last part, `=pass-through` only the
+//! first two (pass-through and latency). `EDGEWISE_BENCH_FSYNC=0` runs the gateway with
+//! `[journal] fsync = false`. The pass-through rows also print the bytes the gateway process
+//! wrote to disk per message (its journal: `write_bytes` in /proc/<pid>/io).
 //! `EDGEWISE_BENCH_ROUNDS` (default 3) sets how many times each flood runs, alternating the
 //! systems compared so that a noisy neighbour hurts both alike.
 
@@ -246,6 +249,26 @@ fn median(mut xs: Vec<f64>) -> f64 {
     xs[xs.len() / 2]
 }
 
+/// The gateway's `[journal]` lines for this run (after its `[broker]` table).
+fn journal_config() -> String {
+    match std::env::var("EDGEWISE_BENCH_FSYNC").as_deref() {
+        Ok("0") => "\n[journal]\nfsync = false\n".into(),
+        _ => String::new(),
+    }
+}
+
+/// Bytes process `pid` has caused to be written to storage so far.
+fn disk_writes(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/io"))
+        .ok()
+        .and_then(|io| {
+            io.lines()
+                .find_map(|l| l.strip_prefix("write_bytes:"))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
 fn row(what: &str, f: &Figures) {
     println!(
         "  {what:<34} {:>6}/{:<6} {:>9.0} msg/s   p50 {:>7.2} ms   p99 {:>7.2} ms",
@@ -301,12 +324,22 @@ async fn main() {
                 (Some(native_pass_through(port).await), None)
             } else {
                 let id = format!("bench-{}", next_run());
-                let gateway =
-                    tokio::task::block_in_place(|| Gateway::start(&broker, &id, &["template"], ""));
+                let gateway = tokio::task::block_in_place(|| {
+                    Gateway::start(&broker, &id, &["template"], &journal_config())
+                });
                 (None, Some(gateway))
             };
+            let written = gateway.as_ref().and_then(|g| g.pid()).map(disk_writes);
             let flood = drive(port, &next_run(), &load, PASS_THROUGH_FLOOD, None).await;
             row(&format!("{system} (round {})", round + 1), &flood);
+            if let (Some(before), Some(pid)) = (written, gateway.as_ref().and_then(|g| g.pid())) {
+                let bytes = disk_writes(pid).saturating_sub(before);
+                println!(
+                    "  {:<34} {:.0} bytes written to disk per message",
+                    "",
+                    bytes as f64 / PASS_THROUGH_FLOOD as f64
+                );
+            }
             if round == 0 {
                 let (prefix, echo) = pass_through(next_run());
                 let input = |i: usize| format!("{prefix}{i}");
@@ -317,10 +350,20 @@ async fn main() {
                     output_filter: format!("{echo}#"),
                     sequence_of: &sequence,
                 };
+                let pid = gateway.as_ref().and_then(|g| g.pid());
+                let written = pid.map(disk_writes);
                 paced.push((
                     system,
                     drive(port, &next_run(), &load, PACED, Some(PACED_RATE_HZ)).await,
                 ));
+                if let (Some(before), Some(pid)) = (written, pid) {
+                    let bytes = disk_writes(pid).saturating_sub(before);
+                    println!(
+                        "  paced at {PACED_RATE_HZ} msg/s: {:.0} bytes written to disk per message, {:.2} GB a day at 100 msg/s",
+                        bytes as f64 / PACED as f64,
+                        bytes as f64 / PACED as f64 * 100.0 * 86_400.0 / 1e9
+                    );
+                }
             }
             match system.starts_with("native") {
                 true => native_rates.push(flood.per_second()),
@@ -357,6 +400,9 @@ async fn main() {
     row("broker alone (no pass-through)", &direct);
     for (system, figures) in &paced {
         row(system, figures);
+    }
+    if std::env::var("EDGEWISE_BENCH_SECTION").as_deref() == Ok("pass-through") {
+        return;
     }
     for (system, figures) in &paced {
         println!(

@@ -319,3 +319,42 @@ fn the_link_cut_three_times_mid_stream_loses_no_output_and_handles_no_input_twic
     );
     println!("{duplicates} outputs delivered twice (QoS 1 allows it)");
 }
+
+#[test]
+fn outputs_made_while_the_broker_is_away_arrive_when_it_is_back_even_across_a_gateway_restart() {
+    // Outputs made while the broker is away wait in the journal, and so do the messages not
+    // yet handled when the gateway is killed; all of it goes out once the broker is back.
+    let mut broker = Broker::start();
+    let mut gateway = Gateway::start(&broker, "offline", &["hostile"], "");
+    let letters = broker.subscribe_as("offline-sink", &["edgewise/offline/dead-letter/#"]);
+    // A backlog that takes a few seconds: each `sleep` holds hostile for its whole allowance,
+    // each numbered message is refused at once (a dead letter naming it).
+    let sent = numbered(8);
+    let backlog: Vec<String> = sent
+        .iter()
+        .flat_map(|m| ["sleep".to_owned(), m.clone()])
+        .collect();
+    broker.publish_lines("hostile/in/x", &backlog);
+    // Every message is in the journal now (acknowledged); the broker goes away while hostile
+    // works through them, the gateway is killed and started again while it is away.
+    broker.stop();
+    std::thread::sleep(Duration::from_secs(2));
+    gateway.kill();
+    gateway.launch_in_background();
+    std::thread::sleep(Duration::from_secs(2));
+    broker.resume();
+    let mut seen = BTreeSet::new();
+    let deadline = Instant::now() + WAIT * 2;
+    while !sent.iter().all(|m| seen.contains(m)) && Instant::now() < deadline {
+        let Some((_, letter)) = letters.next(Duration::from_millis(500)) else {
+            continue;
+        };
+        let letter: Value = serde_json::from_str(&letter).unwrap_or_default();
+        let payload = base64::engine::general_purpose::STANDARD
+            .decode(letter["payload_base64"].as_str().unwrap_or_default())
+            .unwrap_or_default();
+        seen.insert(String::from_utf8_lossy(&payload).into_owned());
+    }
+    let missing: Vec<&String> = sent.iter().filter(|m| !seen.contains(*m)).collect();
+    assert!(missing.is_empty(), "missing {missing:?}\n{}", gateway.log());
+}

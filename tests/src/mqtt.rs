@@ -301,12 +301,18 @@ impl Broker {
         self.spawn();
     }
 
-    fn stop(&mut self) {
+    /// Stops the broker; its persisted sessions and queued messages stay for [`Broker::resume`].
+    pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             // SIGTERM lets Mosquitto save its sessions and queued messages.
             let _ = Command::new("kill").arg(child.id().to_string()).status();
             let _ = child.wait();
         }
+    }
+
+    /// Starts the broker again after [`Broker::stop`], on the same port, with what it saved.
+    pub fn resume(&mut self) {
+        self.spawn();
     }
 
     /// A handle that only publishes, to use from another thread.
