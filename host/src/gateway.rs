@@ -190,11 +190,13 @@ pub async fn run(
     };
 
     let journal_path = config.journal_path();
+    let opening = std::time::Instant::now();
     let (journal, recovered) = Journal::open(
         &journal_path,
         config.journal.max_bytes(),
         config.journal.fsync,
     )?;
+    let open_ms = opening.elapsed().as_secs_f64() * 1e3;
     let policy = Policy {
         commit_interval: Duration::from_millis(config.journal.commit_interval_ms),
         depth: config.queue.depth,
@@ -205,6 +207,7 @@ pub async fn run(
         journal = %journal_path.display(),
         waiting = recovered.backlogs.values().map(Vec::len).sum::<usize>(),
         outputs = flow.undelivered(),
+        open_ms = format!("{open_ms:.1}"),
         "journal open"
     );
 
