@@ -42,10 +42,6 @@ pub const WINDOW: usize = 64;
 /// Most messages in one group commit.
 const MAX_BATCH: usize = 1024;
 
-/// Most outputs sent and not yet acknowledged at once: the rest wait in the outbox, so the
-/// client's request queue always has room for the acknowledgements, which go first.
-const MAX_UNACKED: usize = 256;
-
 /// Packet ids remembered to recognise redeliveries.
 const REMEMBERED: usize = 4096;
 
@@ -107,6 +103,12 @@ pub struct Policy {
     pub depth: usize,
     /// What to do when a plugin's backlog is full.
     pub overflow: Overflow,
+    /// Most outputs sent and not yet acknowledged at once; the rest wait in the outbox. It must
+    /// stay below rumqttc's own in-flight window, with room for the gateway's other publishes:
+    /// rumqttc takes no request at all while that window is full, so our PUBACKs for inbound
+    /// messages would queue behind outputs, and a broker that holds its PUBACKs until we
+    /// acknowledge its deliveries (rumqttd) would wait for us while we wait for it.
+    pub max_unacked: usize,
 }
 
 /// Something that arrived while the journal was full.
@@ -470,7 +472,7 @@ impl Flow {
     /// then the outbox in order, while the client takes them.
     pub fn send(&mut self, client: &Client, generation: u64) {
         self.flush_acks(client, generation);
-        while self.unacked.len() < MAX_UNACKED
+        while self.unacked.len() < self.policy.max_unacked
             && let Some(output) = self.outbox.pop_front()
         {
             let qos = match output.qos {

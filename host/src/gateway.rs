@@ -201,6 +201,12 @@ pub async fn run(
         commit_interval: Duration::from_millis(config.journal.commit_interval_ms),
         depth: config.queue.depth,
         overflow: config.queue.overflow,
+        // rumqttc's window: 100 with MQTT 3.1.1; with MQTT 5 the broker's Receive Maximum,
+        // often 20 (Mosquitto's default).
+        max_unacked: match config.broker.protocol {
+            crate::config::Protocol::V311 => 64,
+            crate::config::Protocol::V5 => 16,
+        },
     };
     let (mut flow, mut recovered) = Flow::new(journal, recovered, policy);
     tracing::info!(
