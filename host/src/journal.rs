@@ -31,6 +31,10 @@ type PendingValue = (&'static str, &'static [u8], u64, u8);
 /// `key` → `(plugin, topic, payload, qos)`: an output not yet acknowledged by the broker.
 const OUTBOX: TableDefinition<u64, (&str, &str, &[u8], u8)> = TableDefinition::new("outbox");
 
+/// redb's page cache. Its default, 1 GiB, is more than a Pi-class gateway has to spare; the
+/// journal is read back mostly right after it was written.
+const CACHE_BYTES: usize = 16 << 20;
+
 /// What the journal counts for each entry beyond its topic and payload.
 const ENTRY_OVERHEAD: u64 = 48;
 
@@ -152,7 +156,10 @@ impl Journal {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| fail(e.into()))?;
         }
-        let db = Database::create(path).map_err(|e| fail(e.into()))?;
+        let db = Database::builder()
+            .set_cache_size(CACHE_BYTES)
+            .create(path)
+            .map_err(|e| fail(e.into()))?;
         let mut recovered = Recovered::default();
         let (mut bytes, mut next_seq, mut next_key) = (0, 0, 0);
         {
