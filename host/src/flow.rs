@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use rumqttc::QoS;
 
 use crate::config::Overflow;
-use crate::journal::{Batch, Entry, Journal, JournalError, Output, Recovered};
+use crate::journal::{Batch, Entry, Journal, JournalError, Output};
 use crate::mailbox::Mailbox;
 use crate::metrics::PluginMetrics;
 use crate::mqtt::{Client, Delivery, Receipt};
@@ -148,9 +148,10 @@ pub struct Flow {
 }
 
 impl Flow {
-    /// The path over `journal`, which held `recovered` when opened.
-    pub fn new(journal: Journal, recovered: Recovered, policy: Policy) -> (Self, Recovered) {
-        let mut flow = Self {
+    /// The path over `journal`, with the outputs it held when opened (`Recovered::outbox`) to
+    /// send first; the backlogs it held are handed to their lanes by [`Flow::add_lane`].
+    pub fn new(journal: Journal, outbox: Vec<Output>, policy: Policy) -> Self {
+        Self {
             journal,
             policy,
             batch: Batch::default(),
@@ -159,22 +160,13 @@ impl Flow {
             fresh: HashMap::new(),
             batch_started: None,
             lanes: BTreeMap::new(),
-            outbox: VecDeque::new(),
+            outbox: outbox.into(),
             unacked: BTreeMap::new(),
             recent: HashMap::new(),
             recent_order: VecDeque::new(),
             held: VecDeque::new(),
             full_logged: false,
-        };
-        let Recovered { backlogs, outbox } = recovered;
-        flow.outbox.extend(outbox);
-        (
-            flow,
-            Recovered {
-                backlogs,
-                outbox: Vec::new(),
-            },
-        )
+        }
     }
 
     /// Adds plugin `name`'s lane, with `backlog` (seqs in the journal from before) to hand it
@@ -515,7 +507,7 @@ fn push(lane: &mut Lane, entry: &Entry) {
         payload: entry.payload.clone(),
         received_at_ms: entry.received_at_ms,
     };
-    lane.mailbox.push_control(Job::Message {
+    lane.mailbox.push(Job::Message {
         msg,
         seq: entry.seq,
         hops: entry.hops,

@@ -42,7 +42,7 @@ use tokio::sync::mpsc;
 use crate::config::Config;
 use crate::control::Control;
 use crate::echoes::MAX_HOPS;
-use crate::flow::{Done, Flow, Lane, Policy, WINDOW};
+use crate::flow::{Done, Flow, Lane, Policy};
 use crate::journal::{Journal, JournalError};
 use crate::mailbox::Mailbox;
 use crate::management::{Change, CommandLog, Manager};
@@ -191,7 +191,7 @@ pub async fn run(
 
     let journal_path = config.journal_path();
     let opening = std::time::Instant::now();
-    let (journal, recovered) = Journal::open(
+    let (journal, mut recovered) = Journal::open(
         &journal_path,
         config.journal.max_bytes(),
         config.journal.fsync,
@@ -208,7 +208,8 @@ pub async fn run(
             crate::config::Protocol::V5 => 16,
         },
     };
-    let (mut flow, mut recovered) = Flow::new(journal, recovered, policy);
+    let outbox = std::mem::take(&mut recovered.outbox);
+    let mut flow = Flow::new(journal, outbox, policy);
     tracing::info!(
         journal = %journal_path.display(),
         waiting = recovered.backlogs.values().map(Vec::len).sum::<usize>(),
@@ -751,7 +752,7 @@ fn apply(
                         received,
                     };
                     slots[ix].filters = filters;
-                    slots[ix].mailbox.push_control(Job::Swap(Box::new(swap)));
+                    slots[ix].mailbox.push(Job::Swap(Box::new(swap)));
                 }
                 None => match spawn_slot(*worker, config, shared, metrics) {
                     Ok(slot) => {
@@ -788,7 +789,7 @@ fn apply(
             };
             slots[ix].stopped = stopped;
             if !stopped {
-                slots[ix].mailbox.push_control(Job::Revive);
+                slots[ix].mailbox.push(Job::Revive);
                 flow.refill(&plugin, false);
             }
             let state = if stopped { "stopped" } else { "running" };
@@ -930,8 +931,8 @@ fn spawn_slot(
     let allowance = stuck_after(&worker);
     let plugin_metrics = metrics.plugin(&name);
     let vitals = Arc::new(Vitals::default());
-    // The backlog is in the journal; the mailbox holds a window of it.
-    let mailbox = Arc::new(Mailbox::new(WINDOW, config.queue.overflow));
+    // The backlog is in the journal; the mailbox holds a window of it (see `flow`).
+    let mailbox = Arc::new(Mailbox::new());
     let dead_letter_topic = config.dead_letter_topic(&name);
     let thread = {
         let (mailbox, shared, metrics) = (mailbox.clone(), shared.clone(), plugin_metrics.clone());

@@ -472,15 +472,6 @@ impl Client {
             _ => Err(SendError("acknowledgement for another protocol".into())),
         }
     }
-
-    /// Acknowledges an inbound message, waiting for room in the request queue.
-    pub async fn ack(&self, receipt: &Receipt) -> Result<(), SendError> {
-        match (&self.kind, receipt) {
-            (ClientKind::V4(c), Receipt::V4(p)) => c.ack(p).await.map_err(send),
-            (ClientKind::V5(c), Receipt::V5(p)) => c.ack(p).await.map_err(send),
-            _ => Err(SendError("acknowledgement for another protocol".into())),
-        }
-    }
 }
 
 fn send(e: impl std::fmt::Display) -> SendError {

@@ -4,7 +4,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use edgewise_tests::mqtt::{
-    Broker, Certificates, Gateway, Security, Subscriber, free_port, http_get,
+    Broker, Certificates, Gateway, Security, Subscriber, free_port, http_get, metric,
 };
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -262,14 +262,6 @@ fn a_bad_config_line_is_an_error_naming_the_line_and_the_key() {
 }
 
 /// The value of `metric{plugin="<plugin>"}` in Prometheus text, 0 when absent.
-fn metric(text: &str, metric: &str, plugin: &str) -> f64 {
-    let prefix = format!("{metric}{{plugin=\"{plugin}\"}} ");
-    text.lines()
-        .find_map(|line| line.strip_prefix(&prefix))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0.0)
-}
-
 #[test]
 fn metrics_count_messages_drops_traps_and_inferences_and_are_served_and_published() {
     let broker = Broker::start();

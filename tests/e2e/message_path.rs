@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use edgewise_tests::mqtt::{Broker, Gateway, Proxy, Subscriber};
+use edgewise_tests::mqtt::{Broker, Gateway, Proxy, Subscriber, metric};
 use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -207,15 +207,6 @@ fn a_stuck_plugin_beside_a_healthy_one_grows_only_its_own_backlog_within_its_cap
         "hostile's backlog was capped by dropping: {metrics}"
     );
     assert_eq!(connections(&gateway), 1, "{}", gateway.log());
-}
-
-/// A metric's value for `plugin`, 0 if absent.
-fn metric(text: &str, name: &str, plugin: &str) -> f64 {
-    let prefix = format!("{name}{{plugin=\"{plugin}\"}} ");
-    text.lines()
-        .find_map(|l| l.strip_prefix(&prefix))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0.0)
 }
 
 /// A small pseudo-random generator: the kill points differ from run to run, and the seed is in

@@ -748,6 +748,15 @@ impl Drop for Gateway {
     }
 }
 
+/// A metric's value for `plugin` in Prometheus text, 0 if absent.
+pub fn metric(text: &str, metric: &str, plugin: &str) -> f64 {
+    let prefix = format!("{metric}{{plugin=\"{plugin}\"}} ");
+    text.lines()
+        .find_map(|line| line.strip_prefix(&prefix))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
 /// A TCP proxy on a free local port in front of a broker, whose connections the test can cut:
 /// the gateway's link dropping while the broker stays up.
 pub struct Proxy {

@@ -120,7 +120,6 @@ pub fn serve(
                 continue;
             }
         };
-        metrics.queue_depth.set(mailbox.len() as i64);
         metrics.messages_in.inc();
         vitals.entering_call();
         let (traps, started) = (worker.stats().traps, Instant::now());
