@@ -14,7 +14,7 @@ use serde::Deserialize;
 use tracing_subscriber::EnvFilter;
 
 use crate::runtime::default_caps;
-use crate::supervisor::RestartPolicy;
+use crate::worker::supervisor::RestartPolicy;
 
 /// Why a configuration was refused.
 #[derive(Debug, thiserror::Error)]
@@ -283,6 +283,24 @@ pub struct JournalConfig {
     /// Whether each commit that accepts messages is on disk before they are acknowledged
     /// (default true); off, at least one commit a second is, and a crash loses up to that.
     pub fsync: bool,
+    /// Most the outputs waiting for the broker may hold, in MiB (default 64): about an hour of
+    /// 100 small outputs a second.
+    pub max_outbox_mib: u64,
+    /// What happens when the outputs waiting for the broker hold `max-outbox-mib`.
+    pub outbox_overflow: OutboxOverflow,
+}
+
+/// What the gateway does when the outputs waiting for the broker fill their share of the
+/// journal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OutboxOverflow {
+    /// Plugins get no more messages until the broker takes outputs: nothing is lost; their
+    /// backlogs grow in the journal, and when it is full the broker holds the rest.
+    Block,
+    /// The oldest output not yet sent is dropped for each new one (counted per plugin in
+    /// `edgewise_outputs_dropped_total`, and logged): plugins keep working on fresh data.
+    DropOldest,
 }
 
 impl Default for JournalConfig {
@@ -292,6 +310,8 @@ impl Default for JournalConfig {
             max_mib: 256,
             commit_interval_ms: 5,
             fsync: true,
+            max_outbox_mib: 64,
+            outbox_overflow: OutboxOverflow::Block,
         }
     }
 }
@@ -300,6 +320,11 @@ impl JournalConfig {
     /// The cap in bytes.
     pub fn max_bytes(&self) -> u64 {
         self.max_mib.saturating_mul(1 << 20)
+    }
+
+    /// The outbox's cap in bytes.
+    pub fn max_outbox_bytes(&self) -> u64 {
+        self.max_outbox_mib.saturating_mul(1 << 20)
     }
 }
 
@@ -523,6 +548,12 @@ impl Config {
             return Err(invalid(
                 "update.max-trap-share",
                 "must be between 0 and 1".into(),
+            ));
+        }
+        if config.journal.max_outbox_mib == 0 {
+            return Err(invalid(
+                "journal.max-outbox-mib",
+                "must be at least 1".into(),
             ));
         }
         if config.journal.max_mib == 0 {

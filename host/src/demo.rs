@@ -18,8 +18,8 @@ use edgewise_signing::bundle::{self, PackError};
 use edgewise_signing::{Keyring, SecretKey};
 
 use crate::config::Config;
-use crate::gateway::{self, GatewayError};
-use crate::store::{Store, StoreError};
+use crate::gateway::{self, Gateway, GatewayError};
+use crate::management::store::{Store, StoreError};
 
 /// Why the demo could not run.
 #[derive(Debug, thiserror::Error)]
@@ -87,7 +87,8 @@ pub async fn run(
     )?;
     let (stop_tx, mut stop_rx) = watch::channel(false);
     let options = gateway::Options::default();
-    let gateway = tokio::spawn(gateway::run(config, options, async move {
+    let gateway = Gateway::start(config, options).await?;
+    let gateway = tokio::spawn(gateway.run(async move {
         let _ = stop_rx.wait_for(|stop| *stop).await;
     }));
     let (offline_tx, offline_rx) = tokio::sync::oneshot::channel();

@@ -1,48 +1,43 @@
 //! The Edgewise gateway host: runs third-party WebAssembly inference plugins in sandboxes.
 //!
-//! The path of one message through the host:
+//! The path of one message through the host, one folder a stage:
 //!
-//! 1. The [`gateway`] (MQTT, through [`mqtt`] and [`router`]) or [`replay`] (files) turns
-//!    input into a [`worker::Message`] and queues it in the plugin's [`mailbox`]. Under
-//!    `edgewise run` the message is first written to the [`journal`] and acknowledged in
-//!    arrival order ([`flow`]); each plugin works through its own backlog there, and its
-//!    outputs go back through the journal's outbox to the broker. The gateway's own topics
-//!    (`edgewise/...`) go to [`control`] instead, never to a plugin.
-//! 2. A [`worker::Worker`] owns one plugin: it admits the message (size, backoff), makes sure a
-//!    live [`instance::Instance`] exists, and calls the plugin's `on-message`.
-//! 3. Inside the call the plugin reaches the host only through [`capability`]: `publish` into
-//!    the per-message outbox, `log`, `config`, the clock, and wasi-nn backed by tract.
-//! 4. The worker returns the outbox as the message's outputs, or a [`failure::Failure`] that
-//!    names what went wrong; a trap drops the instance and the [`supervisor`] decides when a
-//!    fresh one may start.
+//! 1. [`gateway`]: under `edgewise run`, the broker connection ([`mqtt`]) delivers a message;
+//!    the gateway's [`router`](gateway::router) names the plugins it goes to, and the
+//!    [`flow`](gateway::flow) writes it to the [`journal`](gateway::journal) and acknowledges
+//!    it to the broker in arrival order. Each plugin works through its own backlog there, a
+//!    few messages at a time in its [`mailbox`](worker::mailbox). The gateway's own topics
+//!    (`edgewise/...`) go to [`control`](gateway::control) and on to [`management`] instead,
+//!    never to a plugin. [`replay`] feeds a plugin from a file instead of a broker.
+//! 2. [`worker`]: a [`worker::Worker`] owns one plugin on its own thread: it admits the
+//!    message (size, backoff), makes sure a live [`Instance`](runtime::instance::Instance)
+//!    exists, and calls the plugin's `on-message`.
+//! 3. [`capability`]: inside the call the plugin reaches the host only through these: `publish`
+//!    into the per-message outbox, `log`, `config`, the clock, and wasi-nn backed by tract.
+//! 4. Back out: the worker returns the outbox as the message's outputs, or a
+//!    [`Failure`](runtime::failure::Failure) that names what went wrong (a trap drops the
+//!    instance and the [`supervisor`](worker::supervisor) decides when a fresh one may start).
+//!    The outputs go into the journal's outbox in the transaction that takes the message off
+//!    the plugin's backlog, and from there to the broker.
 //!
-//! [`runtime::Runtime`] holds what all plugins share: the engine, the linker and the epoch
-//! ticker that enforces deadlines. [`plugin::CompiledPlugin`] is one plugin checked, compiled
-//! and linked once, with its models loaded: from a signed bundle verified by the [`store`], or
-//! in development from a plain directory.
+//! [`runtime`] holds what all plugins share: the engine, the linker and the epoch ticker that
+//! enforces deadlines; a [`CompiledPlugin`](runtime::plugin::CompiledPlugin) is one plugin
+//! checked, compiled and linked once, with its models loaded: from a signed bundle verified by
+//! the [`store`](management::store), or in development from a plain directory. [`management`]
+//! carries out signed commands and fleet roll-outs off the message path.
 
 pub mod capability;
 pub mod cli;
+pub mod clock;
 pub mod config;
-pub mod control;
 pub mod demo;
-pub mod echoes;
-pub mod failure;
-pub mod flow;
+pub mod durable_file;
 pub mod gateway;
-pub mod instance;
-pub mod journal;
-pub mod mailbox;
 pub mod management;
 pub mod metrics;
 pub mod mqtt;
-pub mod plugin;
 pub mod replay;
-pub mod router;
 pub mod runtime;
-pub mod store;
-pub mod supervisor;
-pub mod vitals;
 pub mod worker;
 
 /// Host-side bindings generated from `wit/`.

@@ -1,8 +1,8 @@
-//! Per-plugin counters and histograms, in Prometheus text format.
+//! Per-plugin counters and histograms, and the journal's gauges, in Prometheus text format.
 //!
 //! One [`Metrics`] per gateway; each plugin gets a [`PluginMetrics`] of cheap cloned handles,
-//! updated by the router (drops, queue depth) and the plugin's worker thread (everything
-//! else). [`serve`] answers HTTP scrapes on the configured address; the gateway also publishes
+//! updated by the message path (drops, queue depth, dropped outputs) and the plugin's worker
+//! thread (everything else); the message path keeps the [`JournalMetrics`]. [`serve`] answers HTTP scrapes on the configured address; the gateway also publishes
 //! the same text over MQTT. Never blocks the message path: updates are atomic adds.
 
 use std::sync::Arc;
@@ -18,11 +18,16 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
 use crate::capability::log::HostCounters;
-use crate::plugin::CompiledPlugin;
+use crate::runtime::plugin::CompiledPlugin;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Plugin {
     plugin: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct JournalPart {
+    part: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -54,9 +59,34 @@ pub struct Metrics {
     publishes_refused: Family<Plugin, Counter>,
     log_lines_dropped: Family<Plugin, Counter>,
     queue_depth: Family<Plugin, Gauge>,
+    outputs_dropped: Family<Plugin, Counter>,
     state: Family<PluginState, Gauge>,
     handling: Histograms,
     inference: Histograms,
+    journal_bytes: Family<JournalPart, Gauge>,
+    outputs_waiting: Gauge,
+}
+
+/// The journal's gauges, and the count of outputs its outbox dropped.
+#[derive(Clone)]
+pub struct JournalMetrics {
+    /// Bytes the plugins' backlogs hold.
+    pub backlog_bytes: Gauge,
+    /// Bytes the outputs waiting for the broker hold.
+    pub outbox_bytes: Gauge,
+    /// Outputs waiting for the broker (kept, sent and not yet acknowledged).
+    pub outputs_waiting: Gauge,
+    outputs_dropped: Family<Plugin, Counter>,
+}
+
+impl JournalMetrics {
+    /// Counts an output of `plugin` dropped by the outbox's overflow policy.
+    pub fn output_dropped(&self, plugin: &str) {
+        let label = Plugin {
+            plugin: plugin.to_owned(),
+        };
+        self.outputs_dropped.get_or_create(&label).inc();
+    }
 }
 
 /// One plugin's metric handles.
@@ -97,6 +127,9 @@ impl Metrics {
             publishes_refused: Family::default(),
             log_lines_dropped: Family::default(),
             queue_depth: Family::default(),
+            outputs_dropped: Family::default(),
+            journal_bytes: Family::default(),
+            outputs_waiting: Gauge::default(),
             state: Family::default(),
             handling: Family::new_with_constructor(seconds),
             inference: Family::new_with_constructor(seconds),
@@ -143,6 +176,21 @@ impl Metrics {
             m.queue_depth.clone(),
         );
         registry.register(
+            "outputs_dropped",
+            "Outputs of a plugin dropped unsent by the outbox's overflow policy",
+            m.outputs_dropped.clone(),
+        );
+        registry.register(
+            "journal_bytes",
+            "Bytes the journal holds, by part (backlog: messages plugins have yet to handle; outbox: outputs the broker does not have yet)",
+            m.journal_bytes.clone(),
+        );
+        registry.register(
+            "outputs_waiting",
+            "Outputs the broker does not have yet",
+            m.outputs_waiting.clone(),
+        );
+        registry.register(
             "plugin_state",
             "1 for the state a plugin is in (label state), 0 for the others",
             m.state.clone(),
@@ -176,6 +224,24 @@ impl Metrics {
             queue_depth: self.queue_depth.get_or_create(&label).clone(),
             handling: self.handling.get_or_create(&label).clone(),
             inference: self.inference.get_or_create(&label).clone(),
+        }
+    }
+
+    /// The journal's handles.
+    pub fn journal(&self) -> JournalMetrics {
+        // One at a time: `get_or_create` holds the family's lock until its guard is dropped.
+        let part = |part| {
+            self.journal_bytes
+                .get_or_create(&JournalPart { part })
+                .clone()
+        };
+        let backlog_bytes = part("backlog");
+        let outbox_bytes = part("outbox");
+        JournalMetrics {
+            backlog_bytes,
+            outbox_bytes,
+            outputs_waiting: self.outputs_waiting.clone(),
+            outputs_dropped: self.outputs_dropped.clone(),
         }
     }
 
@@ -268,5 +334,22 @@ mod tests {
             text.contains(r#"edgewise_handling_seconds_count{plugin="threshold"} 1"#),
             "{text}"
         );
+    }
+
+    #[test]
+    fn the_journals_gauges_render_by_part_and_dropped_outputs_by_plugin() {
+        let metrics = Metrics::new();
+        let journal = metrics.journal();
+        journal.backlog_bytes.set(10);
+        journal.outbox_bytes.set(20);
+        journal.output_dropped("threshold");
+        let text = metrics.render();
+        for line in [
+            r#"edgewise_journal_bytes{part="backlog"} 10"#,
+            r#"edgewise_journal_bytes{part="outbox"} 20"#,
+            r#"edgewise_outputs_dropped_total{plugin="threshold"} 1"#,
+        ] {
+            assert!(text.contains(line), "{line} in {text}");
+        }
     }
 }

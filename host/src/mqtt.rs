@@ -455,6 +455,17 @@ impl Client {
         }
     }
 
+    /// Unsubscribes from `filters`.
+    pub fn try_unsubscribe(&self, filters: &[String]) -> Result<(), SendError> {
+        for filter in filters {
+            match &self.kind {
+                ClientKind::V4(c) => c.try_unsubscribe(filter.clone()).map_err(send)?,
+                ClientKind::V5(c) => c.try_unsubscribe(filter.clone()).map_err(send)?,
+            }
+        }
+        Ok(())
+    }
+
     /// Asks the event loop to disconnect cleanly (the broker then drops the last will).
     pub fn try_disconnect(&self) -> Result<(), SendError> {
         match &self.kind {

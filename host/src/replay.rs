@@ -8,7 +8,6 @@
 //! A malformed line is reported with its line number and skipped; the rest still run.
 
 use std::io::{self, BufRead, Write};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -73,11 +72,7 @@ fn parse_line(line: &str) -> Result<Message, String> {
         (None, None) => Vec::new(),
         (Some(_), Some(_)) => return Err("give `payload` or `payload_base64`, not both".into()),
     };
-    let received_at_ms = line.received_at_ms.unwrap_or_else(|| {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64)
-    });
+    let received_at_ms = line.received_at_ms.unwrap_or_else(crate::clock::now_ms);
     if let Err(e) = edgewise_signing::topic::validate_name(&line.topic) {
         return Err(format!("`topic` {:?}: {e}", line.topic));
     }

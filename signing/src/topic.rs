@@ -117,6 +117,30 @@ impl TopicFilter {
         }
         topic_levels.next().is_none()
     }
+
+    /// Whether this filter matches every topic that `other` matches, so that subscribing to
+    /// both adds nothing: on a broker that sends one copy of a message per matching
+    /// subscription (MQTT 3.1.1 §3.3.5 allows it; rumqttd does), only duplicates. A shared
+    /// subscription covers only itself: its messages are split between subscribers.
+    pub fn covers(&self, other: &TopicFilter) -> bool {
+        if self.filter_start > 0 || other.filter_start > 0 {
+            return self == other;
+        }
+        let (mine, theirs) = (self.raw.as_str(), other.raw.as_str());
+        if theirs.starts_with('$') && mine.starts_with(['+', '#']) {
+            return false;
+        }
+        let mut their_levels = theirs.split('/');
+        for level in mine.split('/') {
+            match (level, their_levels.next()) {
+                ("#", _) => return true,
+                ("+", Some(t)) if t != "#" => {}
+                (l, Some(t)) if l == t => {}
+                _ => return false,
+            }
+        }
+        their_levels.next().is_none()
+    }
 }
 
 impl fmt::Display for TopicFilter {
@@ -154,6 +178,34 @@ mod tests {
         assert!(!f("#").matches("$SYS/broker/uptime"));
         assert!(!f("+/broker").matches("$SYS/broker"));
         assert!(f("$SYS/#").matches("$SYS/broker/uptime"));
+    }
+
+    #[test]
+    fn a_filter_covers_another_when_it_matches_everything_the_other_does() {
+        let f = |s: &str| TopicFilter::parse(s).expect("valid filter");
+        let covers = |a: &str, b: &str| f(a).covers(&f(b));
+        assert!(covers("sensors/#", "sensors/+/reading"));
+        assert!(
+            covers("sensors/#", "sensors"),
+            "`#` matches its parent level"
+        );
+        assert!(covers("#", "a/+/c/#"));
+        assert!(covers("a/+/c", "a/b/c"));
+        assert!(covers("a/+/c", "a/+/c"));
+        assert!(!covers("a/+", "a/#"), "`a/#` also matches `a` and `a/b/c`");
+        assert!(!covers("sensors/+/reading", "sensors/#"));
+        assert!(!covers("a/b", "a/+"));
+        assert!(!covers("a/+", "a/b/c"));
+        assert!(
+            !covers("#", "$SYS/broker"),
+            "leading wildcards skip `$` topics"
+        );
+        assert!(
+            !covers("$share/g/sensors/#", "sensors/x"),
+            "a share splits its messages"
+        );
+        assert!(!covers("sensors/#", "$share/g/sensors/x"));
+        assert!(covers("$share/g/sensors/#", "$share/g/sensors/#"));
     }
 
     #[test]

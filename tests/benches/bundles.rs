@@ -10,8 +10,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use edgewise_host::plugin::CompiledPlugin;
-use edgewise_host::store::Store;
+use edgewise_host::management::store::Store;
+use edgewise_host::runtime::plugin::CompiledPlugin;
 use edgewise_signing::bundle::{self, DEFAULT_MAX_BYTES};
 use edgewise_signing::{Bundle, Keyring, SecretKey};
 use edgewise_tests::{copy_plugin, edit, runtime};

@@ -15,8 +15,13 @@
 //!   beside it, quiet, and then misbehaving in each way the host contains (a steady stream of
 //!   offending messages during the run), against the quiet case (goal: p99 within 1.5x).
 //!
-//! `EDGEWISE_BENCH_SECTION=containment` runs only the last part, `=pass-through` only the
-//! first two (pass-through and latency). `EDGEWISE_BENCH_FSYNC=0` runs the gateway with
+//! - **broker sizing** (issue 10, `EDGEWISE_BENCH_SECTION=broker-sizing` only): what a stock
+//!   Mosquitto costs the gateway. Messages lost at the broker when the gateway is away for
+//!   1.5 s of a 2000 msg/s stream, with `max_queued_messages` at its default (1000) and sized
+//!   (100 000); and the added latency of a paced stream with `set_tcp_nodelay` off and on.
+//!
+//! `EDGEWISE_BENCH_SECTION=containment` runs only the containment part, `=pass-through` only
+//! the first two (pass-through and latency). `EDGEWISE_BENCH_FSYNC=0` runs the gateway with
 //! `[journal] fsync = false`. The pass-through rows also print the bytes the gateway process
 //! wrote to disk per message (its journal: `write_bytes` in /proc/<pid>/io).
 //! `EDGEWISE_BENCH_ROUNDS` (default 3) sets how many times each flood runs, alternating the
@@ -286,6 +291,10 @@ async fn main() {
         .ok()
         .and_then(|r| r.parse().ok())
         .unwrap_or(3);
+    if std::env::var("EDGEWISE_BENCH_SECTION").as_deref() == Ok("broker-sizing") {
+        broker_sizing().await;
+        return;
+    }
     let broker = Broker::start();
     let port = broker.port;
     if std::env::var("EDGEWISE_BENCH_SECTION").as_deref() == Ok("containment") {
@@ -690,4 +699,98 @@ async fn containment(broker: &Broker, rounds: usize) {
         );
     }
     println!("  (medians of {rounds} rounds; goal: p99 within 1.5x of quiet)");
+}
+
+/// The stream the broker must hold while the gateway is away.
+const SIZING_RATE_HZ: f64 = 2000.0;
+const SIZING_SECONDS: f64 = 4.0;
+const SIZING_OUTAGE: Duration = Duration::from_millis(1500);
+
+/// What a stock Mosquitto costs: loss over a gateway outage with `max_queued_messages` at its
+/// default and sized, and latency with `set_tcp_nodelay` off and on.
+async fn broker_sizing() {
+    println!(
+        "broker sizing: template plugin, QoS 1 in and out, Mosquitto configured as each row says"
+    );
+    println!(
+        "\ngateway away {:.1} s (SIGKILL, then started again) during {SIZING_SECONDS} s at {SIZING_RATE_HZ} msg/s:",
+        SIZING_OUTAGE.as_secs_f64()
+    );
+    for (label, tuning) in [
+        (
+            "max_queued_messages 1000 (default)",
+            "set_tcp_nodelay true\n",
+        ),
+        (
+            "max_queued_messages 100000",
+            "set_tcp_nodelay true\nmax_queued_messages 100000\n",
+        ),
+    ] {
+        let broker = Broker::start_tuned(tuning);
+        let port = broker.port;
+        let mut gateway =
+            tokio::task::block_in_place(|| Gateway::start(&broker, "sizing", &["template"], ""));
+        let count = (SIZING_RATE_HZ * SIZING_SECONDS) as usize;
+        let input = |i: usize| format!("sensors/sizing/{i}");
+        let payload = |_: usize| vec![b'x'; 64];
+        let sequence = |t: &str| {
+            t.strip_prefix("echo/sensors/sizing/")
+                .and_then(|s| s.parse().ok())
+        };
+        let load = Load {
+            input_topic: &input,
+            payload: &payload,
+            output_filter: "echo/sensors/sizing/#".into(),
+            sequence_of: &sequence,
+        };
+        // The outage, one second into the stream, beside it.
+        let outage = tokio::task::spawn_blocking(move || {
+            std::thread::sleep(Duration::from_secs(1));
+            gateway.kill();
+            std::thread::sleep(SIZING_OUTAGE);
+            gateway.launch_in_background();
+            gateway
+        });
+        let figures = drive(port, "sizing", &load, count, Some(SIZING_RATE_HZ)).await;
+        let gateway = outage.await.expect("the outage ran");
+        println!(
+            "  {label:<38} {:>5} of {count} lost ({:.1} %)",
+            count - figures.received,
+            (count - figures.received) as f64 * 100.0 / count as f64
+        );
+        drop(gateway);
+    }
+
+    println!(
+        "\npaced {PACED} messages at {PACED_RATE_HZ} msg/s, latency publisher -> gateway -> subscriber:"
+    );
+    for (label, tuning) in [
+        (
+            "set_tcp_nodelay false (default)",
+            "max_queued_messages 100000\n",
+        ),
+        (
+            "set_tcp_nodelay true",
+            "set_tcp_nodelay true\nmax_queued_messages 100000\n",
+        ),
+    ] {
+        let broker = Broker::start_tuned(tuning);
+        let gateway =
+            tokio::task::block_in_place(|| Gateway::start(&broker, "nodelay", &["template"], ""));
+        let input = |i: usize| format!("sensors/nodelay/{i}");
+        let payload = |_: usize| vec![b'x'; 64];
+        let sequence = |t: &str| {
+            t.strip_prefix("echo/sensors/nodelay/")
+                .and_then(|s| s.parse().ok())
+        };
+        let load = Load {
+            input_topic: &input,
+            payload: &payload,
+            output_filter: "echo/sensors/nodelay/#".into(),
+            sequence_of: &sequence,
+        };
+        let figures = drive(broker.port, "nodelay", &load, PACED, Some(PACED_RATE_HZ)).await;
+        row(label, &figures);
+        drop(gateway);
+    }
 }

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use edgewise_host::capability::nn::tract::{TractModel, clear_upper_simd_state};
-use edgewise_host::instance::Instance;
+use edgewise_host::runtime::instance::Instance;
 use edgewise_host::worker::{Message, Worker};
 use edgewise_tests::{copy_plugin, edit, load, message, model_file, plugin_dir, repo, worker};
 use tract_onnx::prelude::*;

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
-use edgewise_host::store::Store;
+use edgewise_host::management::store::Store;
 use edgewise_signing::bundle::DEFAULT_MAX_BYTES;
 use edgewise_signing::command::{Action, Command};
 use edgewise_signing::{Keyring, SecretKey};

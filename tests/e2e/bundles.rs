@@ -6,10 +6,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use edgewise_host::plugin::CompiledPlugin;
-use edgewise_host::store::{Installed, Store, StoreError};
-use edgewise_host::supervisor::RestartPolicy;
+use edgewise_host::management::store::{Installed, Store, StoreError};
+use edgewise_host::runtime::plugin::CompiledPlugin;
 use edgewise_host::worker::Worker;
+use edgewise_host::worker::supervisor::RestartPolicy;
 use edgewise_signing::bundle::DEFAULT_MAX_BYTES;
 use edgewise_signing::signature::signed_bytes;
 use edgewise_signing::{Bundle, Keyring, PayloadType, SecretKey};

@@ -266,7 +266,7 @@ fn a_log_flood_is_rate_limited_and_counted() {
     });
     // The next line after the flood says how many were dropped.
     scene.send("log-forge");
-    let log = wait_for_log(&scene.gateway, "lines dropped");
+    let log = scene.gateway.wait_for_log("lines dropped");
     let flood_lines = log.lines().filter(|l| l.contains("flood line")).count();
     assert!(
         (1..=1_000).contains(&flood_lines),
@@ -281,7 +281,7 @@ fn a_giant_log_line_is_cut_and_a_newline_cannot_forge_a_gateway_line() {
         broker.publish("hostile/in/x", b"log-giant", 1);
         broker.publish("hostile/in/x", b"log-forge", 1);
     });
-    let log = wait_for_log(&scene.gateway, "forged");
+    let log = scene.gateway.wait_for_log("forged");
     assert!(log.contains("bytes in all]"), "the giant line is cut");
     assert!(log.len() < 1 << 20, "log is {} bytes", log.len());
     assert!(
@@ -443,16 +443,4 @@ fn shutdown_within_two_seconds(gateway: &Gateway) {
         "plugins = \"plugins\"\n",
         "plugins = \"plugins\"\nshutdown-timeout-s = 2\n",
     );
-}
-
-/// The gateway's log once it contains `text`.
-fn wait_for_log(gateway: &Gateway, text: &str) -> String {
-    let deadline = std::time::Instant::now() + WAIT;
-    loop {
-        let log = gateway.log();
-        if log.contains(text) || std::time::Instant::now() > deadline {
-            return log;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }

@@ -1,4 +1,9 @@
-//! `edgewise run` against a real Mosquitto, with Mosquitto's own clients on the other side.
+//! `edgewise run` against real brokers, with Mosquitto's own clients on the other side.
+//!
+//! Every test that any broker can host runs twice (`on_both_brokers!`): against Mosquitto and
+//! against rumqttd, which is strict where Mosquitto is lenient (it drops a client that
+//! acknowledges out of order). The rest need what only Mosquitto here has: a restart with its
+//! sessions kept, TLS, MQTT 5.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -9,115 +14,334 @@ use edgewise_tests::mqtt::{
 
 const WAIT: Duration = Duration::from_secs(20);
 
-#[test]
-fn wildcard_subscriptions_route_each_message_to_every_matching_plugin() {
-    let broker = Broker::start();
-    let _gw = Gateway::start(&broker, "routing", &["threshold", "template"], "");
-    let sub = broker.subscribe(&["alerts/#", "echo/#"]);
-    broker.publish("sensors/oven/reading", br#"{"value": 91}"#, 1);
-    broker.publish("elsewhere/oven/reading", br#"{"value": 99}"#, 1);
-    let got = sub.collect_until(WAIT, |got| got.len() >= 2);
-    let topics: BTreeSet<&str> = got.iter().map(|(t, _)| t.as_str()).collect();
-    assert_eq!(
-        topics,
-        BTreeSet::from(["alerts/oven", "echo/sensors/oven/reading"]),
-        "{got:?}"
-    );
-    // Nothing else arrives: the unsubscribed topic reached no plugin.
-    assert_eq!(sub.next(Duration::from_millis(500)), None);
-}
+on_both_brokers! {
+    fn wildcard_subscriptions_route_each_message_to_every_matching_plugin(broker: Broker) {
+        let _gw = Gateway::start(&broker, "routing", &["threshold", "template"], "");
+        let sub = broker.subscribe(&["alerts/#", "echo/#"]);
+        broker.publish("sensors/oven/reading", br#"{"value": 91}"#, 1);
+        broker.publish("elsewhere/oven/reading", br#"{"value": 99}"#, 1);
+        let got = sub.collect_until(WAIT, |got| got.len() >= 2);
+        let topics: BTreeSet<&str> = got.iter().map(|(t, _)| t.as_str()).collect();
+        assert_eq!(
+            topics,
+            BTreeSet::from(["alerts/oven", "echo/sensors/oven/reading"]),
+            "{got:?}"
+        );
+        // Nothing else arrives: the unsubscribed topic reached no plugin.
+        assert_eq!(sub.next(Duration::from_millis(500)), None);
+    }
 
-#[test]
-fn a_shared_subscription_splits_one_topic_between_gateways_without_duplicates() {
-    let broker = Broker::start();
-    // Each gateway's template republishes under its own prefix, so the outputs say who did what.
-    let _gateways: Vec<Gateway> = ["a", "b"]
-        .iter()
-        .map(|name| {
-            let extra = format!("[settings.template]\nprefix = \"echo/{name}\"");
-            let mut gw = Gateway::prepare(&broker, &format!("share-{name}"), &["template"], &extra);
-            let manifest = gw.dir().join("plugins/template");
-            edgewise_tests::edit(
-                &manifest,
-                "plugin.toml",
-                "\"sensors/#\"",
-                "\"$share/line/sensors/#\"",
-            );
-            gw.launch(&broker);
-            gw
-        })
-        .collect();
-    let sub = broker.subscribe(&["echo/#"]);
-    let sent: Vec<String> = (0..40).map(|i| format!("m{i:02}")).collect();
-    broker.publish_lines("sensors/line", &sent);
-    let got = sub.collect_until(WAIT, |got| got.len() >= sent.len());
-    let mut payloads: Vec<&str> = got.iter().map(|(_, p)| p.as_str()).collect();
-    payloads.sort_unstable();
-    assert_eq!(
-        payloads,
-        sent.iter().map(String::as_str).collect::<Vec<_>>(),
-        "each message once"
-    );
-    assert_eq!(
-        sub.next(Duration::from_millis(500)),
-        None,
-        "and nothing twice"
-    );
-    for name in ["a", "b"] {
-        let share = got
+    fn a_shared_subscription_splits_one_topic_between_gateways_without_duplicates(broker: Broker) {
+        // Each gateway's template republishes under its own prefix, so the outputs say who did what.
+        let _gateways: Vec<Gateway> = ["a", "b"]
             .iter()
-            .filter(|(t, _)| t.starts_with(&format!("echo/{name}/")))
-            .count();
+            .map(|name| {
+                let extra = format!("[settings.template]\nprefix = \"echo/{name}\"");
+                let mut gw = Gateway::prepare(&broker, &format!("share-{name}"), &["template"], &extra);
+                let manifest = gw.dir().join("plugins/template");
+                edgewise_tests::edit(
+                    &manifest,
+                    "plugin.toml",
+                    "\"sensors/#\"",
+                    "\"$share/line/sensors/#\"",
+                );
+                gw.launch(&broker);
+                gw
+            })
+            .collect();
+        let sub = broker.subscribe(&["echo/#"]);
+        let sent: Vec<String> = (0..40).map(|i| format!("m{i:02}")).collect();
+        broker.publish_lines("sensors/line", &sent);
+        let got = sub.collect_until(WAIT, |got| got.len() >= sent.len());
+        let mut payloads: Vec<&str> = got.iter().map(|(_, p)| p.as_str()).collect();
+        payloads.sort_unstable();
+        assert_eq!(
+            payloads,
+            sent.iter().map(String::as_str).collect::<Vec<_>>(),
+            "each message once"
+        );
+        assert_eq!(
+            sub.next(Duration::from_millis(500)),
+            None,
+            "and nothing twice"
+        );
+        for name in ["a", "b"] {
+            let share = got
+                .iter()
+                .filter(|(t, _)| t.starts_with(&format!("echo/{name}/")))
+                .count();
+            assert!(
+                share > 0,
+                "gateway {name} handled none of {}: {got:?}",
+                sent.len()
+            );
+        }
+    }
+
+    fn failures_land_on_the_dead_letter_topic_and_a_healthy_neighbour_keeps_going(broker: Broker) {
+        let gw = Gateway::start(&broker, "letters", &["hostile", "threshold"], "");
+        let sub = broker.subscribe(&["alerts/#", "edgewise/letters/dead-letter/#"]);
+        for i in 0..5 {
+            broker.publish("hostile/in/x", b"panic", 1);
+            broker.publish("hostile/in/x", &vec![b'x'; 2000], 1); // over the plugin's 1024 bytes
+            let value = if i % 2 == 0 { 95 } else { 20 };
+            broker.publish(
+                &format!("sensors/s{i}/reading"),
+                format!("{{\"value\": {value}}}").as_bytes(),
+                1,
+            );
+        }
+        let got = sub.collect_until(WAIT, |got| got.len() >= 13);
+        let letters: Vec<&String> = got
+            .iter()
+            .filter(|(t, _)| t == "edgewise/letters/dead-letter/hostile")
+            .map(|(_, p)| p)
+            .collect();
+        let alerts = got.iter().filter(|(t, _)| t.starts_with("alerts/")).count();
+        assert_eq!(
+            alerts,
+            3,
+            "an alert for each high reading: {got:?}\n{}",
+            gw.log()
+        );
+        assert_eq!(letters.len(), 10, "{got:?}");
+        assert!(letters.iter().any(|l| l.contains("trapped")), "{letters:?}");
         assert!(
-            share > 0,
-            "gateway {name} handled none of {}: {got:?}",
-            sent.len()
+            letters
+                .iter()
+                .any(|l| l.contains("over the plugin's limit of 1024 bytes")),
+            "{letters:?}"
+        );
+        assert!(
+            letters
+                .iter()
+                .all(|l| l.contains("\"topic\":\"hostile/in/x\"")),
+            "{letters:?}"
         );
     }
-}
 
-#[test]
-fn failures_land_on_the_dead_letter_topic_and_a_healthy_neighbour_keeps_going() {
-    let broker = Broker::start();
-    let gw = Gateway::start(&broker, "letters", &["hostile", "threshold"], "");
-    let sub = broker.subscribe(&["alerts/#", "edgewise/letters/dead-letter/#"]);
-    for i in 0..5 {
-        broker.publish("hostile/in/x", b"panic", 1);
-        broker.publish("hostile/in/x", &vec![b'x'; 2000], 1); // over the plugin's 1024 bytes
-        let value = if i % 2 == 0 { 95 } else { 20 };
+    fn qos1_messages_survive_a_gateway_killed_mid_stream(broker: Broker) {
+        let mut gw = Gateway::start(&broker, "survivor", &["template"], "");
+        let sub = broker.subscribe(&["echo/#"]);
+        let (sent, publisher) = stream(&broker, 400);
+        // Kill as soon as some outputs came out, while the stream is still flowing.
+        let mut got = sub.collect_until(WAIT, |got| got.len() >= 20);
+        gw.kill();
+        gw.restart(&broker);
+        publisher.join().expect("publisher");
+        collect_all(&sub, &mut got, &sent);
+        let lost = missing(&sent, &got);
+        assert!(
+            lost.is_empty(),
+            "{} of {} outputs missing, e.g. {:?}",
+            lost.len(),
+            sent.len(),
+            &lost[..lost.len().min(5)]
+        );
+    }
+
+    fn sigterm_finishes_publishes_offline_status_and_exits_zero(broker: Broker) {
+        let mut gw = Gateway::start(&broker, "polite", &["template"], "");
+        assert!(gw.terminate(), "exit status 0; log:\n{}", gw.log());
+        let status = broker
+            .retained("edgewise/polite/status", WAIT)
+            .unwrap_or_default();
+        assert_eq!(
+            status,
+            r#"{"state":"offline","gateway":"polite","fleet":{"group":null}}"#
+        );
+        assert!(gw.log().contains("gateway stopped"));
+    }
+
+    fn a_plugin_that_fails_to_load_is_reported_and_the_others_run(broker: Broker) {
+        let gw = Gateway::start(&broker, "partial", &["threshold", "template"], "");
+        drop(gw);
+        // Break one plugin's manifest and start again.
+        let mut gw = Gateway::start(&broker, "partial", &["threshold", "template"], "");
+        gw.kill();
+        edgewise_tests::edit(
+            &gw.dir().join("plugins/template"),
+            "plugin.toml",
+            "subscribe =",
+            "subscrib =",
+        );
+        gw.restart(&broker);
+        let status = broker
+            .retained("edgewise/partial/status", WAIT)
+            .unwrap_or_default();
+        assert!(
+            status.contains(r#""name":"template","state":"failed""#) && status.contains("subscrib"),
+            "{status}"
+        );
+        let sub = broker.subscribe(&["alerts/#"]);
+        broker.publish("sensors/oven/reading", br#"{"value": 91}"#, 1);
+        assert_eq!(
+            sub.next(WAIT).map(|(t, _)| t),
+            Some("alerts/oven".to_owned())
+        );
+    }
+
+    /// The value of `metric{plugin="<plugin>"}` in Prometheus text, 0 when absent.
+    fn metrics_count_messages_drops_traps_and_inferences_and_are_served_and_published(broker: Broker) {
+        let port = free_port();
+        let extra = format!(
+            // One attempt per message, so that every handled message is one trap.
+            "[queue]\ndepth = 1\noverflow = \"drop-newest\"\n\n[restart]\nattempts = 1\n\n[metrics]\nlisten = \"127.0.0.1:{port}\"\npublish-interval-s = 1\n"
+        );
+        let gw = Gateway::start(&broker, "counted", &["hostile", "vibration-fault"], &extra);
+        let sub = broker.subscribe(&["edgewise/counted/metrics", "plant/+/vibration/diagnosis"]);
+        // Each `loop` holds the plugin for its 200 ms deadline: six at once overflow a queue of one.
+        broker.publish_lines("hostile/in/x", &vec!["loop".to_owned(); 6]);
+        let window = std::fs::read_to_string(edgewise_tests::model_file(
+            "vibration-fault",
+            "heldout.jsonl",
+        ))
+        .expect("held-out data");
+        let first: serde_json::Value =
+            serde_json::from_str(window.lines().next().expect("a window")).expect("JSON line");
         broker.publish(
-            &format!("sensors/s{i}/reading"),
-            format!("{{\"value\": {value}}}").as_bytes(),
+            "plant/pump-0/vibration",
+            first["payload"].to_string().as_bytes(),
             1,
         );
+
+        // Wait until every loop was either handled to its end (a failure) or dropped.
+        let deadline = std::time::Instant::now() + WAIT;
+        let text = loop {
+            let text = http_get(port, "/metrics");
+            let settled = metric(&text, "edgewise_failures_total", "hostile")
+                + metric(&text, "edgewise_drops_total", "hostile");
+            let inferred = metric(&text, "edgewise_inference_seconds_count", "vibration-fault");
+            if settled == 6.0 && inferred == 1.0 {
+                break text;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "metrics never settled:\n{text}\n{}",
+                gw.log()
+            );
+        };
+        let handled = metric(&text, "edgewise_messages_in_total", "hostile");
+        assert!(
+            metric(&text, "edgewise_drops_total", "hostile") >= 1.0,
+            "{text}"
+        );
+        assert_eq!(
+            metric(&text, "edgewise_traps_total", "hostile"),
+            handled,
+            "every handled loop trapped: {text}"
+        );
+        assert_eq!(
+            metric(&text, "edgewise_failures_total", "hostile"),
+            handled,
+            "{text}"
+        );
+        assert_eq!(
+            metric(&text, "edgewise_messages_out_total", "vibration-fault"),
+            1.0,
+            "{text}"
+        );
+        assert!(
+            gw.log().contains("message dropped by the overflow policy"),
+            "drops are logged"
+        );
+
+        let has = |got: &[(String, String)], topic: &str| got.iter().any(|(t, _)| t == topic);
+        let published = sub.collect_until(WAIT, |got| {
+            has(got, "edgewise/counted/metrics") && has(got, "plant/pump-0/vibration/diagnosis")
+        });
+        assert!(
+            published
+                .iter()
+                .any(|(t, _)| t == "plant/pump-0/vibration/diagnosis"),
+            "{published:?}"
+        );
+        assert!(
+            published
+                .iter()
+                .any(|(t, _)| t == "edgewise/counted/metrics"),
+            "metrics are published over MQTT"
+        );
     }
-    let got = sub.collect_until(WAIT, |got| got.len() >= 13);
-    let letters: Vec<&String> = got
-        .iter()
-        .filter(|(t, _)| t == "edgewise/letters/dead-letter/hostile")
-        .map(|(_, p)| p)
-        .collect();
-    let alerts = got.iter().filter(|(t, _)| t.starts_with("alerts/")).count();
-    assert_eq!(
-        alerts,
-        3,
-        "an alert for each high reading: {got:?}\n{}",
-        gw.log()
-    );
-    assert_eq!(letters.len(), 10, "{got:?}");
-    assert!(letters.iter().any(|l| l.contains("trapped")), "{letters:?}");
-    assert!(
-        letters
-            .iter()
-            .any(|l| l.contains("over the plugin's limit of 1024 bytes")),
-        "{letters:?}"
-    );
-    assert!(
-        letters
-            .iter()
-            .all(|l| l.contains("\"topic\":\"hostile/in/x\"")),
-        "{letters:?}"
-    );
+
+    fn a_full_queue_under_the_block_policy_holds_messages_instead_of_dropping_them(broker: Broker) {
+        let port = free_port();
+        let extra = format!(
+            "[queue]\ndepth = 1\noverflow = \"block\"\n\n[metrics]\nlisten = \"127.0.0.1:{port}\"\npublish-interval-s = 0\n"
+        );
+        let _gw = Gateway::start(&broker, "patient", &["hostile"], &extra);
+        let sub = broker.subscribe(&["edgewise/patient/dead-letter/#"]);
+        // Six 200 ms loops into a queue of one: under `block` none is dropped; each ends as a dead
+        // letter (a trap, or a fast failure while the crashing plugin rests).
+        broker.publish_lines("hostile/in/x", &vec!["loop".to_owned(); 6]);
+        let letters = sub.collect_until(WAIT, |got| got.len() >= 6);
+        assert_eq!(letters.len(), 6, "{letters:?}");
+        let text = http_get(port, "/metrics");
+        assert_eq!(
+            metric(&text, "edgewise_drops_total", "hostile"),
+            0.0,
+            "{text}"
+        );
+        assert_eq!(
+            metric(&text, "edgewise_failures_total", "hostile"),
+            6.0,
+            "{text}"
+        );
+    }
+
+    fn a_full_queue_under_drop_oldest_keeps_the_newest_message_and_counts_the_rest(broker: Broker) {
+        let port = free_port();
+        let extra = format!(
+            "[queue]\ndepth = 1\noverflow = \"drop-oldest\"\n\n[metrics]\nlisten = \"127.0.0.1:{port}\"\npublish-interval-s = 0\n"
+        );
+        let gw = Gateway::start(&broker, "forgetful", &["hostile"], &extra);
+        let sub = broker.subscribe(&["edgewise/forgetful/dead-letter/#"]);
+        // The first loop holds the plugin for its 200 ms deadline while the rest arrive; each
+        // arrival pushes the one waiting out, so the last, an `error`, is the one still queued.
+        let mut sent = vec!["loop".to_owned(); 5];
+        sent.push("error".to_owned());
+        broker.publish_lines("hostile/in/x", &sent);
+        let newest_handled = |got: &[(String, String)]| {
+            got.iter()
+                .any(|(_, letter)| letter.contains("this message is not acceptable"))
+        };
+        let letters = sub.collect_until(WAIT, newest_handled);
+        assert!(newest_handled(&letters), "{letters:?}\n{}", gw.log());
+        let text = http_get(port, "/metrics");
+        let drops = metric(&text, "edgewise_drops_total", "hostile");
+        assert!(drops >= 1.0, "{text}");
+        assert_eq!(
+            metric(&text, "edgewise_failures_total", "hostile") + drops,
+            sent.len() as f64,
+            "each message either handled or counted as dropped: {text}"
+        );
+        assert!(gw.log().contains("message dropped by the overflow policy"));
+    }
+
+    fn with_several_brokers_configured_the_gateway_fails_over_to_one_that_answers(broker: Broker) {
+        let mut gw = Gateway::prepare(&broker, "failover", &["threshold"], "");
+        let down = free_port();
+        edgewise_tests::edit(
+            gw.dir(),
+            "gateway.toml",
+            &format!("url = \"mqtt://127.0.0.1:{}\"", broker.port),
+            &format!(
+                "url = [\"mqtt://127.0.0.1:{down}\", \"mqtt://127.0.0.1:{}\"]",
+                broker.port
+            ),
+        );
+        gw.launch(&broker);
+        let sub = broker.subscribe(&["alerts/#"]);
+        broker.publish("sensors/oven/reading", br#"{"value": 91}"#, 1);
+        let got = sub.collect_until(WAIT, |got| !got.is_empty());
+        assert_eq!(got.len(), 1, "{got:?}");
+        let log = gw.log();
+        assert!(
+            log.contains(&format!("broker=\"127.0.0.1:{down}\""))
+                && log.contains("connected to the broker"),
+            "tried the first broker, then connected to the second:\n{log}"
+        );
+    }
 }
 
 /// `count` numbered messages, published from a thread in small batches while the test goes on.
@@ -147,31 +371,43 @@ fn collect_all(sub: &Subscriber, got: &mut Vec<(String, String)>, sent: &[String
 }
 
 #[test]
-fn qos1_messages_survive_a_gateway_killed_mid_stream() {
+fn outputs_are_published_with_the_qos_the_manifest_asks_for() {
+    // Mosquitto only: rumqttd 0.20 forwards every message at the subscription's QoS, where
+    // MQTT 3.1.1 §3.8.4 asks for the lower of that and the publish's.
     let broker = Broker::start();
-    let mut gw = Gateway::start(&broker, "survivor", &["template"], "");
-    let sub = broker.subscribe(&["echo/#"]);
-    let (sent, publisher) = stream(&broker, 400);
-    // Kill as soon as some outputs came out, while the stream is still flowing.
-    let mut got = sub.collect_until(WAIT, |got| got.len() >= 20);
-    gw.kill();
-    gw.restart(&broker);
-    publisher.join().expect("publisher");
-    collect_all(&sub, &mut got, &sent);
-    let lost = missing(&sent, &got);
-    assert!(
-        lost.is_empty(),
-        "{} of {} outputs missing, e.g. {:?}",
-        lost.len(),
-        sent.len(),
-        &lost[..lost.len().min(5)]
+    let mut gw = Gateway::prepare(&broker, "qos", &["threshold", "template"], "");
+    edgewise_tests::edit(
+        &gw.dir().join("plugins/template"),
+        "plugin.toml",
+        "publish = [",
+        "publish-qos = 0\npublish = [",
+    );
+    gw.launch(&broker);
+    let sub = broker.subscribe_showing_qos(&["alerts/#", "echo/#"]);
+    broker.publish("sensors/oven/reading", br#"{"value": 91}"#, 1);
+    let got = sub.collect_until(WAIT, |got| got.len() >= 2);
+    let qos_of = |topic: &str| {
+        got.iter()
+            .find(|(t, _)| t == topic)
+            .map(|(_, p)| p.chars().next())
+    };
+    assert_eq!(
+        qos_of("alerts/oven"),
+        Some(Some('1')),
+        "the default, QoS 1: {got:?}"
+    );
+    assert_eq!(
+        qos_of("echo/sensors/oven/reading"),
+        Some(Some('0')),
+        "asked for QoS 0: {got:?}"
     );
 }
 
 #[test]
 fn the_gateway_reconnects_after_a_broker_restart_and_loses_nothing_at_qos1() {
     let mut broker = Broker::start();
-    let gw = Gateway::start(&broker, "steadfast", &["template"], "");
+    let mut gw = Gateway::start(&broker, "steadfast", &["template"], "");
+    gw.expect_reconnects();
     let sub = broker.subscribe_as("steadfast-watcher", &["echo/#"]);
     let (first, publisher) = stream(&broker, 100);
     publisher.join().expect("publisher");
@@ -196,51 +432,6 @@ fn the_gateway_reconnects_after_a_broker_restart_and_loses_nothing_at_qos1() {
 }
 
 #[test]
-fn sigterm_finishes_publishes_offline_status_and_exits_zero() {
-    let broker = Broker::start();
-    let mut gw = Gateway::start(&broker, "polite", &["template"], "");
-    assert!(gw.terminate(), "exit status 0; log:\n{}", gw.log());
-    let status = broker
-        .retained("edgewise/polite/status", WAIT)
-        .unwrap_or_default();
-    assert_eq!(
-        status,
-        r#"{"state":"offline","gateway":"polite","fleet":{"group":null}}"#
-    );
-    assert!(gw.log().contains("gateway stopped"));
-}
-
-#[test]
-fn a_plugin_that_fails_to_load_is_reported_and_the_others_run() {
-    let broker = Broker::start();
-    let gw = Gateway::start(&broker, "partial", &["threshold", "template"], "");
-    drop(gw);
-    // Break one plugin's manifest and start again.
-    let mut gw = Gateway::start(&broker, "partial", &["threshold", "template"], "");
-    gw.kill();
-    edgewise_tests::edit(
-        &gw.dir().join("plugins/template"),
-        "plugin.toml",
-        "subscribe =",
-        "subscrib =",
-    );
-    gw.restart(&broker);
-    let status = broker
-        .retained("edgewise/partial/status", WAIT)
-        .unwrap_or_default();
-    assert!(
-        status.contains(r#""name":"template","state":"failed""#) && status.contains("subscrib"),
-        "{status}"
-    );
-    let sub = broker.subscribe(&["alerts/#"]);
-    broker.publish("sensors/oven/reading", br#"{"value": 91}"#, 1);
-    assert_eq!(
-        sub.next(WAIT).map(|(t, _)| t),
-        Some("alerts/oven".to_owned())
-    );
-}
-
-#[test]
 fn a_bad_config_line_is_an_error_naming_the_line_and_the_key() {
     let dir = tempfile::tempdir().expect("temporary directory");
     let config = dir.path().join("gateway.toml");
@@ -258,91 +449,6 @@ fn a_bad_config_line_is_an_error_naming_the_line_and_the_key() {
             && stderr.contains("line 6")
             && stderr.contains("keepalive"),
         "{stderr}"
-    );
-}
-
-/// The value of `metric{plugin="<plugin>"}` in Prometheus text, 0 when absent.
-#[test]
-fn metrics_count_messages_drops_traps_and_inferences_and_are_served_and_published() {
-    let broker = Broker::start();
-    let port = free_port();
-    let extra = format!(
-        // One attempt per message, so that every handled message is one trap.
-        "[queue]\ndepth = 1\noverflow = \"drop-newest\"\n\n[restart]\nattempts = 1\n\n[metrics]\nlisten = \"127.0.0.1:{port}\"\npublish-interval-s = 1\n"
-    );
-    let gw = Gateway::start(&broker, "counted", &["hostile", "vibration-fault"], &extra);
-    let sub = broker.subscribe(&["edgewise/counted/metrics", "plant/+/vibration/diagnosis"]);
-    // Each `loop` holds the plugin for its 200 ms deadline: six at once overflow a queue of one.
-    broker.publish_lines("hostile/in/x", &vec!["loop".to_owned(); 6]);
-    let window = std::fs::read_to_string(edgewise_tests::model_file(
-        "vibration-fault",
-        "heldout.jsonl",
-    ))
-    .expect("held-out data");
-    let first: serde_json::Value =
-        serde_json::from_str(window.lines().next().expect("a window")).expect("JSON line");
-    broker.publish(
-        "plant/pump-0/vibration",
-        first["payload"].to_string().as_bytes(),
-        1,
-    );
-
-    // Wait until every loop was either handled to its end (a failure) or dropped.
-    let deadline = std::time::Instant::now() + WAIT;
-    let text = loop {
-        let text = http_get(port, "/metrics");
-        let settled = metric(&text, "edgewise_failures_total", "hostile")
-            + metric(&text, "edgewise_drops_total", "hostile");
-        let inferred = metric(&text, "edgewise_inference_seconds_count", "vibration-fault");
-        if settled == 6.0 && inferred == 1.0 {
-            break text;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "metrics never settled:\n{text}\n{}",
-            gw.log()
-        );
-    };
-    let handled = metric(&text, "edgewise_messages_in_total", "hostile");
-    assert!(
-        metric(&text, "edgewise_drops_total", "hostile") >= 1.0,
-        "{text}"
-    );
-    assert_eq!(
-        metric(&text, "edgewise_traps_total", "hostile"),
-        handled,
-        "every handled loop trapped: {text}"
-    );
-    assert_eq!(
-        metric(&text, "edgewise_failures_total", "hostile"),
-        handled,
-        "{text}"
-    );
-    assert_eq!(
-        metric(&text, "edgewise_messages_out_total", "vibration-fault"),
-        1.0,
-        "{text}"
-    );
-    assert!(
-        gw.log().contains("message dropped by the overflow policy"),
-        "drops are logged"
-    );
-
-    let has = |got: &[(String, String)], topic: &str| got.iter().any(|(t, _)| t == topic);
-    let published = sub.collect_until(WAIT, |got| {
-        has(got, "edgewise/counted/metrics") && has(got, "plant/pump-0/vibration/diagnosis")
-    });
-    assert!(
-        published
-            .iter()
-            .any(|(t, _)| t == "plant/pump-0/vibration/diagnosis"),
-        "{published:?}"
-    );
-    assert!(
-        published
-            .iter()
-            .any(|(t, _)| t == "edgewise/counted/metrics"),
-        "metrics are published over MQTT"
     );
 }
 
@@ -434,95 +540,6 @@ fn mutual_tls_admits_the_gateway_only_with_its_client_certificate() {
 }
 
 #[test]
-fn outputs_are_published_with_the_qos_the_manifest_asks_for() {
-    let broker = Broker::start();
-    let mut gw = Gateway::prepare(&broker, "qos", &["threshold", "template"], "");
-    edgewise_tests::edit(
-        &gw.dir().join("plugins/template"),
-        "plugin.toml",
-        "publish = [",
-        "publish-qos = 0\npublish = [",
-    );
-    gw.launch(&broker);
-    let sub = broker.subscribe_showing_qos(&["alerts/#", "echo/#"]);
-    broker.publish("sensors/oven/reading", br#"{"value": 91}"#, 1);
-    let got = sub.collect_until(WAIT, |got| got.len() >= 2);
-    let qos_of = |topic: &str| {
-        got.iter()
-            .find(|(t, _)| t == topic)
-            .map(|(_, p)| p.chars().next())
-    };
-    assert_eq!(
-        qos_of("alerts/oven"),
-        Some(Some('1')),
-        "the default, QoS 1: {got:?}"
-    );
-    assert_eq!(
-        qos_of("echo/sensors/oven/reading"),
-        Some(Some('0')),
-        "asked for QoS 0: {got:?}"
-    );
-}
-
-#[test]
-fn a_full_queue_under_the_block_policy_holds_messages_instead_of_dropping_them() {
-    let broker = Broker::start();
-    let port = free_port();
-    let extra = format!(
-        "[queue]\ndepth = 1\noverflow = \"block\"\n\n[metrics]\nlisten = \"127.0.0.1:{port}\"\npublish-interval-s = 0\n"
-    );
-    let _gw = Gateway::start(&broker, "patient", &["hostile"], &extra);
-    let sub = broker.subscribe(&["edgewise/patient/dead-letter/#"]);
-    // Six 200 ms loops into a queue of one: under `block` none is dropped; each ends as a dead
-    // letter (a trap, or a fast failure while the crashing plugin rests).
-    broker.publish_lines("hostile/in/x", &vec!["loop".to_owned(); 6]);
-    let letters = sub.collect_until(WAIT, |got| got.len() >= 6);
-    assert_eq!(letters.len(), 6, "{letters:?}");
-    let text = http_get(port, "/metrics");
-    assert_eq!(
-        metric(&text, "edgewise_drops_total", "hostile"),
-        0.0,
-        "{text}"
-    );
-    assert_eq!(
-        metric(&text, "edgewise_failures_total", "hostile"),
-        6.0,
-        "{text}"
-    );
-}
-
-#[test]
-fn a_full_queue_under_drop_oldest_keeps_the_newest_message_and_counts_the_rest() {
-    let broker = Broker::start();
-    let port = free_port();
-    let extra = format!(
-        "[queue]\ndepth = 1\noverflow = \"drop-oldest\"\n\n[metrics]\nlisten = \"127.0.0.1:{port}\"\npublish-interval-s = 0\n"
-    );
-    let gw = Gateway::start(&broker, "forgetful", &["hostile"], &extra);
-    let sub = broker.subscribe(&["edgewise/forgetful/dead-letter/#"]);
-    // The first loop holds the plugin for its 200 ms deadline while the rest arrive; each
-    // arrival pushes the one waiting out, so the last, an `error`, is the one still queued.
-    let mut sent = vec!["loop".to_owned(); 5];
-    sent.push("error".to_owned());
-    broker.publish_lines("hostile/in/x", &sent);
-    let newest_handled = |got: &[(String, String)]| {
-        got.iter()
-            .any(|(_, letter)| letter.contains("this message is not acceptable"))
-    };
-    let letters = sub.collect_until(WAIT, newest_handled);
-    assert!(newest_handled(&letters), "{letters:?}\n{}", gw.log());
-    let text = http_get(port, "/metrics");
-    let drops = metric(&text, "edgewise_drops_total", "hostile");
-    assert!(drops >= 1.0, "{text}");
-    assert_eq!(
-        metric(&text, "edgewise_failures_total", "hostile") + drops,
-        sent.len() as f64,
-        "each message either handled or counted as dropped: {text}"
-    );
-    assert!(gw.log().contains("message dropped by the overflow policy"));
-}
-
-#[test]
 fn mqtt_5_carries_messages_and_keeps_the_session_across_a_kill() {
     let broker = Broker::start();
     let mut gw = Gateway::start(&broker, "five", &["template"], "protocol = \"5\"\n");
@@ -546,32 +563,5 @@ fn mqtt_5_carries_messages_and_keeps_the_session_across_a_kill() {
         sent.len(),
         &lost[..lost.len().min(5)],
         gw.log()
-    );
-}
-
-#[test]
-fn with_several_brokers_configured_the_gateway_fails_over_to_one_that_answers() {
-    let broker = Broker::start();
-    let mut gw = Gateway::prepare(&broker, "failover", &["threshold"], "");
-    let down = free_port();
-    edgewise_tests::edit(
-        gw.dir(),
-        "gateway.toml",
-        &format!("url = \"mqtt://127.0.0.1:{}\"", broker.port),
-        &format!(
-            "url = [\"mqtt://127.0.0.1:{down}\", \"mqtt://127.0.0.1:{}\"]",
-            broker.port
-        ),
-    );
-    gw.launch(&broker);
-    let sub = broker.subscribe(&["alerts/#"]);
-    broker.publish("sensors/oven/reading", br#"{"value": 91}"#, 1);
-    let got = sub.collect_until(WAIT, |got| !got.is_empty());
-    assert_eq!(got.len(), 1, "{got:?}");
-    let log = gw.log();
-    assert!(
-        log.contains(&format!("broker=\"127.0.0.1:{down}\""))
-            && log.contains("connected to the broker"),
-        "tried the first broker, then connected to the second:\n{log}"
     );
 }

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use edgewise_host::plugin::LoadError;
+use edgewise_host::runtime::plugin::LoadError;
 use edgewise_tests::{copy_plugin, edit, load};
 
 fn load_error(dir: &Path) -> LoadError {

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use edgewise_host::store::Store;
+use edgewise_host::management::store::Store;
 use edgewise_signing::SecretKey;
 use edgewise_signing::bundle::DEFAULT_MAX_BYTES;
 use edgewise_signing::command::{Action, Command as Cmd};
@@ -741,6 +741,7 @@ fn a_broker_restart_in_the_middle_of_an_update_loses_no_message_and_the_update_c
     replies.collect_until(WAIT, |r| {
         r.iter().any(|(_, p)| p.contains("\"state\":\"verified\""))
     });
+    m.gateway.expect_reconnects();
     m.broker.restart();
     let second: Vec<String> = (150..300).map(|i| format!("{i:04}")).collect();
     m.broker.publish_lines("sensors/line", &second);

@@ -2,9 +2,9 @@
 
 use std::time::Duration;
 
-use edgewise_host::failure::{Failure, TrapKind};
-use edgewise_host::supervisor::RestartPolicy;
+use edgewise_host::runtime::failure::{Failure, TrapKind};
 use edgewise_host::worker::Worker;
+use edgewise_host::worker::supervisor::RestartPolicy;
 use edgewise_tests::{message, worker, worker_with};
 
 fn hostile() -> Worker {
@@ -68,6 +68,32 @@ fn an_infinite_loop_is_stopped_at_its_deadline() {
         TrapKind::Deadline { ms: 200 }
     );
     assert_eq!(send(&mut w, "count"), Ok(vec!["1".into()]));
+}
+
+#[test]
+fn a_plugin_keeps_its_deadline_after_the_runtime_that_compiled_it_is_gone() {
+    // Regression: the epoch ticker belonged to the runtime alone; a gateway that let its
+    // runtime go while its plugins ran had no deadlines left, and a `loop` held its plugin
+    // for good.
+    use edgewise_host::runtime::{Runtime, default_caps};
+    let runtime = Runtime::new(default_caps(), 4).expect("runtime starts");
+    let plugin = edgewise_host::runtime::plugin::CompiledPlugin::load(
+        &runtime,
+        &edgewise_tests::plugin_dir("hostile"),
+        &Default::default(),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    drop(runtime);
+    let (done, outcome) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut w = Worker::new(std::sync::Arc::new(plugin), RestartPolicy::default());
+        let _ = done.send(send(&mut w, "loop"));
+    });
+    // Without a ticker the call would never end: the wait is bounded here instead.
+    let outcome = outcome
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the loop ends at its deadline, not never");
+    assert_eq!(trap_kind(outcome), TrapKind::Deadline { ms: 200 });
 }
 
 #[test]

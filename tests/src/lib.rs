@@ -13,10 +13,30 @@ use std::sync::{Arc, OnceLock};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use edgewise_host::plugin::CompiledPlugin;
+use edgewise_host::runtime::plugin::CompiledPlugin;
 use edgewise_host::runtime::{Runtime, default_caps};
-use edgewise_host::supervisor::RestartPolicy;
+use edgewise_host::worker::supervisor::RestartPolicy;
 use edgewise_host::worker::{Message, Worker};
+
+/// Polls `check` every 50 ms until it gives a value, for up to `within`; panics with `what` and
+/// the last `Err` it gave if it never does. For conditions no event announces (a metric, a
+/// file), never for a fixed wait.
+pub fn eventually<T>(
+    within: std::time::Duration,
+    what: &str,
+    mut check: impl FnMut() -> Result<T, String>,
+) -> T {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        match check() {
+            Ok(value) => return value,
+            Err(last) if std::time::Instant::now() > deadline => {
+                panic!("{what}: not within {within:?}; last seen: {last}")
+            }
+            Err(_) => std::thread::sleep(std::time::Duration::from_millis(50)),
+        }
+    }
+}
 
 /// The repository's root.
 pub fn repo() -> PathBuf {
@@ -87,7 +107,7 @@ pub fn runtime() -> &'static Runtime {
 pub fn load(
     dir: &Path,
     settings: &[(&str, &str)],
-) -> Result<CompiledPlugin, edgewise_host::plugin::LoadError> {
+) -> Result<CompiledPlugin, edgewise_host::runtime::plugin::LoadError> {
     let settings = settings
         .iter()
         .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))

@@ -187,7 +187,12 @@ pub struct Broker {
     dir: tempfile::TempDir,
     child: Option<Child>,
     security: Security,
+    /// The mosquitto.conf lines that size it for the gateway (docs/configuration.md).
+    tuning: String,
 }
+
+/// How the tests' brokers are sized: as docs/configuration.md tells an operator.
+const SIZED: &str = "set_tcp_nodelay true\nmax_queued_messages 10000\n";
 
 impl Broker {
     /// Starts a broker on a free port, with persistence in a temporary directory.
@@ -204,6 +209,7 @@ impl Broker {
             dir: tempfile::tempdir().expect("temporary directory"),
             child: None,
             security: Security::default(),
+            tuning: String::new(),
         };
         edgewise_host::demo::start_embedded_broker(broker.port).expect("rumqttd starts");
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -214,8 +220,18 @@ impl Broker {
         broker
     }
 
+    /// Starts a broker sized by `tuning` (mosquitto.conf lines) instead of as the docs say:
+    /// for measuring what a stock broker costs.
+    pub fn start_tuned(tuning: &str) -> Broker {
+        Self::start_as(Security::default(), tuning)
+    }
+
     /// Starts a broker that clients must reach as `security` says.
     pub fn start_with(security: Security) -> Broker {
+        Self::start_as(security, SIZED)
+    }
+
+    fn start_as(security: Security, tuning: &str) -> Broker {
         require("mosquitto");
         require("mosquitto_pub");
         let dir = tempfile::tempdir().expect("temporary directory");
@@ -231,6 +247,7 @@ impl Broker {
             dir,
             child: None,
             security,
+            tuning: tuning.to_owned(),
         };
         broker.spawn();
         broker
@@ -262,7 +279,8 @@ impl Broker {
         std::fs::write(
             &config,
             format!(
-                "per_listener_settings false\nset_tcp_nodelay true\nlistener {} 127.0.0.1\n{}allow_anonymous {}\npersistence true\npersistence_location {}/\nmax_queued_messages 10000\nlog_dest file {}/mosquitto.log\nlog_type all\n",
+                "per_listener_settings false\n{}listener {} 127.0.0.1\n{}allow_anonymous {}\npersistence true\npersistence_location {}/\nlog_dest file {}/mosquitto.log\nlog_type all\n",
+                self.tuning,
                 self.port,
                 self.security.listener,
                 !self.security.listener.contains("password_file"),
@@ -552,6 +570,10 @@ impl Drop for Subscriber {
 }
 
 /// A running `edgewise run` process with its own configuration and plugin directory.
+///
+/// A gateway keeps one connection to its broker for its whole life: when it is dropped, a log
+/// that says it connected twice fails the test, unless the test caused the reconnect (it
+/// killed or stopped the gateway, or called [`Gateway::expect_reconnects`]).
 pub struct Gateway {
     /// The gateway id.
     pub id: String,
@@ -559,6 +581,7 @@ pub struct Gateway {
     child: Option<Child>,
     log: PathBuf,
     allow_unsigned: bool,
+    reconnects_expected: bool,
 }
 
 impl Gateway {
@@ -594,7 +617,18 @@ impl Gateway {
             dir,
             child: None,
             allow_unsigned: true,
+            reconnects_expected: false,
         }
+    }
+
+    /// The test takes the broker away or cuts the link: reconnects are its doing.
+    pub fn expect_reconnects(&mut self) {
+        self.reconnects_expected = true;
+    }
+
+    /// How many times it connected to its broker, over every process it ran as.
+    pub fn connections(&self) -> usize {
+        self.log().matches("connected to the broker").count()
     }
 
     /// Runs it as in production: signed bundles from its store only, no `--allow-unsigned`.
@@ -678,9 +712,24 @@ impl Gateway {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Its log once it contains `text`, or as it is after 30 s (for the caller's assertion to
+    /// show).
+    pub fn wait_for_log(&self, text: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let log = self.log();
+            if log.contains(text) || Instant::now() > deadline {
+                return log;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Kills the gateway with SIGKILL: no goodbye, nothing flushed.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
+            // A next process connects again.
+            self.reconnects_expected = true;
             let _ = child.kill();
             let _ = child.wait();
         }
@@ -715,6 +764,7 @@ impl Gateway {
     /// still running then (it is killed).
     pub fn terminate_within(&mut self, limit: Duration) -> Option<bool> {
         let mut child = self.child.take()?;
+        self.reconnects_expected = true;
         let _ = Command::new("kill").arg(child.id().to_string()).status();
         let deadline = Instant::now() + limit;
         loop {
@@ -737,6 +787,7 @@ impl Gateway {
         let Some(mut child) = self.child.take() else {
             return false;
         };
+        self.reconnects_expected = true;
         let _ = Command::new("kill").arg(child.id().to_string()).status();
         child.wait().is_ok_and(|s| s.success())
     }
@@ -744,13 +795,28 @@ impl Gateway {
 
 impl Drop for Gateway {
     fn drop(&mut self) {
+        let connections = self.connections();
+        let unexpected = !self.reconnects_expected && connections > 1;
         self.kill();
+        if unexpected && !std::thread::panicking() {
+            panic!(
+                "gateway {} connected {connections} times, and nothing in this test should have made it reconnect:\n{}",
+                self.id,
+                self.log()
+            );
+        }
     }
 }
 
 /// A metric's value for `plugin` in Prometheus text, 0 if absent.
 pub fn metric(text: &str, metric: &str, plugin: &str) -> f64 {
-    let prefix = format!("{metric}{{plugin=\"{plugin}\"}} ");
+    sample(text, &format!("{metric}{{plugin=\"{plugin}\"}}"))
+}
+
+/// The value of one series (a name with its labels, as printed) in Prometheus text, 0 if
+/// absent.
+pub fn sample(text: &str, series: &str) -> f64 {
+    let prefix = format!("{series} ");
     text.lines()
         .find_map(|line| line.strip_prefix(&prefix))
         .and_then(|v| v.trim().parse().ok())

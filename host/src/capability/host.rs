@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use edgewise_signing::manifest::publish_allowed;
 use edgewise_signing::{Limits, TopicFilter};
@@ -181,9 +181,7 @@ impl Host for PluginCtx {
     }
 
     fn now_ms(&mut self) -> wasmtime::Result<u64> {
-        Ok(SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64))
+        Ok(crate::clock::now_ms())
     }
 }
 

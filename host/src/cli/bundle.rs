@@ -9,7 +9,7 @@ use edgewise_signing::{Bundle, Keyring, Manifest, SecretKey};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::config::Config;
-use crate::store::{Installed, Store};
+use crate::management::store::{Installed, Store};
 
 /// Pack a plugin directory into a signed bundle.
 #[derive(clap::Args)]

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use base64::Engine as _;
@@ -14,6 +14,8 @@ use edgewise_signing::command::{Action, Command, DesiredState};
 use edgewise_signing::manifest::Setting;
 use edgewise_signing::{SecretKey, namespace};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+
+use crate::clock::now_ms;
 
 /// Where and as whom to send commands.
 #[derive(clap::Args)]
@@ -412,12 +414,6 @@ pub fn fleet(command: FleetCommand) -> anyhow::Result<ExitCode> {
         }
         Ok(ExitCode::SUCCESS)
     })
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 fn operator_key(connection: &Connection) -> anyhow::Result<SecretKey> {

@@ -8,7 +8,7 @@ use edgewise_signing::envelope::Envelope;
 use edgewise_signing::{Keyring, PayloadType, SecretKey};
 
 use crate::config::Config;
-use crate::store::write_atomically;
+use crate::management::store::write_atomically;
 
 /// Change the trusted keys: sign a new keyring, or apply a signed one to a gateway.
 #[derive(clap::Subcommand)]

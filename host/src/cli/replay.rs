@@ -9,11 +9,11 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 
-use crate::plugin::CompiledPlugin;
 use crate::replay::replay;
+use crate::runtime::plugin::CompiledPlugin;
 use crate::runtime::{Runtime, default_caps};
-use crate::supervisor::RestartPolicy;
 use crate::worker::Worker;
+use crate::worker::supervisor::RestartPolicy;
 
 /// Run one plugin over a JSON Lines file of messages and print what it publishes, no broker.
 #[derive(clap::Args)]

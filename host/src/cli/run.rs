@@ -33,7 +33,12 @@ pub fn run(args: Args, logging: &Logging) -> anyhow::Result<ExitCode> {
     let options = gateway::Options {
         allow_unsigned: args.allow_unsigned,
     };
-    let outcome = runtime.block_on(gateway::run(config, options, shutdown_signal()));
+    let outcome = runtime.block_on(async {
+        gateway::Gateway::start(config, options)
+            .await?
+            .run(shutdown_signal())
+            .await
+    });
     // Plugin threads still stuck in a call are not waited for: leaving `main` ends them, and
     // the messages they held stay unacknowledged for the broker to deliver again.
     runtime.shutdown_timeout(std::time::Duration::from_millis(200));

@@ -9,20 +9,24 @@
 //! sees of it. Never does I/O beyond calling the plugin.
 //!
 //! Under `edgewise run` each worker lives on its plugin's own [`thread`], which feeds it from
-//! the plugin's mailbox, publishes what it returns and swaps versions, with [`probation`]
-//! deciding when a new version goes back to the old one.
+//! the plugin's [`mailbox`], hands back what it returns and swaps versions, with [`probation`]
+//! deciding when a new version goes back to the old one; [`vitals`] is what the gateway can
+//! see of the thread from outside.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use self::supervisor::{RestartPolicy, Supervisor, Verdict};
 use crate::capability::host::Publish;
-use crate::failure::Failure;
-use crate::instance::Instance;
-use crate::plugin::CompiledPlugin;
-use crate::supervisor::{RestartPolicy, Supervisor, Verdict};
+use crate::runtime::failure::Failure;
+use crate::runtime::instance::Instance;
+use crate::runtime::plugin::CompiledPlugin;
 
+pub mod mailbox;
 pub mod probation;
+pub mod supervisor;
 pub mod thread;
+pub mod vitals;
 
 pub use crate::bindings::edgewise::plugin::types::Message;
 

@@ -3,10 +3,13 @@
 //!
 //! Each message's outputs (or, if it failed, its dead letter) go back to the gateway task as a
 //! [`Done`], which writes them to the journal's outbox in the same transaction that takes the
-//! message off the plugin's backlog, and publishes them from there. A hot swap arrives as a [`Job::Swap`] between two messages: every message before
-//! it is handled by the old version, every one after by the new; during [`probation`] the old
-//! version stays ready, and if the new one keeps trapping the thread goes back to it and hands
-//! it the message that trapped. Plugin code runs on this thread only, never on the gateway's.
+//! message off the plugin's backlog, and publishes them from there. A hot swap arrives as a
+//! [`Job::Swap`] between two messages: every message before it is handled by the old version,
+//! every one after by the new; during [`probation`] the old version stays ready, and if the new
+//! one keeps trapping the thread goes back to it, hands it the message that trapped, and
+//! reports [`Report::RolledBack`]. Plugin code runs on this thread only, never on the
+//! gateway's. The thread knows nothing of MQTT or of management: what it has to say goes up
+//! as a [`Report`], and a swap's replies through the [`Progress`] the swap carries.
 //!
 //! [`probation`]: super::probation
 
@@ -18,14 +21,11 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use serde_json::{Value, json};
 use tokio::sync::mpsc::UnboundedSender;
 
+use super::mailbox::Mailbox;
 use super::probation::{Outcome, Probation, Trial};
+use super::vitals::Vitals;
 use super::{Message, Worker};
-use crate::echoes::Echoes;
-use crate::flow::Done;
-use crate::mailbox::Mailbox;
-use crate::management::{Replier, Request};
 use crate::metrics::{PluginMetrics, observe};
-use crate::vitals::Vitals;
 
 /// What a plugin's thread is given, in order.
 pub enum Job {
@@ -50,30 +50,62 @@ pub struct Swap {
     pub worker: Worker,
     /// How it is watched, if at all.
     pub probation: Option<Probation>,
-    /// The update's replies.
-    pub reply: Replier,
+    /// Where the swap's progress goes.
+    pub progress: Box<dyn Progress>,
     /// When the update was asked for.
     pub received: Instant,
+}
+
+/// Where a hot swap's progress is told: the replies to the command that asked for it.
+pub trait Progress: Send {
+    /// Tells `state` (`live`, `rolled-back`, ...) with `detail`.
+    fn send(&self, state: &str, detail: Value);
+}
+
+/// A plugin's thread is done with one message: what it published (or its dead letter).
+#[derive(Debug)]
+pub struct Done {
+    /// The plugin.
+    pub plugin: Arc<str>,
+    /// The message's seq.
+    pub seq: u64,
+    /// Plugins the message's chain had passed through before this one.
+    pub hops: u8,
+    /// Its outputs: topic and payload.
+    pub outputs: Vec<(String, Vec<u8>)>,
+    /// The QoS they go out with.
+    pub qos: u8,
+}
+
+/// What a plugin's thread tells the gateway task.
+pub enum Report {
+    /// It is done with one message.
+    Done(Done),
+    /// A new version kept trapping on probation; the thread went back to the previous one.
+    RolledBack {
+        /// The plugin.
+        plugin: String,
+        /// Why.
+        reason: String,
+        /// The swap's progress, to tell the rollback.
+        progress: Box<dyn Progress>,
+    },
 }
 
 /// What every plugin thread shares.
 #[derive(Clone)]
 pub struct Shared {
-    /// Where each finished message goes: to the gateway task, and the journal.
-    pub done: UnboundedSender<Done>,
-    /// The manager, told of rollbacks.
-    pub requests: std::sync::mpsc::Sender<Request>,
+    /// Where the thread's reports go: to the gateway task.
+    pub reports: UnboundedSender<Report>,
     /// How new versions are watched.
     pub probation: Probation,
-    /// Outputs recorded, so that the broker's echo of them is recognised.
-    pub echoes: Arc<Echoes>,
 }
 
 /// A new version on probation, with the old one kept ready.
 struct OnProbation {
     previous: Worker,
     trial: Trial,
-    reply: Replier,
+    progress: Box<dyn Progress>,
 }
 
 /// A plugin's worker thread: start the plugin, then handle each queued message, publish its
@@ -107,16 +139,16 @@ pub fn serve(
                 let swap = *swap;
                 let previous = std::mem::replace(&mut worker, swap.worker);
                 let name = worker.plugin().name().to_owned();
-                probation = swap.probation.map(|policy| OnProbation {
-                    previous,
-                    trial: Trial::new(policy),
-                    reply: swap.reply.clone(),
-                });
                 tracing::info!(plugin = name, version = %worker.plugin().manifest().version, "hot swap: new version live");
-                swap.reply.send(
+                swap.progress.send(
                     "live",
                     json!({ "swap_ms": swap.received.elapsed().as_secs_f64() * 1e3 }),
                 );
+                probation = swap.probation.map(|policy| OnProbation {
+                    previous,
+                    trial: Trial::new(policy),
+                    progress: swap.progress,
+                });
                 continue;
             }
         };
@@ -142,10 +174,10 @@ pub fn serve(
                     "new version trapped on probation ({reason}): rolling back"
                 );
                 worker = p.previous;
-                let _ = shared.requests.send(Request::RolledBack {
+                let _ = shared.reports.send(Report::RolledBack {
                     plugin: worker.plugin().name().to_owned(),
                     reason: format!("the new version trapped on probation: {reason}"),
-                    reply: p.reply,
+                    progress: p.progress,
                 });
                 handled = worker.handle(&msg);
             }
@@ -178,18 +210,14 @@ pub fn serve(
                 )]
             }
         };
-        for (topic, payload) in &outputs {
-            shared
-                .echoes
-                .record(topic, payload, &origin, hops.saturating_add(1));
-        }
         let done = Done {
             plugin: origin.clone(),
             seq,
+            hops,
             outputs,
             qos: worker.plugin().manifest().publish_qos,
         };
-        if shared.done.send(done).is_err() {
+        if shared.reports.send(Report::Done(done)).is_err() {
             // The gateway task is gone (shutting down): the message stays in the journal.
             return;
         }

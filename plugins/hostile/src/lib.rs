@@ -142,6 +142,11 @@ impl Plugin for Hostile {
                 let to = config("forward-to").unwrap_or_else(|| "hostile/in/loop".to_owned());
                 publish(&to, &msg.payload)?;
             }
+            // A steady producer: 2 ms of work, then the whole payload echoed (`slow m00042`).
+            slow if slow.starts_with("slow ") => {
+                std::thread::sleep(Duration::from_millis(2));
+                publish("hostile/echo", &msg.payload)?;
+            }
             other => return Err(Error::msg(format!("unknown command {other:?}"))),
         }
         Ok(())

@@ -17,9 +17,9 @@ use crate::capability::HostState;
 use crate::capability::budget::{Deadline, Exceeded};
 use crate::capability::host::Publish;
 use crate::capability::nn::wit::panic_text;
-use crate::failure::{Failure, TrapKind};
-use crate::plugin::CompiledPlugin;
 use crate::runtime::deadline_ticks;
+use crate::runtime::failure::{Failure, TrapKind};
+use crate::runtime::plugin::CompiledPlugin;
 
 /// A started plugin instance.
 pub struct Instance {

@@ -25,7 +25,7 @@ use crate::capability::HostState;
 use crate::capability::host::Grants;
 use crate::capability::log::{HostCounters, PluginLog};
 use crate::capability::nn::{ModelError, ModelSet};
-use crate::runtime::Runtime;
+use crate::runtime::{EpochTicker, Runtime};
 
 /// The manifest's file name inside a plugin directory.
 pub const MANIFEST_FILE: &str = "plugin.toml";
@@ -93,6 +93,9 @@ pub struct CompiledPlugin {
     grants: Grants,
     subscribe: Vec<TopicFilter>,
     counters: Arc<OnceLock<HostCounters>>,
+    /// Keeps the epoch ticker running while this plugin can be called: its deadlines depend
+    /// on it.
+    _ticker: Arc<EpochTicker>,
 }
 
 impl CompiledPlugin {
@@ -202,6 +205,7 @@ impl CompiledPlugin {
             grants,
             subscribe,
             counters,
+            _ticker: runtime.ticker(),
         })
     }
 
@@ -318,7 +322,7 @@ fn cached_compile(
     }
     match component.serialize() {
         Ok(serialized) => {
-            if let Err(e) = crate::store::write_atomically(&file, &serialized) {
+            if let Err(e) = crate::durable_file::write_atomically(&file, &serialized) {
                 tracing::warn!(plugin, "cannot cache the compiled component: {e}");
             }
         }

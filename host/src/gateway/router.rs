@@ -34,16 +34,17 @@ impl Router {
         targets
     }
 
-    /// Every distinct filter to subscribe to.
+    /// The filters to subscribe to: every distinct one that no other covers. A broker may send
+    /// a copy of a message for each subscription it matches (MQTT 3.1.1 §3.3.5; rumqttd
+    /// does), and the gateway routes each copy by topic to every plugin it matches: a filter
+    /// covered by another would only bring those plugins a second copy.
     pub fn subscriptions(&self) -> Vec<String> {
-        let mut filters: Vec<String> = self
-            .routes
-            .iter()
-            .map(|(f, _)| f.as_str().to_owned())
-            .collect();
-        filters.sort();
+        let mut filters: Vec<&TopicFilter> = self.routes.iter().map(|(f, _)| f).collect();
+        filters.sort_by(|a, b| a.as_str().cmp(b.as_str()));
         filters.dedup();
-        filters
+        let all = filters.clone();
+        filters.retain(|f| !all.iter().any(|g| g != f && g.covers(f)));
+        filters.into_iter().map(|f| f.as_str().to_owned()).collect()
     }
 }
 
@@ -76,13 +77,15 @@ mod tests {
     }
 
     #[test]
-    fn subscriptions_are_distinct() {
-        let a = filters(&["x/#", "y"]);
-        let b = filters(&["x/#"]);
+    fn subscriptions_are_distinct_and_none_is_covered_by_another() {
+        let a = filters(&["x/#", "y", "sensors/+/reading"]);
+        let b = filters(&["x/#", "x/+/z", "sensors/#", "$share/g/sensors/1"]);
         let router = Router::new([(0, a.as_slice()), (1, b.as_slice())]);
         assert_eq!(
             router.subscriptions(),
-            vec!["x/#".to_owned(), "y".to_owned()]
+            vec!["$share/g/sensors/1", "sensors/#", "x/#", "y"]
         );
+        // Each plugin still gets what its own filters match.
+        assert_eq!(router.route("sensors/7/reading"), vec![0, 1]);
     }
 }

@@ -3,6 +3,14 @@
 //! One `Runtime` per process. The engine compiles with cranelift and instantiates from a
 //! pooling allocator; the ticker thread advances the engine's epoch every [`TICK`] so that a
 //! guest call past its deadline traps. Owns that one thread; never touches the network.
+//!
+//! Inside: a [`plugin::CompiledPlugin`] is one plugin checked, compiled and linked once; an
+//! [`instance::Instance`] is one live sandbox of it; a [`failure::Failure`] says why a call
+//! did not return normally.
+
+pub mod failure;
+pub mod instance;
+pub mod plugin;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -46,7 +54,7 @@ pub struct Runtime {
     engine: Engine,
     linker: Linker<HostState>,
     caps: Limits,
-    _ticker: EpochTicker,
+    ticker: Arc<EpochTicker>,
 }
 
 impl Runtime {
@@ -61,8 +69,14 @@ impl Runtime {
             engine,
             linker,
             caps,
-            _ticker: ticker,
+            ticker: Arc::new(ticker),
         })
+    }
+
+    /// The epoch ticker, for a plugin to hold: its deadlines trap only while the ticker runs,
+    /// so it stops only when the runtime and every plugin compiled by it are gone.
+    pub(crate) fn ticker(&self) -> Arc<EpochTicker> {
+        self.ticker.clone()
     }
 
     /// The shared engine.
@@ -110,7 +124,7 @@ fn engine_config(caps: &Limits, max_instances: u32) -> Config {
 }
 
 /// Advances the engine's epoch every [`TICK`] until dropped.
-struct EpochTicker {
+pub(crate) struct EpochTicker {
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }

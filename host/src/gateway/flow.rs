@@ -12,7 +12,10 @@
 //!
 //! Out: a plugin's outputs are written in the same transaction that removes the message from
 //! its backlog, then published in order; each stays in the journal until the broker
-//! acknowledges it, so none is lost to a dropped connection or a restart.
+//! acknowledges it, so none is lost to a dropped connection or a restart. The outbox is
+//! bounded (`journal.max-outbox-mib`): when it is full, plugins get no more messages until the
+//! broker takes outputs (`block`), or the oldest unsent outputs are dropped and counted
+//! (`drop-oldest`).
 //!
 //! A message the broker sends again (MQTT's DUP flag, after a connection dropped before our
 //! acknowledgement reached it) that is already in the journal is recognised by its packet id
@@ -26,13 +29,13 @@ use std::time::{Duration, Instant};
 
 use rumqttc::QoS;
 
-use crate::config::Overflow;
-use crate::journal::{Batch, Entry, Journal, JournalError, Output};
-use crate::mailbox::Mailbox;
-use crate::metrics::PluginMetrics;
+use crate::config::{OutboxOverflow, Overflow};
+use crate::gateway::journal::{Batch, Entry, Journal, JournalError, Output};
+use crate::metrics::{JournalMetrics, PluginMetrics};
 use crate::mqtt::{Client, Delivery, Receipt};
 use crate::worker::Message;
-use crate::worker::thread::Job;
+use crate::worker::mailbox::Mailbox;
+use crate::worker::thread::{Done, Job};
 
 /// Messages of one plugin in its thread's mailbox at once under `block`; the rest wait in the
 /// journal. Under the drop policies the window is one message, so that every message but the
@@ -44,19 +47,6 @@ const MAX_BATCH: usize = 1024;
 
 /// Packet ids remembered to recognise redeliveries.
 const REMEMBERED: usize = 4096;
-
-/// A plugin's thread is done with one message: what it published (or its dead letter).
-#[derive(Debug)]
-pub struct Done {
-    /// The plugin.
-    pub plugin: Arc<str>,
-    /// The message's seq.
-    pub seq: u64,
-    /// Its outputs: topic and payload.
-    pub outputs: Vec<(String, Vec<u8>)>,
-    /// The QoS they go out with.
-    pub qos: u8,
-}
 
 /// One plugin as the path sees it.
 pub struct Lane {
@@ -109,6 +99,10 @@ pub struct Policy {
     /// messages would queue behind outputs, and a broker that holds its PUBACKs until we
     /// acknowledge its deliveries (rumqttd) would wait for us while we wait for it.
     pub max_unacked: usize,
+    /// Most bytes the outputs waiting for the broker may hold.
+    pub max_outbox: u64,
+    /// What to do when they hold that much.
+    pub outbox_overflow: OutboxOverflow,
 }
 
 /// Something that arrived while the journal was full.
@@ -145,13 +139,27 @@ pub struct Flow {
     /// bounds it), in arrival order.
     held: VecDeque<Held>,
     full_logged: bool,
+    /// Whether the outbox was over its cap at the last look (for logging the change).
+    outbox_over: bool,
+    /// Outputs dropped since the outbox went over its cap.
+    dropped_while_over: u64,
+    /// Bytes of outputs dropped in the batch not yet committed.
+    dropping: u64,
+    /// Bytes of outputs in the batch not yet committed: the outbox's as good as.
+    coming: u64,
+    metrics: JournalMetrics,
 }
 
 impl Flow {
     /// The path over `journal`, with the outputs it held when opened (`Recovered::outbox`) to
     /// send first; the backlogs it held are handed to their lanes by [`Flow::add_lane`].
-    pub fn new(journal: Journal, outbox: Vec<Output>, policy: Policy) -> Self {
-        Self {
+    pub fn new(
+        journal: Journal,
+        outbox: Vec<Output>,
+        policy: Policy,
+        metrics: JournalMetrics,
+    ) -> Self {
+        let mut flow = Self {
             journal,
             policy,
             batch: Batch::default(),
@@ -166,7 +174,17 @@ impl Flow {
             recent_order: VecDeque::new(),
             held: VecDeque::new(),
             full_logged: false,
-        }
+            outbox_over: false,
+            dropped_while_over: 0,
+            dropping: 0,
+            coming: 0,
+            metrics,
+        };
+        // An outbox left full (the broker was away at the last shutdown) holds the plugins
+        // back from the start.
+        flow.watch_outbox();
+        flow.set_gauges();
+        flow
     }
 
     /// Adds plugin `name`'s lane, with `backlog` (seqs in the journal from before) to hand it
@@ -242,7 +260,7 @@ impl Flow {
             seq,
             topic: delivery.topic,
             payload: delivery.payload.to_vec(),
-            received_at_ms: crate::gateway::now_ms(),
+            received_at_ms: crate::clock::now_ms(),
             hops,
         };
         let mut kept = Vec::with_capacity(targets.len());
@@ -313,9 +331,11 @@ impl Flow {
             seq,
             outputs,
             qos,
+            ..
         } = done;
         self.batch.done.push((plugin.to_string(), seq));
         for (topic, payload) in outputs {
+            self.coming += crate::gateway::journal::output_bytes(&topic, &payload);
             self.batch
                 .outputs
                 .push((plugin.to_string(), topic, payload, qos));
@@ -374,7 +394,10 @@ impl Flow {
                 }
             }
         };
+        self.dropping = 0;
+        self.coming = 0;
         self.outbox.extend(kept);
+        self.watch_outbox();
         self.unsent_acks.extend(self.acks.drain(..));
         self.flush_acks(client, generation);
         let names: Vec<Arc<str>> = self.lanes.keys().cloned().collect();
@@ -396,17 +419,78 @@ impl Flow {
             }
         }
         self.send(client, generation);
+        self.set_gauges();
         Ok(())
+    }
+
+    /// The journal's gauges, as of the last commit.
+    fn set_gauges(&self) {
+        let m = &self.metrics;
+        m.backlog_bytes.set(self.journal.backlog_bytes() as i64);
+        m.outbox_bytes.set(self.journal.outbox_bytes() as i64);
+        m.outputs_waiting.set(self.undelivered() as i64);
+    }
+
+    /// Whether the outputs waiting for the broker hold their cap: those kept, and those the
+    /// next commit keeps, less those it drops.
+    fn outbox_over(&self) -> bool {
+        (self.journal.outbox_bytes() + self.coming).saturating_sub(self.dropping)
+            >= self.policy.max_outbox
+    }
+
+    /// Applies the outbox's overflow policy after a commit, and logs when the outbox goes over
+    /// its cap and when it is back under.
+    fn watch_outbox(&mut self) {
+        let over = self.outbox_over();
+        if over && self.policy.outbox_overflow == OutboxOverflow::DropOldest {
+            // Only outputs not yet sent: those on the wire are the broker's to acknowledge.
+            while self.outbox_over()
+                && let Some(output) = self.outbox.pop_front()
+            {
+                self.dropping += output.bytes();
+                self.metrics.output_dropped(&output.plugin);
+                self.batch.dropped.push(output.key);
+                self.batch_started.get_or_insert_with(Instant::now);
+                self.dropped_while_over += 1;
+            }
+        }
+        match (self.outbox_over, over) {
+            (false, true) => match self.policy.outbox_overflow {
+                OutboxOverflow::Block => tracing::warn!(
+                    bytes = self.journal.outbox_bytes(),
+                    outputs = self.undelivered(),
+                    "outbox full (`journal.max-outbox-mib`): plugins get no more messages until the broker takes outputs"
+                ),
+                OutboxOverflow::DropOldest => tracing::warn!(
+                    bytes = self.journal.outbox_bytes(),
+                    outputs = self.undelivered(),
+                    "outbox full (`journal.max-outbox-mib`): the oldest unsent outputs are dropped (edgewise_outputs_dropped_total)"
+                ),
+            },
+            (true, false) => {
+                tracing::info!(
+                    dropped = std::mem::take(&mut self.dropped_while_over),
+                    "outbox under its cap again"
+                );
+            }
+            _ => {}
+        }
+        self.outbox_over = over;
     }
 
     /// Moves plugin `name`'s next waiting messages into its mailbox, as far as its window
     /// allows: from the batch just committed (`committed`), or read back from the journal.
     /// Messages of a batch not yet committed wait for it.
     pub fn refill(&mut self, name: &str, committed: bool) {
+        let paused = self.policy.outbox_overflow == OutboxOverflow::Block && self.outbox_over();
         let Some(lane) = self.lanes.get_mut(name) else {
             return;
         };
-        let mut room = lane.window.saturating_sub(lane.queued);
+        // Under `block`, a full outbox holds every plugin back until the broker takes outputs.
+        let mut room = match paused {
+            true => 0,
+            false => lane.window.saturating_sub(lane.queued),
+        };
         let mut from_disk = Vec::new();
         while room > 0
             && let Some(&seq) = lane.waiting.front()

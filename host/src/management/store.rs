@@ -13,15 +13,16 @@
 //! directory), so a gateway killed at any moment finds either the old file or the new one. The
 //! highest release is recorded in the same write that activates a bundle, and a lower release
 //! is refused unless its signed manifest says `rollback = true`. The directory is created
-//! owner-only (0700): the compiled cache in it is native code (see [`crate::plugin`]).
+//! owner-only (0700): the compiled cache in it is native code (see [`crate::runtime::plugin`]).
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use edgewise_signing::bundle::{self, BundleError, EXTENSION};
 use edgewise_signing::{Bundle, Keyring, VerifiedBundle};
 use serde::{Deserialize, Serialize};
+
+use crate::durable_file;
 
 /// Why the store refused something.
 #[derive(Debug, thiserror::Error)]
@@ -419,36 +420,17 @@ impl Store {
     }
 }
 
-/// Writes `bytes` to `path` so that a crash leaves either the old file or the new one: a
-/// temporary file beside it, fsync, rename over, fsync of the directory.
+/// [`durable_file::write_atomically`], with the file named in the error.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
-    let io = |path: &Path| {
-        let path = path.to_owned();
-        move |source| StoreError::Io { path, source }
-    };
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let mut temp = tempfile::NamedTempFile::new_in(dir).map_err(io(dir))?;
-    temp.write_all(bytes).map_err(io(path))?;
-    temp.as_file().sync_all().map_err(io(path))?;
-    temp.persist(path).map_err(|e| StoreError::Io {
+    durable_file::write_atomically(path, bytes).map_err(|source| StoreError::Io {
         path: path.to_owned(),
-        source: e.error,
-    })?;
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io(dir))
+        source,
+    })
 }
 
 fn create_private_dir(dir: &Path) -> Result<(), StoreError> {
-    let io = |source| StoreError::Io {
+    durable_file::create_private_dir(dir).map_err(|source| StoreError::Io {
         path: dir.to_owned(),
         source,
-    };
-    std::fs::create_dir_all(dir).map_err(io)?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(io)?;
-    }
-    Ok(())
+    })
 }

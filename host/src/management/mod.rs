@@ -1,0 +1,425 @@
+//! Management over MQTT: signed commands in, progress replies out, plugin changes prepared.
+//!
+//! The gateway task hands each message on `edgewise/<gateway>/cmd` to the [`Manager`]'s
+//! thread, where [`CommandLog::check`] refuses, with a reason, what is retained, malformed,
+//! forged, for another gateway, expired, or carries a sequence number already used. It records
+//! the new high-water mark on disk before anything is done, and answers a QoS 1 duplicate of an
+//! accepted command with its last reply instead of running it twice.
+//!
+//! The [`Manager`] then carries out accepted commands, one at a time: it verifies and
+//! stages bundles in the store, compiles the new version and runs its `init` (all before
+//! anything changes for the running plugin), and sends the gateway task a [`Change`] to apply.
+//! The swap itself happens on the plugin's thread, between two messages (see `gateway`).
+//! Replies go to `edgewise/<gateway>/reply/<id>`: `received`, `verified`, `staged`, `live`,
+//! `rolled-back`, `failed`, `refused`, or `done` with the result.
+//!
+//! Rooms: [`commands`] checks each command, [`reply`] answers it, [`fleet`] applies desired
+//! states, [`store`] keeps the bundles.
+
+pub mod commands;
+pub mod fleet;
+pub mod reply;
+pub mod store;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use edgewise_signing::command::{Action, Command};
+use edgewise_signing::{VerifiedBundle, namespace};
+use serde_json::{Value, json};
+use tokio::sync::mpsc::UnboundedSender;
+
+use self::commands::{Checked, CommandLog};
+use self::fleet::Rollout;
+pub use self::reply::Replier;
+use self::store::{Installed, Store};
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::mqtt::{Link, Response};
+use crate::runtime::Runtime;
+use crate::runtime::plugin::CompiledPlugin;
+use crate::worker::Worker;
+use crate::worker::thread::Progress;
+
+/// What the gateway task must change, prepared by the manager.
+pub enum Change {
+    /// Put `worker` live for its plugin: swap it in between two messages (or start the
+    /// plugin if it is new), with the old version kept during probation.
+    Live {
+        /// The new version, instantiated, its `init` done.
+        worker: Box<Worker>,
+        /// Its status entry.
+        entry: Value,
+        /// Whether it runs on probation (a new version) or not (new settings, a rollback).
+        probation: bool,
+        /// Where to say it is live.
+        reply: Replier,
+        /// When the command was received, for the swap time.
+        received: Instant,
+    },
+    /// Stop or start routing messages to a plugin.
+    Stopped {
+        /// The plugin.
+        plugin: String,
+        /// Stopped or started.
+        stopped: bool,
+        /// Where to answer.
+        reply: Replier,
+    },
+    /// A plugin was uninstalled.
+    Removed {
+        /// The plugin.
+        plugin: String,
+        /// Where to answer.
+        reply: Replier,
+    },
+    /// Answer `list` or `status` from the gateway's view.
+    Report {
+        /// Which.
+        action: Action,
+        /// Where to answer.
+        reply: Replier,
+    },
+    /// Subscribe to more topics (bundles a fleet roll-out needs).
+    Subscribe(Vec<String>),
+    /// The fleet roll-out's progress, for the status.
+    Fleet(Value),
+    /// A plugin's status entry changed.
+    Health {
+        /// The plugin.
+        plugin: String,
+        /// Its entry.
+        entry: Value,
+    },
+}
+
+/// What the manager thread is asked to do.
+pub enum Request {
+    /// A message arrived on the command topic: check it (signature, replay, expiry), then run
+    /// it. Checked here, not on the task that polls MQTT: verifying a command that carries a
+    /// bundle hashes all of it, and recording its sequence number is an fsync.
+    Command {
+        /// The message as received.
+        payload: bytes::Bytes,
+        /// Whether the broker sent it as a retained message.
+        retained: bool,
+        /// An MQTT 5 request's response topic.
+        response: Option<Response>,
+        /// When it arrived.
+        received: Instant,
+    },
+    /// A fleet's desired state arrived (signed, maybe retained).
+    Desired(Vec<u8>),
+    /// A bundle arrived on `edgewise/bundles/<digest>`.
+    Bundle(String, Vec<u8>),
+    /// A plugin thread went back to the old version during probation; make the store agree.
+    RolledBack {
+        /// The plugin.
+        plugin: String,
+        /// Why.
+        reason: String,
+        /// The update's progress.
+        progress: Box<dyn Progress>,
+    },
+}
+
+/// An update that did not come to a [`Change`].
+pub(crate) enum Unfinished {
+    /// It failed for this reason, not yet told.
+    Failed(String),
+    /// Its outcome was already answered (it changed nothing, or was rolled back).
+    Answered,
+}
+
+/// Carries out commands that change plugins, on its own thread.
+pub struct Manager {
+    runtime: Arc<Runtime>,
+    store: Store,
+    commands: CommandLog,
+    config: Config,
+    metrics: Arc<Metrics>,
+    changes: UnboundedSender<Change>,
+    link: Arc<Link>,
+    /// A fleet roll-out waiting for bundles.
+    rollout: Option<Rollout>,
+    /// `update` commands waiting for their bundle, by digest.
+    awaiting: BTreeMap<String, (Replier, Instant)>,
+}
+
+impl Manager {
+    /// A manager over `store`, checking commands with `commands`.
+    pub fn new(
+        runtime: Arc<Runtime>,
+        store: Store,
+        commands: CommandLog,
+        config: Config,
+        metrics: Arc<Metrics>,
+        changes: UnboundedSender<Change>,
+        link: Arc<Link>,
+    ) -> Self {
+        Self {
+            runtime,
+            store,
+            commands,
+            config,
+            metrics,
+            changes,
+            link,
+            rollout: None,
+            awaiting: BTreeMap::new(),
+        }
+    }
+
+    /// Runs requests until the channel closes.
+    pub fn serve(mut self, requests: std::sync::mpsc::Receiver<Request>) {
+        for request in requests {
+            match request {
+                Request::Command {
+                    payload,
+                    retained,
+                    response,
+                    received,
+                } => {
+                    let now_ms = crate::clock::now_ms();
+                    if let Checked::Accepted(command, reply) = self
+                        .commands
+                        .check(&payload, retained, response, &self.link, now_ms)
+                    {
+                        self.run(*command, reply, received);
+                    }
+                }
+                Request::Desired(payload) => self.desired(&payload),
+                Request::Bundle(digest, bytes) => self.bundle(&digest, &bytes),
+                Request::RolledBack {
+                    plugin,
+                    reason,
+                    progress: reply,
+                } => {
+                    let outcome = self.store.rollback(&plugin);
+                    let mut entry = match &outcome {
+                        Ok(bundle) => describe(bundle),
+                        Err(_) => json!({ "name": plugin }),
+                    };
+                    if let Some(e) = entry.as_object_mut() {
+                        e.insert("state".into(), json!("running"));
+                        e.insert("rolled-back".into(), json!(reason));
+                    }
+                    let _ = self.changes.send(Change::Health { plugin, entry });
+                    match outcome {
+                        Ok(bundle) => reply.send(
+                            "rolled-back",
+                            json!({ "reason": reason, "running": describe(&bundle) }),
+                        ),
+                        Err(e) => reply.send(
+                            "rolled-back",
+                            json!({ "reason": reason, "store": e.to_string() }),
+                        ),
+                    }
+                }
+            }
+        }
+    }
+
+    fn run(&mut self, command: Command, reply: Replier, received: Instant) {
+        let change = match command.action {
+            Action::Update {
+                bundle_base64: Some(bundle_base64),
+                digest: None,
+            } => match self.update(&bundle_base64, &reply, received) {
+                Ok(change) => Ok(change),
+                Err(Unfinished::Answered) => return,
+                Err(Unfinished::Failed(reason)) => Err(reason),
+            },
+            Action::Update {
+                bundle_base64: None,
+                digest: Some(digest),
+            } => {
+                let topic = namespace::bundle(&digest);
+                reply.send("waiting", json!({ "for": topic }));
+                self.awaiting.insert(digest, (reply.clone(), received));
+                Ok(Change::Subscribe(vec![topic]))
+            }
+            Action::Update { .. } => Err("give one of `bundle-base64` and `digest`".into()),
+            Action::Config { plugin, settings } => {
+                let settings = settings
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.to_string()))
+                    .collect();
+                self.store
+                    .set_settings(&plugin, &settings)
+                    .map_err(|e| e.to_string())
+                    .and_then(|_| self.store.active(&plugin).map_err(|e| e.to_string()))
+                    .and_then(|(bundle, overrides)| {
+                        self.prepare(&bundle, &overrides, false, &reply, received)
+                    })
+            }
+            Action::Rollback { plugin } => self
+                .store
+                .rollback(&plugin)
+                .map_err(|e| e.to_string())
+                .and_then(|bundle| {
+                    let overrides = self
+                        .store
+                        .active(&plugin)
+                        .map(|(_, s)| s)
+                        .unwrap_or_default();
+                    self.prepare(&bundle, &overrides, false, &reply, received)
+                }),
+            Action::Stop { plugin } => self.set_stopped(plugin, true, &reply),
+            Action::Start { plugin } => self.set_stopped(plugin, false, &reply),
+            Action::Remove { plugin } => self
+                .store
+                .remove(&plugin)
+                .map(|()| Change::Removed {
+                    plugin,
+                    reply: reply.clone(),
+                })
+                .map_err(|e| e.to_string()),
+            action @ (Action::List | Action::Status) => Ok(Change::Report {
+                action,
+                reply: reply.clone(),
+            }),
+        };
+        match change {
+            Ok(change) => {
+                let _ = self.changes.send(change);
+            }
+            Err(reason) => reply.send("failed", json!({ "reason": reason })),
+        }
+    }
+
+    /// Records an operator's stop or start, and the change for the gateway to route by.
+    fn set_stopped(
+        &self,
+        plugin: String,
+        stopped: bool,
+        reply: &Replier,
+    ) -> Result<Change, String> {
+        self.store
+            .set_stopped(&plugin, stopped)
+            .map(|()| Change::Stopped {
+                plugin,
+                stopped,
+                reply: reply.clone(),
+            })
+            .map_err(|e| e.to_string())
+    }
+
+    /// Verify, stage, compile, `init`: everything before the switch.
+    fn update(
+        &self,
+        bundle_base64: &str,
+        reply: &Replier,
+        received: Instant,
+    ) -> Result<Change, Unfinished> {
+        let bytes = BASE64
+            .decode(bundle_base64)
+            .map_err(|e| Unfinished::Failed(format!("bundle-base64: {e}")))?;
+        self.update_bytes(&bytes, reply, received)
+    }
+
+    pub(crate) fn update_bytes(
+        &self,
+        bytes: &[u8],
+        reply: &Replier,
+        received: Instant,
+    ) -> Result<Change, Unfinished> {
+        let origin = PathBuf::from(format!("command {}", reply.id()));
+        let verified = edgewise_signing::Bundle::verify(bytes, self.store.keyring(), &origin)
+            .map_err(|e| Unfinished::Failed(e.to_string()))?;
+        reply.send("verified", json!({ "bundle": describe(&verified) }));
+        let plugin = verified.manifest.name.clone();
+        match self
+            .store
+            .install(bytes, &origin)
+            .map_err(|e| Unfinished::Failed(e.to_string()))?
+        {
+            Installed::AlreadyActive { .. } => {
+                // The same bundle again changes nothing, and that is not an error.
+                let note = format!(
+                    "{} is already the running bundle of `{plugin}`",
+                    verified.digest
+                );
+                reply.send("done", json!({ "unchanged": note }));
+                return Err(Unfinished::Answered);
+            }
+            Installed::Activated { .. } => {
+                reply.send("staged", json!({ "digest": verified.digest }))
+            }
+        }
+        let overrides = self
+            .store
+            .active(&plugin)
+            .map(|(_, s)| s)
+            .unwrap_or_default();
+        match self.prepare(&verified, &overrides, true, reply, received) {
+            Ok(change) => Ok(change),
+            Err(reason) => {
+                // The new version never ran: the store goes back to what runs.
+                let back = self
+                    .store
+                    .rollback(&plugin)
+                    .map(|b| describe(&b))
+                    .or_else(|_| {
+                        // A first install has nothing to go back to: it is uninstalled.
+                        self.store
+                            .remove(&plugin)
+                            .map(|()| json!("nothing: it was new, and is uninstalled"))
+                    });
+                reply.send(
+                    "rolled-back",
+                    json!({ "reason": reason, "running": back.unwrap_or_else(|e| json!(e.to_string())) }),
+                );
+                Err(Unfinished::Answered)
+            }
+        }
+    }
+
+    /// Compiles `bundle` with its settings and runs its `init`.
+    fn prepare(
+        &self,
+        bundle: &VerifiedBundle,
+        overrides: &BTreeMap<String, String>,
+        probation: bool,
+        reply: &Replier,
+        received: Instant,
+    ) -> Result<Change, String> {
+        let name = bundle.manifest.name.clone();
+        let mut settings = self.config.settings_for(&name);
+        settings.extend(overrides.clone());
+        let cache = self.config.store.join("cache");
+        let plugin = CompiledPlugin::from_bundle(&self.runtime, bundle, &settings, Some(&cache))
+            .map_err(|e| e.to_string())?;
+        self.metrics.instrument(&plugin);
+        let mut worker = Worker::new(Arc::new(plugin), self.config.restart.policy());
+        worker
+            .start()
+            .map_err(|e| format!("the new version failed to start: {e}"))?;
+        let mut entry = describe(bundle);
+        if let Some(e) = entry.as_object_mut() {
+            e.insert("state".into(), json!("running"));
+        }
+        Ok(Change::Live {
+            worker: Box::new(worker),
+            entry,
+            probation,
+            reply: reply.clone(),
+            received,
+        })
+    }
+}
+
+/// A bundle as status entries and replies show it.
+pub fn describe(bundle: &VerifiedBundle) -> Value {
+    json!({
+        "name": bundle.manifest.name,
+        "version": bundle.manifest.version.to_string(),
+        "release": bundle.manifest.release,
+        "digest": bundle.digest,
+        "signed": true,
+    })
+}
