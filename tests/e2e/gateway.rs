@@ -404,6 +404,46 @@ fn outputs_are_published_with_the_qos_the_manifest_asks_for() {
 }
 
 #[test]
+fn a_filter_an_earlier_run_left_in_the_broker_session_is_unsubscribed() {
+    // The broker session outlives the gateway: a filter the last run subscribed to, now covered
+    // by a broader one, stayed subscribed, and a broker that sends one copy per matching
+    // subscription (rumqttd) brought every message twice. Mosquitto's log shows the
+    // UNSUBSCRIBE. (rumqttd 0.20 cannot be the witness: after a session resumes it ignores an
+    // UNSUBSCRIBE of a restored filter, docs/configuration.md.)
+    let broker = Broker::start();
+    let mut gateway = Gateway::start(&broker, "leftover", &["threshold"], "");
+    assert!(gateway.terminate(), "{}", gateway.log());
+    // The next run adds template, whose `sensors/#` covers threshold's `sensors/+/reading`.
+    let template = edgewise_tests::copy_plugin("template");
+    let target = gateway.dir().join("plugins/template");
+    std::fs::create_dir_all(&target).expect("plugin directory");
+    edgewise_tests::copy_dir(template.path(), &target);
+    gateway.launch(&broker);
+    let sub = broker.subscribe(&["alerts/#", "echo/#"]);
+    broker.publish("sensors/oven/reading", br#"{"value": 91}"#, 1);
+    let got = sub.collect_until(WAIT, |got| got.len() >= 2);
+    assert_eq!(got.len(), 2, "{got:?}\n{}", gateway.log());
+    let log = broker.log();
+    let unsubscribed = log
+        .split("Received UNSUBSCRIBE from edgewise-leftover")
+        .skip(1)
+        .any(|after| {
+            after
+                .lines()
+                .nth(1)
+                .is_some_and(|l| l.contains("sensors/+/reading"))
+        });
+    assert!(unsubscribed, "{log}");
+    assert!(
+        gateway
+            .log()
+            .contains("unsubscribing from what an earlier run left in the broker session"),
+        "{}",
+        gateway.log()
+    );
+}
+
+#[test]
 fn the_gateway_reconnects_after_a_broker_restart_and_loses_nothing_at_qos1() {
     let mut broker = Broker::start();
     let mut gw = Gateway::start(&broker, "steadfast", &["template"], "");

@@ -204,6 +204,14 @@ impl Flow {
         self.journal.forget(name)
     }
 
+    /// Records the filters the broker session is subscribed to (see `Journal`).
+    pub fn record_subscriptions(
+        &mut self,
+        filters: &std::collections::BTreeSet<String>,
+    ) -> Result<(), JournalError> {
+        self.journal.record_subscriptions(filters)
+    }
+
     /// Forgets backlogs of plugins that are not here (removed while the gateway was down).
     pub fn forget(&mut self, name: &str) -> Result<usize, JournalError> {
         self.journal.forget(name)

@@ -12,7 +12,7 @@
 //!
 //! Owns one file. Never touches the network, never calls a plugin.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -30,6 +30,10 @@ type PendingValue = (&'static str, &'static [u8], u64, u8);
 
 /// `key` → `(plugin, topic, payload, qos)`: an output not yet acknowledged by the broker.
 const OUTBOX: TableDefinition<u64, (&str, &str, &[u8], u8)> = TableDefinition::new("outbox");
+
+/// The topic filters the gateway's broker session is subscribed to: the session outlives the
+/// process, so the next one unsubscribes from what it no longer wants.
+const SUBSCRIBED: TableDefinition<&str, ()> = TableDefinition::new("subscribed");
 
 /// redb's page cache. Its default, 1 GiB, is more than a Pi-class gateway has to spare; the
 /// journal is read back mostly right after it was written.
@@ -113,6 +117,8 @@ pub struct Recovered {
     pub backlogs: BTreeMap<String, Vec<u64>>,
     /// The outputs not yet acknowledged, in order.
     pub outbox: Vec<Output>,
+    /// The filters the broker session was last subscribed to.
+    pub subscribed: BTreeSet<String>,
 }
 
 /// Everything one group commit writes.
@@ -218,6 +224,11 @@ impl Journal {
                     outbox_bytes += output.bytes();
                     next_key = next_key.max(output.key + 1);
                     recovered.outbox.push(output);
+                }
+                let subscribed = txn.open_table(SUBSCRIBED).map_err(|e| fail(e.into()))?;
+                for row in subscribed.iter().map_err(|e| fail(e.into()))? {
+                    let (filter, _) = row.map_err(|e| fail(e.into()))?;
+                    recovered.subscribed.insert(filter.value().to_owned());
                 }
             }
             txn.commit().map_err(|e| fail(e.into()))?;
@@ -354,6 +365,21 @@ impl Journal {
         self.backlog_bytes = (self.backlog_bytes + added).saturating_sub(removed);
         self.outbox_bytes = (self.outbox_bytes + sent_out).saturating_sub(gone_out);
         Ok(kept)
+    }
+
+    /// Records that the broker session is subscribed to `filters`, and no others.
+    pub fn record_subscriptions(&mut self, filters: &BTreeSet<String>) -> Result<()> {
+        let txn = self.db.begin_write().map_err(|e| self.fail(e))?;
+        {
+            let mut table = txn.open_table(SUBSCRIBED).map_err(|e| self.fail(e))?;
+            table.retain(|_, ()| false).map_err(|e| self.fail(e))?;
+            for filter in filters {
+                table
+                    .insert(filter.as_str(), ())
+                    .map_err(|e| self.fail(e))?;
+            }
+        }
+        txn.commit().map_err(|e| self.fail(e))
     }
 
     /// Reads back plugin `plugin`'s entries `seqs` (those still there, in order).

@@ -122,6 +122,9 @@ pub struct Gateway {
     routed: BTreeSet<String>,
     /// The gateway's own subscriptions: its control topics, and bundles the manager awaits.
     subscriptions: BTreeSet<String>,
+    /// Filters an earlier process left subscribed in the broker session that this one does
+    /// not want: unsubscribed at the first connection.
+    leftover: Vec<String>,
     /// What every plugin thread is given.
     shared: Shared,
     /// To the manager thread.
@@ -186,7 +189,7 @@ impl Gateway {
                 max_trap_share: config.update.max_trap_share,
             },
         };
-        let (mut flow, mut backlogs) = open_flow(&config, &metrics)?;
+        let (mut flow, mut backlogs, subscribed) = open_flow(&config, &metrics)?;
         let control = Control::new(&config, managed, requests.clone());
         let mut status = Status::new(&config.gateway_id, control.instance(), refused);
 
@@ -238,8 +241,12 @@ impl Gateway {
             }
         }
         let router = route_table(&slots);
-        let routed = router.subscriptions().into_iter().collect();
-        let subscriptions = control.subscriptions().into_iter().collect();
+        let routed: BTreeSet<String> = router.subscriptions().into_iter().collect();
+        let subscriptions: BTreeSet<String> = control.subscriptions().into_iter().collect();
+        let leftover = subscribed
+            .into_iter()
+            .filter(|f| !routed.contains(f) && !subscriptions.contains(f))
+            .collect();
         let (first_delay, longest_delay) = config.reconnect();
         tracing::info!(
             gateway = config.gateway_id,
@@ -258,6 +265,7 @@ impl Gateway {
             echoes: Echoes::default(),
             routed,
             subscriptions,
+            leftover,
             shared,
             requests,
             reports,
@@ -325,12 +333,22 @@ impl Gateway {
         self.established = true;
         tracing::info!(broker = self.link.endpoint(), "connected to the broker");
         let (client, generation) = self.link.client();
+        if !self.leftover.is_empty() {
+            tracing::info!(
+                filters = ?self.leftover,
+                "unsubscribing from what an earlier run left in the broker session"
+            );
+            if let Err(e) = client.try_unsubscribe(&std::mem::take(&mut self.leftover)) {
+                tracing::error!("unsubscribing: {e}");
+            }
+        }
         let filters: Vec<String> = self.routed.union(&self.subscriptions).cloned().collect();
         if !filters.is_empty()
             && let Err(e) = client.try_subscribe(&filters)
         {
             tracing::error!("subscribing: {e}");
         }
+        self.record_subscriptions();
         let status_topic = self.config.status_topic();
         if let Err(e) =
             client.try_publish(&status_topic, QoS::AtLeastOnce, true, self.status.render())
@@ -641,6 +659,15 @@ impl Gateway {
             tracing::error!("unsubscribing: {e}");
         }
         self.routed = wanted;
+        self.record_subscriptions();
+    }
+
+    /// Keeps what the broker session is subscribed to in the journal, for the next process.
+    fn record_subscriptions(&mut self) {
+        let all = self.routed.union(&self.subscriptions).cloned().collect();
+        if let Err(e) = self.flow.record_subscriptions(&all) {
+            tracing::warn!("{e}: the next start may not unsubscribe from what this one drops");
+        }
     }
 
     /// Subscribes to gateway topics the manager asks for (bundles it awaits).
@@ -653,6 +680,7 @@ impl Gateway {
             tracing::error!("subscribing: {e}");
         }
         self.subscriptions.extend(topics);
+        self.record_subscriptions();
     }
 
     // ---- what the gateway publishes of itself
@@ -760,12 +788,16 @@ impl Gateway {
     }
 }
 
-/// Opens the journal and the message path over it; returns the backlogs it held, by plugin,
-/// for their lanes.
-fn open_flow(
-    config: &Config,
-    metrics: &Metrics,
-) -> Result<(Flow, std::collections::BTreeMap<String, Vec<u64>>), GatewayError> {
+/// The message path, the backlogs the journal held (by plugin, for their lanes), and the
+/// filters the broker session was last subscribed to.
+type Opened = (
+    Flow,
+    std::collections::BTreeMap<String, Vec<u64>>,
+    BTreeSet<String>,
+);
+
+/// Opens the journal and the message path over it.
+fn open_flow(config: &Config, metrics: &Metrics) -> Result<Opened, GatewayError> {
     let path = config.journal_path();
     let opening = Instant::now();
     let (journal, recovered) =
@@ -792,7 +824,7 @@ fn open_flow(
         open_ms = format!("{open_ms:.1}"),
         "journal open"
     );
-    Ok((flow, recovered.backlogs))
+    Ok((flow, recovered.backlogs, recovered.subscribed))
 }
 
 /// The routing table of the slots that take messages.
