@@ -98,6 +98,9 @@ pub struct Config {
     /// The local journal between the broker and the plugins.
     #[serde(default)]
     pub journal: JournalConfig,
+    /// How signed documents are judged in time (see `management::trust`).
+    #[serde(default)]
+    pub trust: TrustConfig,
     /// Setting overrides by plugin name: `[settings.threshold] limit = 90`.
     #[serde(default)]
     pub settings: BTreeMap<String, BTreeMap<String, edgewise_signing::manifest::Setting>>,
@@ -268,6 +271,34 @@ fn default_probation() -> u32 {
 }
 fn default_trap_share() -> f64 {
     0.1
+}
+
+/// How the gateway judges signed documents in time (see `management::trust`).
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct TrustConfig {
+    /// How far ahead of the gateway's clock a document's `issued-at-ms` may be, in seconds
+    /// (default 300): the issuer's clock may run that much ahead.
+    pub max_clock_skew_s: u64,
+    /// The longest a command may be valid, in seconds (default 3600).
+    pub max_command_lifetime_s: u64,
+    /// When the newest desired state applied was issued longer ago than this, in hours, the
+    /// gateway reports it `stale` (default 168, a week): an attacker withholding updates shows.
+    pub desired_freshness_h: u64,
+    /// When the keyring expires within this many days, the gateway reports it `stale`
+    /// (default 30).
+    pub keyring_warning_days: u64,
+}
+
+impl Default for TrustConfig {
+    fn default() -> Self {
+        Self {
+            max_clock_skew_s: 300,
+            max_command_lifetime_s: 3600,
+            desired_freshness_h: 168,
+            keyring_warning_days: 30,
+        }
+    }
 }
 
 /// The local journal (see `journal` and `flow`).
@@ -550,6 +581,18 @@ impl Config {
                 "must be between 0 and 1".into(),
             ));
         }
+        if config.trust.max_command_lifetime_s == 0 {
+            return Err(invalid(
+                "trust.max-command-lifetime-s",
+                "must be at least 1".into(),
+            ));
+        }
+        if config.trust.desired_freshness_h == 0 {
+            return Err(invalid(
+                "trust.desired-freshness-h",
+                "must be at least 1".into(),
+            ));
+        }
         if config.journal.max_outbox_mib == 0 {
             return Err(invalid(
                 "journal.max-outbox-mib",
@@ -674,6 +717,13 @@ impl Config {
     /// The topic of this gateway's fleet group's desired state, if it has a group.
     pub fn desired_topic(&self) -> Option<String> {
         self.group.as_ref().map(|g| namespace::desired(g))
+    }
+
+    /// The topics keyring updates arrive on: the gateway's own, and its group's.
+    pub fn keyring_topics(&self) -> Vec<String> {
+        let mut topics = vec![namespace::keyring(&self.gateway_id)];
+        topics.extend(self.group.as_ref().map(|g| namespace::group_keyring(g)));
+        topics
     }
 
     /// The topic management commands arrive on.

@@ -19,7 +19,7 @@ use edgewise_signing::{Keyring, SecretKey};
 
 use crate::config::Config;
 use crate::gateway::{self, Gateway, GatewayError};
-use crate::management::store::{Store, StoreError};
+use crate::management::store::{Admit, Store, StoreError};
 
 /// Why the demo could not run.
 #[derive(Debug, thiserror::Error)]
@@ -135,7 +135,7 @@ fn install_examples(plugins: &Path, dir: &Path) -> Result<PathBuf, DemoError> {
     let store = Store::open(&dir.join("store"), keyring, bundle::DEFAULT_MAX_BYTES)?;
     for name in EXAMPLES {
         let packed = bundle::pack(&plugins.join(name), &key, false, &mut |_| {})?;
-        store.install(&packed.to_bytes(), Path::new(name))?;
+        store.install(&packed.to_bytes(), Path::new(name), Admit::Update)?;
     }
     println!(
         "packed {} into bundles signed by a throwaway release key ({}), installed in a temporary store",

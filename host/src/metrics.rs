@@ -31,6 +31,11 @@ struct JournalPart {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Document {
+    document: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PluginState {
     plugin: String,
     state: &'static str,
@@ -65,6 +70,7 @@ pub struct Metrics {
     inference: Histograms,
     journal_bytes: Family<JournalPart, Gauge>,
     outputs_waiting: Gauge,
+    trust_stale: Family<Document, Gauge>,
 }
 
 /// The journal's gauges, and the count of outputs its outbox dropped.
@@ -130,6 +136,7 @@ impl Metrics {
             outputs_dropped: Family::default(),
             journal_bytes: Family::default(),
             outputs_waiting: Gauge::default(),
+            trust_stale: Family::default(),
             state: Family::default(),
             handling: Family::new_with_constructor(seconds),
             inference: Family::new_with_constructor(seconds),
@@ -191,6 +198,11 @@ impl Metrics {
             m.outputs_waiting.clone(),
         );
         registry.register(
+            "trust_stale",
+            "1 when the gateway's trust in a document (keyring, desired-state) is stale: expired, about to, or older than its freshness window",
+            m.trust_stale.clone(),
+        );
+        registry.register(
             "plugin_state",
             "1 for the state a plugin is in (label state), 0 for the others",
             m.state.clone(),
@@ -243,6 +255,13 @@ impl Metrics {
             outputs_waiting: self.outputs_waiting.clone(),
             outputs_dropped: self.outputs_dropped.clone(),
         }
+    }
+
+    /// Records whether the gateway's trust in `document` is stale.
+    pub fn set_stale(&self, document: &'static str, stale: bool) {
+        self.trust_stale
+            .get_or_create(&Document { document })
+            .set(i64::from(stale));
     }
 
     /// Records that `plugin` is in `state` (one of [`STATES`]).

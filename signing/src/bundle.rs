@@ -249,14 +249,11 @@ impl Bundle {
         let digest = bundle.digest();
         let ty = PayloadType::Manifest;
         let signers: Vec<PublicKey> = keyring
-            .signers(Role::Release, ty, &bundle.manifest, &bundle.signatures)
+            .check(Role::Release, ty, &bundle.manifest, &bundle.signatures)
+            .map_err(BundleError::Untrusted)?
             .into_iter()
             .map(|k| k.key)
             .collect();
-        if signers.is_empty() {
-            let why = keyring.explain(Role::Release, ty, &bundle.manifest, &bundle.signatures);
-            return Err(BundleError::Untrusted(why));
-        }
         let manifest_text = String::from_utf8(bundle.manifest)
             .map_err(|_| BundleError::Policy("the manifest is not UTF-8".into()))?;
         let manifest = Manifest::parse(&manifest_text, &origin.join("manifest"))?;

@@ -10,8 +10,10 @@
 //!  "action": {"update": {"bundle-base64": "..."}}}
 //! ```
 //!
-//! This module checks what needs only the keyring: the envelope, the signature, the JSON. The
-//! gateway checks the rest (its id, the clock, the sequence number it has seen).
+//! This module checks what needs only the keyring: the envelope, the signatures (a threshold
+//! of distinct operator keys, named by keyid), the JSON (unknown fields are refused). The
+//! gateway checks the rest against its id, its clock and what it has accepted before: see
+//! `docs/management.md` for every field's rule.
 
 use std::collections::BTreeMap;
 
@@ -85,10 +87,15 @@ pub enum Action {
         /// The settings to change.
         settings: BTreeMap<String, Setting>,
     },
-    /// Go back to the plugin's last-known-good bundle.
+    /// Go back to the plugin's last-known-good bundle; or, naming a bundle digest, to that
+    /// bundle (in the store, or retained on `edgewise/bundles/<digest>`): the only way a bundle
+    /// signed as a rollback (`rollback = true`) is ever installed.
     Rollback {
         /// The plugin.
         plugin: String,
+        /// The bundle to go back to.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        digest: Option<String>,
     },
 }
 
@@ -126,27 +133,16 @@ impl Command {
         Envelope::sign(PayloadType::Command, json, &[key]).to_json(PayloadType::Command)
     }
 
-    /// Reads a signed command and checks its signature against the keyring's operator keys.
-    /// Returns the command and the ids of the keys that signed it.
+    /// Reads a signed command and checks its signatures against the keyring's operator keys
+    /// and threshold. Returns the command and the ids of the keys that signed it.
     pub fn verify(text: &[u8], keyring: &Keyring) -> Result<(Command, Vec<String>), CommandError> {
-        let text =
-            std::str::from_utf8(text).map_err(|_| CommandError::Malformed("not UTF-8".into()))?;
-        let envelope = Envelope::from_json(text, PayloadType::Command)
-            .map_err(|e| CommandError::Malformed(e.to_string()))?;
-        let ty = PayloadType::Command;
+        let envelope = read(text, PayloadType::Command)?;
         let signers: Vec<String> = keyring
-            .signers(Role::Operator, ty, &envelope.payload, &envelope.signatures)
+            .check_envelope(Role::Operator, PayloadType::Command, &envelope)
+            .map_err(CommandError::Untrusted)?
             .into_iter()
             .map(|k| k.key.id())
             .collect();
-        if signers.is_empty() {
-            return Err(CommandError::Untrusted(keyring.explain(
-                Role::Operator,
-                ty,
-                &envelope.payload,
-                &envelope.signatures,
-            )));
-        }
         let command = serde_json::from_slice(&envelope.payload)
             .map_err(|e| CommandError::Malformed(e.to_string()))?;
         Ok((command, signers))
@@ -156,16 +152,20 @@ impl Command {
 /// What a fleet of gateways should run: retained, signed, on `edgewise/fleet/<group>/desired`.
 /// Each gateway of the group installs what it lacks (bundles retained on
 /// `edgewise/bundles/<digest>`), hot swaps what differs, removes what is not listed, and says
-/// in its status how far it got.
+/// in its status how far it got. Re-signed with a new `issued-at-ms` at least once a freshness
+/// window even when nothing changes, so that a gateway shown an old one can tell.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct DesiredState {
     /// The group.
     pub group: String,
-    /// Grows with every change; a gateway ignores a version it has applied or passed.
+    /// Grows with every change, and is at most `issued-at-ms`; a gateway refuses a version
+    /// below the one it applied.
     pub version: u64,
     /// When it was issued (ms since the Unix epoch).
     pub issued_at_ms: u64,
+    /// When it stops being valid (ms since the Unix epoch).
+    pub expires_at_ms: u64,
     /// The plugins, by name, with the digest of the bundle each should run.
     pub plugins: BTreeMap<String, String>,
 }
@@ -177,24 +177,13 @@ impl DesiredState {
         Envelope::sign(PayloadType::DesiredState, json, &[key]).to_json(PayloadType::DesiredState)
     }
 
-    /// Reads a signed desired state and checks it against the keyring's operator keys.
+    /// Reads a signed desired state and checks it against the keyring's operator keys and
+    /// threshold.
     pub fn verify(text: &[u8], keyring: &Keyring) -> Result<DesiredState, CommandError> {
-        let text =
-            std::str::from_utf8(text).map_err(|_| CommandError::Malformed("not UTF-8".into()))?;
-        let envelope = Envelope::from_json(text, PayloadType::DesiredState)
-            .map_err(|e| CommandError::Malformed(e.to_string()))?;
-        let ty = PayloadType::DesiredState;
-        if keyring
-            .signers(Role::Operator, ty, &envelope.payload, &envelope.signatures)
-            .is_empty()
-        {
-            return Err(CommandError::Untrusted(keyring.explain(
-                Role::Operator,
-                ty,
-                &envelope.payload,
-                &envelope.signatures,
-            )));
-        }
+        let envelope = read(text, PayloadType::DesiredState)?;
+        keyring
+            .check_envelope(Role::Operator, PayloadType::DesiredState, &envelope)
+            .map_err(CommandError::Untrusted)?;
         serde_json::from_slice(&envelope.payload)
             .map_err(|e| CommandError::Malformed(e.to_string()))
     }
@@ -208,14 +197,19 @@ impl DesiredState {
     }
 }
 
+/// The envelope of type `ty` in `text`.
+fn read(text: &[u8], ty: PayloadType) -> Result<Envelope, CommandError> {
+    let text =
+        std::str::from_utf8(text).map_err(|_| CommandError::Malformed("not UTF-8".into()))?;
+    Envelope::from_json(text, ty).map_err(|e| CommandError::Malformed(e.to_string()))
+}
+
 /// The `id` of a command, read without trusting it, to address a refusal.
 pub fn untrusted_id(text: &[u8]) -> Option<String> {
     let envelope: serde_json::Value = serde_json::from_slice(text).ok()?;
     let payload = envelope.get("payload")?.as_str()?;
     use base64::Engine as _;
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(payload)
-        .ok()?;
+    let bytes = crate::envelope::BASE64.decode(payload).ok()?;
     let command: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
     let id = command.get("id")?.as_str()?;
     safe_id(id).then(|| id.to_owned())
@@ -277,7 +271,10 @@ mod tests {
             .err()
             .map(|e| e.to_string())
             .unwrap_or_default();
-        assert!(why.contains("not a Operator key"), "{why}");
+        assert!(
+            why.contains("is a release key, not an operator key"),
+            "{why}"
+        );
         let forged = signed.replace("\"payload\": \"", "\"payload\": \"e30");
         assert!(Command::verify(forged.as_bytes(), &ring).is_err());
         assert!(matches!(

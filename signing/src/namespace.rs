@@ -2,7 +2,7 @@
 //! else, and the rule that keeps plugins out of it.
 //!
 //! Everything under `edgewise/` belongs to gateways and their operators (status, commands,
-//! replies, dead letters, metrics, fleet desired states, retained bundles), and topics that
+//! replies, dead letters, metrics, fleet desired states, keyring updates, retained bundles), and topics that
 //! begin with `$` belong to the broker (`$SYS/...`). A plugin may neither subscribe to nor
 //! publish under either, not even through a wildcard that would reach them (`#`, `+/+/cmd`):
 //! [`reserved_by`] is checked when a manifest is parsed, so `pack`, `install` and every load
@@ -50,6 +50,16 @@ pub fn dead_letter(gateway: &str, plugin: &str) -> String {
 /// The signed desired state of fleet group `group`.
 pub fn desired(group: &str) -> String {
     format!("{ROOT}/fleet/{group}/desired")
+}
+
+/// The signed keyring update retained for every gateway of fleet group `group`.
+pub fn group_keyring(group: &str) -> String {
+    format!("{ROOT}/fleet/{group}/keyring")
+}
+
+/// The signed keyring update retained for gateway `gateway` alone.
+pub fn keyring(gateway: &str) -> String {
+    format!("{ROOT}/{gateway}/keyring")
 }
 
 /// Where a bundle is retained under its digest, for updates by digest.

@@ -8,12 +8,15 @@
 //!
 //! Private keys are PKCS#8 PEM files, as `openssl genpkey -algorithm ed25519` writes them, so
 //! `openssl pkeyutl -sign -rawin` can sign with the same file; public keys are written as the
-//! 32 raw bytes in base64, one line.
+//! 32 raw bytes in base64, one line. A key's *keyid* ([`PublicKey::keyid`]) is the SHA-256 of
+//! those 32 bytes in lowercase hex; its short [`id`](PublicKey::id), for people and logs, is the
+//! first 16 hex digits of it.
 
 use std::fmt;
 
 use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD as BASE64;
+
+use crate::envelope::BASE64;
 use ed25519_dalek::pkcs8::{DecodePrivateKey, EncodePrivateKey};
 use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
 use sha2::{Digest, Sha256};
@@ -92,7 +95,13 @@ impl PublicKey {
         Self(bytes)
     }
 
-    /// A short id for people and logs: the first 8 bytes of its SHA-256, in hex.
+    /// Its keyid, as DSSE envelopes name their signers: the SHA-256 of the 32 raw bytes, in
+    /// lowercase hex (64 digits).
+    pub fn keyid(&self) -> String {
+        hex::encode(Sha256::digest(self.0))
+    }
+
+    /// A short id for people and logs: the first 16 hex digits of its keyid.
     pub fn id(&self) -> String {
         hex::encode(&Sha256::digest(self.0)[..8])
     }

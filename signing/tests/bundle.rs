@@ -139,7 +139,10 @@ fn only_a_trusted_release_key_vouches_and_each_key_counts_once() {
     let why = f.refusal(&resign(&f.revoked, PayloadType::Manifest));
     assert!(why.contains("revoked"), "{why}");
     let why = f.refusal(&resign(&f.operator, PayloadType::Manifest));
-    assert!(why.contains("Operator key, not a Release key"), "{why}");
+    assert!(
+        why.contains("is an operator key, not a release key"),
+        "{why}"
+    );
     // A command signature by the right key over the same bytes is not a manifest signature.
     let why = f.refusal(&resign(&f.release, PayloadType::Command));
     assert!(why.contains("does not match"), "{why}");

@@ -10,7 +10,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use edgewise_host::management::store::Store;
+use edgewise_host::management::store::{Admit, Store};
+use edgewise_host::runtime::cache::Cache;
 use edgewise_host::runtime::plugin::CompiledPlugin;
 use edgewise_signing::bundle::{self, DEFAULT_MAX_BYTES};
 use edgewise_signing::{Bundle, Keyring, SecretKey};
@@ -103,10 +104,12 @@ fn main() {
     let store = Store::open(root.path(), keyring.clone(), DEFAULT_MAX_BYTES).expect("store");
     for i in 0..20 {
         let bytes = bundle_of(&key, &format!("plugin-{i:02}"), 0);
-        store.install(&bytes, Path::new("b.ewb")).expect("install");
+        store
+            .install(&bytes, Path::new("b.ewb"), Admit::Update)
+            .expect("install");
     }
     let settings = BTreeMap::new();
-    let load = |cache: Option<&Path>| {
+    let load = |cache: Option<&Cache>| {
         let loaded = store.load_all().expect("load");
         for l in &loaded {
             let bundle = l.bundle.as_ref().expect("verified");
@@ -120,7 +123,7 @@ fn main() {
     let cold = time(3, || {
         assert_eq!(load(None), 20);
     });
-    let cache = store.cache_dir();
+    let cache = Cache::open(&store.cache_dir()).expect("cache");
     load(Some(&cache)); // fills the cache
     let warm = time(5, || {
         assert_eq!(load(Some(&cache)), 20);

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
-use edgewise_host::management::store::Store;
+use edgewise_host::management::store::{Admit, Store};
 use edgewise_signing::bundle::DEFAULT_MAX_BYTES;
 use edgewise_signing::command::{Action, Command};
 use edgewise_signing::{Keyring, SecretKey};
@@ -52,7 +52,7 @@ fn gateway(broker: &Broker, keys: &Keys, id: &str, first: &[u8]) -> Gateway {
     let keyring = Keyring::from_file(&keys.keyring).expect("keyring");
     Store::open(&gw.dir().join("store"), keyring, DEFAULT_MAX_BYTES)
         .expect("store")
-        .install(first, Path::new("first.ewb"))
+        .install(first, Path::new("first.ewb"), Admit::Update)
         .expect("install");
     gw.launch(broker);
     gw

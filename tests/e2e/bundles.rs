@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use edgewise_host::management::store::{Installed, Store, StoreError};
+use edgewise_host::management::store::{Admit, Installed, Store, StoreError};
+use edgewise_host::runtime::cache::Cache;
 use edgewise_host::runtime::plugin::CompiledPlugin;
 use edgewise_host::worker::Worker;
 use edgewise_host::worker::supervisor::RestartPolicy;
@@ -84,7 +85,7 @@ fn snapshot(root: &Path) -> (String, Vec<String>) {
 }
 
 fn refusal(store: &Store, bytes: &[u8]) -> String {
-    match store.install(bytes, Path::new("candidate.ewb")) {
+    match store.install(bytes, Path::new("candidate.ewb"), Admit::Update) {
         Ok(done) => panic!("installed: {done:?}"),
         Err(e) => e.to_string(),
     }
@@ -303,7 +304,7 @@ fn the_store_refuses_rollbacks_accepts_a_signed_rollback_and_ignores_a_repeat() 
         ],
         false,
     );
-    let install = |bytes: &[u8]| store.install(bytes, Path::new("t.ewb"));
+    let install = |bytes: &[u8]| store.install(bytes, Path::new("t.ewb"), Admit::Update);
     assert!(matches!(
         install(&r1),
         Ok(Installed::Activated { release: 1, .. })
@@ -334,9 +335,36 @@ fn the_store_refuses_rollbacks_accepts_a_signed_rollback_and_ignores_a_repeat() 
     );
     assert_eq!(snapshot(root.path()), before, "refusals change nothing");
 
+    // A rollback bundle, validly signed: pushed as an update it is refused (a rollback signed
+    // once would otherwise be valid forever); named by an operator's rollback, it goes in.
     let back = packed("threshold", &trust.release, &[], true);
+    let back_digest = Bundle::parse(&back).expect("bundle").digest();
+    assert!(
+        matches!(
+            install(&back),
+            Err(StoreError::RollbackNotAsked {
+                offered: 1,
+                highest: 2,
+                ..
+            })
+        ),
+        "a rollback bundle offered as an update"
+    );
+    assert_eq!(
+        snapshot(root.path()),
+        before,
+        "that refusal changes nothing"
+    );
+    let other = Bundle::parse(&r2).expect("bundle").digest();
+    assert!(
+        matches!(
+            store.install(&back, Path::new("t.ewb"), Admit::Rollback(&other)),
+            Err(StoreError::RollbackNotAsked { .. })
+        ),
+        "a rollback asked for another bundle"
+    );
     assert!(matches!(
-        install(&back),
+        store.install(&back, Path::new("t.ewb"), Admit::Rollback(&back_digest)),
         Ok(Installed::Activated { release: 1, .. })
     ));
     let listed = store.list().expect("list");
@@ -351,7 +379,7 @@ fn every_refused_bundle_leaves_the_store_and_its_plugins_as_they_were() {
     let store = Store::open(root.path(), trust.parsed(false), 4 << 20).expect("store");
     let good = packed("vibration-fault", &trust.release, &[], false);
     store
-        .install(&good, Path::new("good.ewb"))
+        .install(&good, Path::new("good.ewb"), Admit::Update)
         .expect("installs");
     let before = snapshot(root.path());
     // A release 2 of the same plugin, to be spoilt in one way each.
@@ -403,7 +431,11 @@ fn every_refused_bundle_leaves_the_store_and_its_plugins_as_they_were() {
     cases.push(("unknown key", b.to_bytes(), "not in the keyring"));
     let mut b = next();
     resign(&mut b, &trust.operator, PayloadType::Manifest);
-    cases.push(("operator key", b.to_bytes(), "not a Release key"));
+    cases.push((
+        "operator key",
+        b.to_bytes(),
+        "is an operator key, not a release key",
+    ));
     let mut b = next();
     resign(&mut b, &trust.release, PayloadType::Command);
     cases.push((
@@ -462,8 +494,12 @@ fn a_bundle_changed_on_disk_is_quarantined_and_the_last_known_good_one_runs() {
         &[("release = 1", "release = 2")],
         false,
     );
-    store.install(&r1, Path::new("r1.ewb")).expect("r1");
-    store.install(&r2, Path::new("r2.ewb")).expect("r2");
+    store
+        .install(&r1, Path::new("r1.ewb"), Admit::Update)
+        .expect("r1");
+    store
+        .install(&r2, Path::new("r2.ewb"), Admit::Update)
+        .expect("r2");
     let digest = |bytes: &[u8]| Bundle::parse(bytes).expect("bundle").digest();
     let r2_digest = digest(&r2);
     let on_disk = root.path().join("bundles").join(format!("{r2_digest}.ewb"));
@@ -497,6 +533,7 @@ fn a_revoked_keys_bundles_stop_loading() {
         .install(
             &packed("threshold", &trust.release, &[], false),
             Path::new("t.ewb"),
+            Admit::Update,
         )
         .expect("installs");
     let revoked = Store::open(root.path(), trust.parsed(true), DEFAULT_MAX_BYTES).expect("store");
@@ -511,63 +548,84 @@ fn a_revoked_keys_bundles_stop_loading() {
 }
 
 #[test]
-fn compiled_components_are_cached_and_a_spoilt_cache_entry_is_compiled_again() {
+fn compiled_components_are_cached_and_an_entry_not_bound_to_its_bundle_is_compiled_again() {
+    // Regression: another plugin's cached code in this plugin's slot ran as this plugin, and
+    // 11 of 12 bit flips in cached code loaded unnoticed. An entry is now bound to its bundle
+    // and engine by its header and a MAC under a key only this host holds.
     let trust = Trust::new();
     let root = tempfile::tempdir().expect("temporary directory");
     let store = Store::open(root.path(), trust.parsed(false), DEFAULT_MAX_BYTES).expect("store");
-    store
-        .install(
-            &packed("threshold", &trust.release, &[], false),
-            Path::new("t.ewb"),
-        )
-        .expect("installs");
+    for name in ["threshold", "template"] {
+        let bytes = packed(name, &trust.release, &[], false);
+        store
+            .install(&bytes, Path::new("b.ewb"), Admit::Update)
+            .expect("installs");
+    }
     let loaded = store.load_all().expect("load");
-    let bundle = loaded[0].bundle.as_ref().expect("verified");
-    let cache = store.cache_dir();
+    let bundle_of = |name: &str| {
+        loaded
+            .iter()
+            .find(|l| l.plugin == name)
+            .and_then(|l| l.bundle.as_ref().ok())
+            .expect("verified")
+    };
+    let (threshold, template) = (bundle_of("threshold"), bundle_of("template"));
+    let cache = Cache::open(&store.cache_dir()).expect("cache");
     let settings = BTreeMap::new();
-    let alert_for = |plugin: CompiledPlugin| {
+    // Threshold's answer to a hot oven: an alert; template would echo it instead.
+    let alerts = |plugin: CompiledPlugin| {
         let mut worker = Worker::new(std::sync::Arc::new(plugin), RestartPolicy::default());
         let out = worker
             .handle(&message("sensors/oven/reading", br#"{"value": 95}"#))
             .unwrap_or_else(|e| panic!("{e}"));
         out.iter().any(|p| p.topic == "alerts/oven")
     };
+    let compile = |bundle| CompiledPlugin::from_bundle(runtime(), bundle, &settings, Some(&cache));
+    assert!(alerts(compile(threshold).expect("compiles")));
+    compile(template).expect("compiles");
+    let entry_of = |digest: &str| {
+        std::fs::read_dir(store.cache_dir())
+            .expect("cache")
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| {
+                p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with(digest))
+            })
+            .expect("a cache entry")
+    };
+    let (mine, theirs) = (entry_of(&threshold.digest), entry_of(&template.digest));
+    let good = std::fs::read(&mine).expect("entry");
+    assert!(alerts(compile(threshold).expect("from the cache")));
 
-    let first =
-        CompiledPlugin::from_bundle(runtime(), bundle, &settings, Some(&cache)).expect("compiles");
-    assert!(alert_for(first));
-    let entries: Vec<PathBuf> = std::fs::read_dir(&cache)
-        .expect("cache")
-        .flatten()
-        .map(|e| e.path())
-        .collect();
-    assert_eq!(entries.len(), 1, "{entries:?}");
-    let name = entries[0]
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    assert!(
-        name.starts_with(&bundle.digest) && name.ends_with(".cwasm"),
-        "{name}"
+    let spoil = |bytes: Vec<u8>, why: &str| {
+        std::fs::write(&mine, &bytes).expect("spoil the entry");
+        let plugin = compile(threshold).unwrap_or_else(|e| panic!("{why}: {e}"));
+        assert!(alerts(plugin), "{why}: threshold's code runs as threshold");
+        let rewritten = std::fs::read(&mine).expect("entry");
+        assert_ne!(rewritten, bytes, "{why}: compiled again and rewritten");
+    };
+    spoil(
+        std::fs::read(&theirs).expect("entry"),
+        "template's entry in threshold's slot",
     );
-
-    let cached = CompiledPlugin::from_bundle(runtime(), bundle, &settings, Some(&cache))
-        .expect("from the cache");
-    assert!(alert_for(cached));
-
-    std::fs::write(&entries[0], b"not a compiled component").expect("spoil");
-    let again = CompiledPlugin::from_bundle(runtime(), bundle, &settings, Some(&cache))
-        .expect("recompiles");
-    assert!(alert_for(again));
-    let rewritten = std::fs::read(&entries[0]).expect("cache entry");
-    assert_ne!(rewritten, b"not a compiled component");
+    // The same, with its header rewritten to name threshold's bundle: only the MAC tells.
+    let mut forged = std::fs::read(&theirs).expect("entry");
+    forged[8..72].copy_from_slice(threshold.digest.as_bytes());
+    spoil(forged, "a forged header");
+    for at in [good.len() / 3, good.len() / 2, good.len() - 1] {
+        let mut flipped = good.clone();
+        flipped[at] ^= 0x10;
+        spoil(flipped, &format!("a bit flipped at byte {at}"));
+    }
+    spoil(b"not a compiled component".to_vec(), "garbage");
 }
 
 #[test]
-fn a_key_rotation_needs_the_old_key_and_the_new_one_and_revokes_the_old_bundles() {
+fn a_release_key_rotation_needs_a_threshold_of_root_keys_and_revokes_the_old_bundles() {
     let work = tempfile::tempdir().expect("temporary directory");
     let path = |name: &str| work.path().join(name).to_string_lossy().into_owned();
-    for name in ["old", "new"] {
+    for name in ["root-a", "root-b", "old", "new"] {
         assert!(cli(&["keygen", &path(name)]).status.success());
     }
     let public = |name: &str| {
@@ -576,16 +634,21 @@ fn a_key_rotation_needs_the_old_key_and_the_new_one_and_revokes_the_old_bundles(
             .trim()
             .to_owned()
     };
-    let entry = |name: &str, revoked: bool| {
+    let entry = |name: &str, role: &str, revoked: bool| {
         format!(
-            "\n[[keys]]\nname = \"{name}\"\nrole = \"release\"\npublic-key = \"{}\"\nrevoked = {revoked}\n",
+            "\n[[keys]]\nname = \"{name}\"\nrole = \"{role}\"\npublic-key = \"{}\"\nrevoked = {revoked}\n",
             public(name)
         )
     };
+    let head = |version: u64| {
+        format!("version = {version}\nexpires = 2099-01-01T00:00:00Z\n\n[thresholds]\nroot = 2\n")
+    };
+    let roots = || entry("root-a", "root", false) + &entry("root-b", "root", false);
     let broker = Broker::start();
     let mut gw = Gateway::prepare(&broker, "rotating", &[], "");
     let keyring = gw.dir().join("keyring.toml");
-    std::fs::write(&keyring, format!("version = 1\n{}", entry("old", false))).expect("keyring");
+    let first = head(1) + &roots() + &entry("old", "release", false);
+    std::fs::write(&keyring, &first).expect("keyring");
     gw.signed_only(&keyring);
     let config = gw.dir().join("gateway.toml").to_string_lossy().into_owned();
 
@@ -607,11 +670,9 @@ fn a_key_rotation_needs_the_old_key_and_the_new_one_and_revokes_the_old_bundles(
     );
 
     let rotated = path("keyring-v2.toml");
-    std::fs::write(
-        &rotated,
-        format!("version = 2\n{}{}", entry("old", true), entry("new", false)),
-    )
-    .expect("new keyring");
+    let second =
+        head(2) + &roots() + &entry("old", "release", true) + &entry("new", "release", false);
+    std::fs::write(&rotated, &second).expect("new keyring");
     let sign = |keys: &[&str], out: &str| {
         let mut args = vec!["keyring", "sign", rotated.as_str(), "-o", out];
         let keys: Vec<String> = keys.iter().map(|k| path(&format!("{k}.key"))).collect();
@@ -621,35 +682,45 @@ fn a_key_rotation_needs_the_old_key_and_the_new_one_and_revokes_the_old_bundles(
         let out = cli(&args);
         assert!(out.status.success(), "{}", text(&out.stderr));
     };
-    let only_new = path("only-new.json");
-    sign(&["new"], &only_new);
-    let refused = cli(&["keyring", "apply", &only_new, "--config", &config]);
-    assert!(!refused.status.success());
-    assert!(
-        text(&refused.stderr).contains("not signed by any key of the current keyring"),
-        "{}",
-        text(&refused.stderr)
-    );
-    let only_old = path("only-old.json");
-    sign(&["old"], &only_old);
-    let refused = cli(&["keyring", "apply", &only_old, "--config", &config]);
-    assert!(
-        text(&refused.stderr).contains("new key `new`"),
-        "{}",
-        text(&refused.stderr)
-    );
-    assert!(
-        std::fs::read_to_string(&keyring)
-            .expect("keyring")
-            .starts_with("version = 1"),
-        "refused updates change nothing"
-    );
+    for (signers, why) in [
+        (
+            vec!["old", "new"],
+            "signed by 0 of the current keyring's root keys, 2 needed",
+        ),
+        (
+            vec!["root-a"],
+            "signed by 1 of the current keyring's root keys, 2 needed",
+        ),
+        (
+            vec!["root-a", "root-a"],
+            "signed by 1 of the current keyring's root keys, 2 needed",
+        ),
+    ] {
+        let update = path("update.json");
+        sign(&signers, &update);
+        let refused = cli(&["keyring", "apply", &update, "--config", &config]);
+        assert!(!refused.status.success(), "{signers:?} changed the keyring");
+        assert!(
+            text(&refused.stderr).contains(why),
+            "{signers:?}: {}",
+            text(&refused.stderr)
+        );
+        assert_eq!(
+            std::fs::read_to_string(&keyring).expect("keyring"),
+            first,
+            "a refused update changes nothing"
+        );
+    }
 
     let both = path("both.json");
-    sign(&["old", "new"], &both);
+    sign(&["root-a", "root-b"], &both);
     let applied = cli(&["keyring", "apply", &both, "--config", &config]);
     assert!(applied.status.success(), "{}", text(&applied.stderr));
-    assert!(text(&applied.stdout).contains("version 2 (2 keys, 1 revoked)"));
+    assert!(
+        text(&applied.stdout).contains("version 2 (4 keys, 1 revoked)"),
+        "{}",
+        text(&applied.stdout)
+    );
 
     // The bundle the old key signed no longer loads; the gateway says why.
     gw.launch(&broker);

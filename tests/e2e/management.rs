@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use edgewise_host::management::store::Store;
+use edgewise_host::management::store::{Admit, Store};
 use edgewise_signing::SecretKey;
 use edgewise_signing::bundle::DEFAULT_MAX_BYTES;
 use edgewise_signing::command::{Action, Command as Cmd};
@@ -75,6 +75,7 @@ impl Managed {
             .install(
                 &pack_example(plugin, &release, changes, false),
                 Path::new("v1.ewb"),
+                Admit::Update,
             )
             .expect("v1 installs");
         let work = tempfile::tempdir().expect("temporary directory");
@@ -388,7 +389,7 @@ fn forged_replayed_expired_misdirected_retained_and_malformed_commands_are_refus
         )
         .sign(&m.release),
     );
-    assert!(reason_for("forged").contains("not a Operator key"));
+    assert!(reason_for("forged").contains("is a release key, not an operator key"));
 
     let stranger = SecretKey::generate().expect("key");
     m.send(&m.command("stranger", 14, Action::List).sign(&stranger));
@@ -512,7 +513,7 @@ fn two_gateways_of_a_group_converge_on_a_new_desired_state_one_of_them_after_bei
                 DEFAULT_MAX_BYTES,
             )
             .expect("store")
-            .install(&v1, Path::new("v1.ewb"))
+            .install(&v1, Path::new("v1.ewb"), Admit::Update)
             .expect("v1 installs");
             gw.launch(&broker);
             gw

@@ -9,7 +9,7 @@ use edgewise_signing::{Bundle, Keyring, Manifest, SecretKey};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::config::Config;
-use crate::management::store::{Installed, Store};
+use crate::management::store::{Admit, Installed, Store};
 
 /// Pack a plugin directory into a signed bundle.
 #[derive(clap::Args)]
@@ -52,6 +52,10 @@ pub struct InstallArgs {
     /// The gateway's configuration (for its store and keyring).
     #[arg(long, short, default_value = "gateway.toml")]
     config: PathBuf,
+    /// Install a bundle signed as a rollback (`pack --rollback`) to an older release: the
+    /// operator at the gateway asks for exactly this bundle.
+    #[arg(long)]
+    allow_rollback: bool,
 }
 
 pub fn pack(args: PackArgs) -> anyhow::Result<ExitCode> {
@@ -146,8 +150,16 @@ pub fn install(args: InstallArgs) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("{}: no `keyring` configured", args.config.display()))?;
     let keyring = Keyring::from_file(keyring_path)?;
     let store = Store::open(&config.store, keyring, config.max_bundle_bytes())?;
+    let bytes = edgewise_signing::bundle::read_capped(&args.bundle, config.max_bundle_bytes())?;
+    let digest = edgewise_signing::Bundle::parse(&bytes)
+        .map(|b| b.digest())
+        .with_context(|| args.bundle.display().to_string())?;
+    let admit = match args.allow_rollback {
+        true => Admit::Rollback(&digest),
+        false => Admit::Update,
+    };
     match store
-        .install_file(&args.bundle)
+        .install(&bytes, &args.bundle, admit)
         .with_context(|| format!("{} not installed", args.bundle.display()))?
     {
         Installed::Activated {

@@ -74,8 +74,14 @@ enum CtlAction {
     Stop { plugin: String },
     /// Uninstall a plugin.
     Remove { plugin: String },
-    /// Go back to a plugin's last-known-good bundle.
-    Rollback { plugin: String },
+    /// Go back to a plugin's last-known-good bundle, or to the bundle `--to` names (in the
+    /// gateway's store, or retained on its topic by `edgewise push --rollback`).
+    Rollback {
+        plugin: String,
+        /// The digest of the bundle to go back to.
+        #[arg(long)]
+        to: Option<String>,
+    },
     /// Change a plugin's settings: `--set key=value`, repeatable.
     Config {
         plugin: String,
@@ -100,6 +106,16 @@ pub struct PushArgs {
     /// (for bundles too large for one command, or to reuse one upload for many gateways).
     #[arg(long, conflicts_with = "group")]
     by_digest: bool,
+    /// Roll the plugin back to this bundle, one signed as a rollback (`edgewise pack
+    /// --rollback`): uploads it by digest and sends a rollback command naming it. A rollback
+    /// bundle goes in no other way.
+    #[arg(long, conflicts_with = "group")]
+    rollback: bool,
+    /// With --group: days the new desired state is valid. Gateways refuse it once expired, and
+    /// report `stale` when the newest they have is older than their freshness window, so push
+    /// again within both.
+    #[arg(long, default_value_t = 30, requires = "group")]
+    valid_days: u64,
     #[command(flatten)]
     connection: Connection,
 }
@@ -111,7 +127,7 @@ pub fn ctl(args: CtlArgs) -> anyhow::Result<ExitCode> {
         CtlAction::Start { plugin } => Action::Start { plugin },
         CtlAction::Stop { plugin } => Action::Stop { plugin },
         CtlAction::Remove { plugin } => Action::Remove { plugin },
-        CtlAction::Rollback { plugin } => Action::Rollback { plugin },
+        CtlAction::Rollback { plugin, to } => Action::Rollback { plugin, digest: to },
         CtlAction::Config { plugin, settings } => {
             let mut parsed = BTreeMap::new();
             for pair in settings {
@@ -132,10 +148,20 @@ pub fn ctl(args: CtlArgs) -> anyhow::Result<ExitCode> {
 pub fn push(args: PushArgs) -> anyhow::Result<ExitCode> {
     let bytes = bundle::read_capped(&args.bundle, DEFAULT_MAX_BYTES)?;
     if let Some(group) = &args.group {
-        return push_group(bytes, group, &args.connection);
+        return push_group(bytes, group, args.valid_days, &args.connection);
     }
     let gateway = args.gateway.context("--gateway or --group")?;
-    let action = if args.by_digest {
+    let action = if args.rollback {
+        let parsed = edgewise_signing::Bundle::parse(&bytes)?;
+        let digest = parsed.digest();
+        let text = String::from_utf8(parsed.manifest).context("manifest is not UTF-8")?;
+        let plugin = edgewise_signing::Manifest::parse(&text, &args.bundle)?.name;
+        publish_retained(&args.connection, &namespace::bundle(&digest), bytes)?;
+        Action::Rollback {
+            plugin,
+            digest: Some(digest),
+        }
+    } else if args.by_digest {
         let digest = edgewise_signing::Bundle::parse(&bytes)?.digest();
         publish_retained(&args.connection, &namespace::bundle(&digest), bytes)?;
         Action::Update {
@@ -244,6 +270,7 @@ fn broker_address(url: &str) -> anyhow::Result<(String, u16, bool)> {
 fn push_group(
     bundle_bytes: Vec<u8>,
     group: &str,
+    valid_days: u64,
     connection: &Connection,
 ) -> anyhow::Result<ExitCode> {
     let parsed = edgewise_signing::Bundle::parse(&bundle_bytes)?;
@@ -281,10 +308,20 @@ fn push_group(
         let now = now_ms();
         let mut plugins = current.as_ref().map(|d| d.plugins.clone()).unwrap_or_default();
         plugins.insert(manifest.name.clone(), digest.clone());
+        // A version is at most its document's issue time (gateways refuse more), so the clock
+        // is the version: a group's desired state ahead of this machine's clock means one clock
+        // is wrong.
+        if let Some(ahead) = current.as_ref().filter(|d| d.version >= now) {
+            bail!(
+                "the desired state of group {group} has version {}, not behind this machine's clock ({now} ms): check the clocks",
+                ahead.version
+            );
+        }
         let desired = DesiredState {
             group: group.to_owned(),
-            version: current.as_ref().map_or(0, |d| d.version + 1).max(now),
+            version: now,
             issued_at_ms: now,
+            expires_at_ms: now.saturating_add(valid_days.saturating_mul(86_400_000)),
             plugins,
         };
         client
@@ -308,7 +345,11 @@ fn push_group(
 }
 
 /// Publishes `payload` retained at QoS 1 and waits for the broker's acknowledgement.
-fn publish_retained(connection: &Connection, topic: &str, payload: Vec<u8>) -> anyhow::Result<()> {
+pub(crate) fn publish_retained(
+    connection: &Connection,
+    topic: &str,
+    payload: Vec<u8>,
+) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -3,7 +3,8 @@
 //!
 //! Sits beside the router on the inbound path: a message under `edgewise/` is never routed to
 //! a plugin (no plugin may subscribe there, see `edgewise_signing::namespace`); it comes here.
-//! Commands, desired states and bundles go to the manager thread as [`Request`]s, which checks
+//! Commands, desired states, keyring updates and bundles go to the manager thread as
+//! [`Request`]s, which checks
 //! them there (signatures over whole bundles, an fsync per command): this task, which polls
 //! MQTT, does no more than look at a topic and a size. Anything larger than a command can be
 //! is refused unread. A status with another process's
@@ -30,6 +31,7 @@ pub struct Control {
     gateway: String,
     command: String,
     desired: Option<String>,
+    keyring: Vec<String>,
     status: String,
     instance: String,
     max_command_bytes: usize,
@@ -47,6 +49,7 @@ impl Control {
             gateway: config.gateway_id.clone(),
             command: config.command_topic(),
             desired: config.desired_topic(),
+            keyring: config.keyring_topics(),
             status: config.status_topic(),
             instance: format!("{:016x}", rand::rng().random::<u64>()),
             max_command_bytes: config.max_command_bytes(),
@@ -67,6 +70,7 @@ impl Control {
         if self.managed {
             topics.push(self.command.clone());
             topics.extend(self.desired.clone());
+            topics.extend(self.keyring.iter().cloned());
         }
         topics
     }
@@ -102,6 +106,8 @@ impl Control {
             }
         } else if self.desired.as_deref() == Some(topic) {
             Request::Desired(delivery.payload.to_vec())
+        } else if self.keyring.iter().any(|t| t == topic) {
+            Request::Keyring(delivery.payload.to_vec())
         } else if let Some(digest) = namespace::bundle_digest(topic) {
             Request::Bundle(digest.to_owned(), delivery.payload.to_vec())
         } else {

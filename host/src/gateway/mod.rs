@@ -54,12 +54,13 @@ pub use self::slot::Options;
 use self::slot::{Slot, load_plugin, plugin_sources};
 use self::status::Status;
 use crate::config::Config;
-use crate::management::commands::CommandLog;
 use crate::management::store::StoreError;
+use crate::management::trust::Trust;
 use crate::management::{Change, Manager, Replier, Request};
 use crate::metrics::Metrics;
 use crate::mqtt::{Backoff, Connection, Delivery, Event, Link, offline_status};
-use crate::runtime::{Runtime, RuntimeError};
+use crate::runtime::cache::Cache;
+use crate::runtime::{Compiler, Runtime, RuntimeError};
 use crate::worker::Worker;
 use crate::worker::probation::Probation;
 use crate::worker::thread::{Job, Report, Shared, Swap, dead_letter};
@@ -155,20 +156,27 @@ impl Gateway {
             tracing::info!(%addr, "serving metrics");
         }
 
+        // Compiled components of signed bundles; without a store (unsigned development
+        // directories) nothing is cached.
+        let cache = store
+            .as_ref()
+            .and_then(|store| match Cache::open(&store.cache_dir()) {
+                Ok(cache) => Some(Arc::new(cache)),
+                Err(e) => {
+                    tracing::warn!("compiled cache unusable, every start compiles: {e}");
+                    None
+                }
+            });
+        let compiler = Compiler { runtime, cache };
         let (requests, requests_rx) = std::sync::mpsc::channel();
         let (changes_tx, changes) = mpsc::unbounded_channel();
         let managed = store.is_some();
         if let Some(store) = store {
-            let commands = CommandLog::open(
-                store.root().join("commands.json"),
-                &config.gateway_id,
-                &config.response_prefix,
-                store.keyring().clone(),
-            )?;
+            let trust = Trust::open(store.root(), config.trust)?;
             let manager = Manager::new(
-                runtime.clone(),
+                compiler.clone(),
                 store,
-                commands,
+                trust,
                 config.clone(),
                 metrics.clone(),
                 changes_tx,
@@ -193,10 +201,10 @@ impl Gateway {
         let control = Control::new(&config, managed, requests.clone());
         let mut status = Status::new(&config.gateway_id, control.instance(), refused);
 
-        let cache = config.store.join("cache");
         let mut slots: Vec<Slot> = Vec::new();
         for (source, stopped) in sources {
-            let (worker, entry) = match load_plugin(&runtime, &config, source, &cache, &metrics) {
+            let loaded = load_plugin(&compiler, &config, source, &metrics);
+            let (worker, entry) = match loaded {
                 Ok(loaded) => loaded,
                 Err((name, entry)) => {
                     status.plugins.insert(name, entry);
@@ -509,7 +517,10 @@ impl Gateway {
     // ---- the manager's changes
 
     fn on_change(&mut self, change: Change) {
-        if !matches!(change, Change::Subscribe(_) | Change::Fleet(_)) {
+        if !matches!(
+            change,
+            Change::Subscribe(_) | Change::Fleet(_) | Change::Trust(_)
+        ) {
             // A change, and `list` and `status` above all, starts from the plugins' state now,
             // not at the last checkup.
             self.status.read_vitals(&self.slots, &self.metrics);
@@ -533,6 +544,12 @@ impl Gateway {
             Change::Fleet(progress) => {
                 self.status.fleet = progress;
                 self.publish_status();
+            }
+            Change::Trust(trust) => {
+                if self.status.trust != trust {
+                    self.status.trust = trust;
+                    self.publish_status();
+                }
             }
             Change::Health { plugin, entry } => {
                 self.status.merge(&plugin, entry);

@@ -20,7 +20,7 @@ use super::flow::Lane;
 use crate::config::Config;
 use crate::management::store::Store;
 use crate::metrics::{Metrics, PluginMetrics};
-use crate::runtime::Runtime;
+use crate::runtime::Compiler;
 use crate::runtime::plugin::{CompiledPlugin, MANIFEST_FILE};
 use crate::worker::Worker;
 use crate::worker::mailbox::Mailbox;
@@ -222,10 +222,9 @@ fn dir_name(dir: &Path) -> String {
 
 /// Loads one plugin, ready to start on its thread; the error is its name and status entry.
 pub fn load_plugin(
-    runtime: &Runtime,
+    compiler: &Compiler,
     config: &Config,
     source: Source,
-    cache: &Path,
     metrics: &Arc<Metrics>,
 ) -> Result<(Worker, Value), (String, Value)> {
     let label = match &source {
@@ -243,7 +242,8 @@ pub fn load_plugin(
         Source::Bundle(bundle, overrides) => {
             let mut settings = config.settings_for(&bundle.manifest.name);
             settings.extend(overrides);
-            let plugin = CompiledPlugin::from_bundle(runtime, &bundle, &settings, Some(cache))
+            let plugin = compiler
+                .plugin(&bundle, &settings)
                 .map_err(|e| failed(e.to_string()))?;
             (plugin, crate::management::describe(&bundle))
         }
@@ -251,8 +251,9 @@ pub fn load_plugin(
             let manifest =
                 Manifest::from_file(&dir.join(MANIFEST_FILE)).map_err(|e| failed(e.to_string()))?;
             let settings = config.settings_for(&manifest.name);
-            let plugin = CompiledPlugin::from_manifest(runtime, &dir, manifest, &settings)
-                .map_err(|e| failed(e.to_string()))?;
+            let plugin =
+                CompiledPlugin::from_manifest(&compiler.runtime, &dir, manifest, &settings)
+                    .map_err(|e| failed(e.to_string()))?;
             (plugin, json!({ "signed": false }))
         }
     };

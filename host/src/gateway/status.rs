@@ -22,6 +22,8 @@ pub struct Status {
     pub plugins: BTreeMap<String, Value>,
     /// The fleet roll-out's progress (`null` outside a fleet).
     pub fleet: Value,
+    /// The state of the gateway's trust: keyring, what is stale (`null` when unmanaged).
+    pub trust: Value,
 }
 
 impl Status {
@@ -34,6 +36,7 @@ impl Status {
             started_at_ms: crate::clock::now_ms(),
             plugins,
             fleet: Value::Null,
+            trust: Value::Null,
         }
     }
 
@@ -47,6 +50,7 @@ impl Status {
             "started_at_ms": self.started_at_ms,
             "plugins": self.plugins.values().collect::<Vec<_>>(),
             "fleet": self.fleet,
+            "trust": self.trust,
         })
         .to_string()
     }

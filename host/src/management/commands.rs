@@ -1,24 +1,23 @@
 //! The check every management command passes before anything is done: signature, gateway,
 //! expiry, replay.
 //!
-//! [`CommandLog::check`] refuses, with a reason, what is retained, malformed, forged, for
-//! another gateway, expired, or carries a sequence number already used. It records the new
-//! high-water mark on disk before anything is done, and answers a QoS 1 duplicate of an
-//! accepted command with its last reply instead of running it twice. It runs on the manager's
-//! thread, never on the task that polls MQTT.
+//! [`CommandLog::check`] refuses, with a reason, what is retained, malformed, forged (too few
+//! operator signatures), for another gateway, or out of its time or sequence bounds
+//! ([`Trust::check_command`]); it records the new sequence number on disk before anything is
+//! done, and answers a QoS 1 duplicate of an accepted command with its last reply instead of
+//! running it twice. It runs on the manager's thread, never on the task that polls MQTT.
 
 use std::collections::VecDeque;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use edgewise_signing::command::{Command, safe_id, untrusted_id};
+use edgewise_signing::keyring::rfc3339;
 use edgewise_signing::{Keyring, namespace};
 use rumqttc::QoS;
-use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::reply::Replier;
-use super::store::{StoreError, write_atomically};
+use super::trust::Trust;
 use crate::mqtt::{Link, Response};
 
 /// How many accepted commands are remembered for answering duplicates.
@@ -26,18 +25,10 @@ const REMEMBERED: usize = 64;
 
 /// What the gateway knows of the commands it was sent.
 pub struct CommandLog {
-    path: PathBuf,
     gateway: String,
     response_prefix: String,
     keyring: Keyring,
-    high_water: u64,
     recent: VecDeque<(String, u64, Arc<Mutex<Value>>)>,
-}
-
-#[derive(Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-struct LogFile {
-    high_water: u64,
 }
 
 /// The outcome of checking one command message.
@@ -51,34 +42,20 @@ pub enum Checked {
 }
 
 impl CommandLog {
-    /// The log kept in `path` (created on first use), for gateway `gateway`, answering MQTT 5
+    /// The log of gateway `gateway`, checking signatures with `keyring`, answering MQTT 5
     /// requests of verified commands on response topics under `response_prefix`.
-    pub fn open(
-        path: PathBuf,
-        gateway: &str,
-        response_prefix: &str,
-        keyring: Keyring,
-    ) -> Result<Self, StoreError> {
-        let high_water = match std::fs::read(&path) {
-            Ok(bytes) => {
-                serde_json::from_slice::<LogFile>(&bytes)
-                    .map_err(|e| StoreError::State {
-                        path: path.clone(),
-                        problem: e.to_string(),
-                    })?
-                    .high_water
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
-            Err(source) => return Err(StoreError::Io { path, source }),
-        };
-        Ok(Self {
-            path,
+    pub fn new(gateway: &str, response_prefix: &str, keyring: Keyring) -> Self {
+        Self {
             gateway: gateway.to_owned(),
             response_prefix: response_prefix.to_owned(),
             keyring,
-            high_water,
             recent: VecDeque::new(),
-        })
+        }
+    }
+
+    /// Checks commands with `keyring` from now on (it was updated).
+    pub fn set_keyring(&mut self, keyring: Keyring) {
+        self.keyring = keyring;
     }
 
     /// Checks one message from the command topic, answering refusals and duplicates itself.
@@ -92,7 +69,7 @@ impl CommandLog {
         retained: bool,
         response: Option<Response>,
         link: &Arc<Link>,
-        now_ms: u64,
+        trust: &mut Trust,
     ) -> Checked {
         let replier = |id: &str, response: Option<Response>| {
             Replier::new(link.clone(), &self.gateway, id).with_response(response)
@@ -169,34 +146,22 @@ impl CommandLog {
             }
             return Checked::Duplicate;
         }
-        if now_ms > command.expires_at_ms {
+        if self.keyring.is_expired(trust.now_ms()) {
+            let at = self.keyring.expires_at_ms.map(rfc3339).unwrap_or_default();
             return refuse(
                 id,
                 format!(
-                    "expired at {} ms, {} ms ago",
-                    command.expires_at_ms,
-                    now_ms - command.expires_at_ms
+                    "this gateway's keyring expired at {at}: it takes no command until a keyring update arrives"
                 ),
             );
         }
-        if command.seq <= self.high_water {
-            return refuse(
-                id,
-                format!(
-                    "sequence number {} already used (this gateway is at {})",
-                    command.seq, self.high_water
-                ),
-            );
+        if let Err(reason) = trust.check_command(&command) {
+            return refuse(id, reason);
         }
-        // The high-water mark is on disk before anything is done.
-        let file = serde_json::to_vec(&LogFile {
-            high_water: command.seq,
-        })
-        .unwrap_or_default();
-        if let Err(e) = write_atomically(&self.path, &file) {
+        // The sequence number is on disk before anything is done.
+        if let Err(e) = trust.accept_command(&command) {
             return refuse(id, format!("cannot record the sequence number: {e}"));
         }
-        self.high_water = command.seq;
         let reply = replier(&command.id, response);
         if self.recent.len() == REMEMBERED {
             self.recent.pop_front();

@@ -2,20 +2,20 @@
 //!
 //! A desired state lists the plugins of the group and their bundle digests; the manager installs
 //! what is missing (asking for its bundles on `edgewise/bundles/<digest>`), swaps what
-//! differs, removes what is not listed, and reports its progress in the gateway's status. The
-//! version applied is kept in `<store>/fleet.json`, so an older desired state is refused.
+//! differs, removes what is not listed, and reports its progress in the gateway's status. Its
+//! version, issue time and expiry are judged by [`Trust`](super::trust::Trust), which keeps the
+//! one applied, so an older desired state is refused. A fleet never rolls a plugin back: a
+//! bundle signed as a rollback goes in only by an operator's rollback command.
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
 use std::time::Instant;
 
 use edgewise_signing::command::DesiredState;
 use edgewise_signing::namespace;
-use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::reply::Replier;
-use super::store::write_atomically;
+use super::store::Admit;
 use super::{Change, Manager, Unfinished};
 
 /// A desired state being applied: the bundles still awaited.
@@ -25,25 +25,7 @@ pub(super) struct Rollout {
     reply: Replier,
 }
 
-#[derive(Serialize, Deserialize, Default)]
-#[serde(rename_all = "kebab-case")]
-struct FleetFile {
-    applied_version: u64,
-}
-
 impl Manager {
-    fn fleet_path(&self) -> PathBuf {
-        self.store.root().join("fleet.json")
-    }
-
-    fn applied_version(&self) -> u64 {
-        std::fs::read(self.fleet_path())
-            .ok()
-            .and_then(|b| serde_json::from_slice::<FleetFile>(&b).ok())
-            .unwrap_or_default()
-            .applied_version
-    }
-
     fn report(&self, desired: Option<&DesiredState>, state: &str, error: Option<String>) {
         let mut fleet = json!({
             "group": self.config.group,
@@ -72,13 +54,13 @@ impl Manager {
             let error = format!("desired state for group `{}`", desired.group);
             return self.report(Some(&desired), "refused", Some(error));
         }
-        let applied = self.applied_version();
-        if desired.version < applied {
-            let error = format!(
-                "version {} is older than version {applied} applied here",
-                desired.version
-            );
+        if let Err(error) = self.trust.check_desired(&desired) {
             return self.report(Some(&desired), "refused", Some(error));
+        }
+        // Recorded before anything is done, as a command's sequence number is: a replay of an
+        // older one is refused from now on, and the gateway's trust is fresh again.
+        if let Err(e) = self.trust.accept_desired(&desired) {
+            return self.report(Some(&desired), "failed", Some(e.to_string()));
         }
         let installed = match self.store.list() {
             Ok(list) => list,
@@ -120,14 +102,19 @@ impl Manager {
     /// A bundle an `update` by digest or a roll-out may be waiting for.
     pub(super) fn bundle(&mut self, digest: &str, bytes: &[u8]) {
         if !bytes.is_empty()
-            && let Some((reply, received)) = self.awaiting.remove(digest)
+            && let Some(awaited) = self.awaiting.remove(digest)
         {
+            let reply = awaited.reply;
             let actual = edgewise_signing::Bundle::parse(bytes).map(|b| b.digest());
             if actual.as_deref().ok() != Some(digest) {
                 let reason = format!("the bundle on edgewise/bundles/{digest} is not that bundle");
                 return reply.send("failed", json!({ "reason": reason }));
             }
-            match self.update_bytes(bytes, &reply, received) {
+            let prepared = match &awaited.rollback_of {
+                Some(plugin) => self.roll_back_to(plugin, digest, bytes, &reply, awaited.received),
+                None => self.update_bytes(bytes, &reply, awaited.received, Admit::Update, None),
+            };
+            match prepared {
                 Ok(change) => {
                     let _ = self.changes.send(change);
                 }
@@ -150,7 +137,8 @@ impl Manager {
             let error = format!("the bundle on edgewise/bundles/{digest} is not that bundle");
             return self.report(Some(&desired), "failed", Some(error));
         }
-        match self.update_bytes(bytes, &reply, Instant::now()) {
+        // A fleet never rolls a plugin back: a bundle signed as a rollback is refused here.
+        match self.update_bytes(bytes, &reply, Instant::now(), Admit::Update, None) {
             Ok(change) => {
                 let _ = self.changes.send(change);
                 if let Some(r) = self.rollout.as_mut() {
@@ -170,16 +158,8 @@ impl Manager {
     }
 
     fn finish_if_done(&mut self) {
-        let Some(rollout) = self.rollout.take_if(|r| r.waiting.is_empty()) else {
-            return;
-        };
-        let file = serde_json::to_vec(&FleetFile {
-            applied_version: rollout.desired.version,
-        })
-        .unwrap_or_default();
-        match write_atomically(&self.fleet_path(), &file) {
-            Ok(()) => self.report(Some(&rollout.desired), "converged", None),
-            Err(e) => self.report(Some(&rollout.desired), "failed", Some(e.to_string())),
+        if let Some(rollout) = self.rollout.take_if(|r| r.waiting.is_empty()) {
+            self.report(Some(&rollout.desired), "converged", None);
         }
     }
 }

@@ -2,9 +2,9 @@
 //!
 //! The gateway task hands each message on `edgewise/<gateway>/cmd` to the [`Manager`]'s
 //! thread, where [`CommandLog::check`] refuses, with a reason, what is retained, malformed,
-//! forged, for another gateway, expired, or carries a sequence number already used. It records
-//! the new high-water mark on disk before anything is done, and answers a QoS 1 duplicate of an
-//! accepted command with its last reply instead of running it twice.
+//! forged, for another gateway, or out of its time and sequence bounds ([`trust`]). It records
+//! the new sequence number on disk before anything is done, and answers a QoS 1 duplicate of
+//! an accepted command with its last reply instead of running it twice.
 //!
 //! The [`Manager`] then carries out accepted commands, one at a time: it verifies and
 //! stages bundles in the store, compiles the new version and runs its `init` (all before
@@ -14,17 +14,22 @@
 //! `rolled-back`, `failed`, `refused`, or `done` with the result.
 //!
 //! Rooms: [`commands`] checks each command, [`reply`] answers it, [`fleet`] applies desired
-//! states, [`store`] keeps the bundles.
+//! states, [`keyring`] applies keyring updates and reports how fresh the gateway's trust is,
+//! [`trust`] keeps the counters and the clock documents are judged by, [`store`] keeps the
+//! bundles.
 
 pub mod commands;
 pub mod fleet;
+pub mod keyring;
 pub mod reply;
 pub mod store;
+pub mod trust;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Instant;
+use std::sync::mpsc::RecvTimeoutError;
+use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -36,12 +41,12 @@ use tokio::sync::mpsc::UnboundedSender;
 use self::commands::{Checked, CommandLog};
 use self::fleet::Rollout;
 pub use self::reply::Replier;
-use self::store::{Installed, Store};
+use self::store::{Admit, Installed, Store};
+use self::trust::Trust;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::mqtt::{Link, Response};
-use crate::runtime::Runtime;
-use crate::runtime::plugin::CompiledPlugin;
+use crate::runtime::Compiler;
 use crate::worker::Worker;
 use crate::worker::thread::Progress;
 
@@ -88,6 +93,8 @@ pub enum Change {
     Subscribe(Vec<String>),
     /// The fleet roll-out's progress, for the status.
     Fleet(Value),
+    /// The state of the gateway's trust (keyring, freshness), for the status.
+    Trust(Value),
     /// A plugin's status entry changed.
     Health {
         /// The plugin.
@@ -114,6 +121,8 @@ pub enum Request {
     },
     /// A fleet's desired state arrived (signed, maybe retained).
     Desired(Vec<u8>),
+    /// A keyring update arrived (signed, maybe retained).
+    Keyring(Vec<u8>),
     /// A bundle arrived on `edgewise/bundles/<digest>`.
     Bundle(String, Vec<u8>),
     /// A plugin thread went back to the old version during probation; make the store agree.
@@ -137,46 +146,83 @@ pub(crate) enum Unfinished {
 
 /// Carries out commands that change plugins, on its own thread.
 pub struct Manager {
-    runtime: Arc<Runtime>,
+    compiler: Compiler,
     store: Store,
     commands: CommandLog,
+    trust: Trust,
     config: Config,
     metrics: Arc<Metrics>,
     changes: UnboundedSender<Change>,
     link: Arc<Link>,
     /// A fleet roll-out waiting for bundles.
     rollout: Option<Rollout>,
-    /// `update` commands waiting for their bundle, by digest.
-    awaiting: BTreeMap<String, (Replier, Instant)>,
+    /// Commands waiting for their bundle on `edgewise/bundles/<digest>`, by digest.
+    awaiting: BTreeMap<String, Awaited>,
+    /// The last keyring update refused, for the status.
+    keyring_refusal: Option<String>,
+    /// What went stale, as last reported.
+    stale: Vec<String>,
+    /// When the manager started (for the freshness of a group's first desired state).
+    started_at_ms: u64,
 }
 
+/// A command waiting for its bundle.
+struct Awaited {
+    reply: Replier,
+    received: Instant,
+    /// `Some(plugin)` for a rollback to that bundle of `plugin`; `None` for an update.
+    rollback_of: Option<String>,
+}
+
+/// How often the manager looks at how fresh its trust is, when nothing else happens.
+const TRUST_CHECK: Duration = Duration::from_secs(60);
+
 impl Manager {
-    /// A manager over `store`, checking commands with `commands`.
+    /// A manager over `store`, checking commands against its keyring and `trust`.
     pub fn new(
-        runtime: Arc<Runtime>,
+        compiler: Compiler,
         store: Store,
-        commands: CommandLog,
+        trust: Trust,
         config: Config,
         metrics: Arc<Metrics>,
         changes: UnboundedSender<Change>,
         link: Arc<Link>,
     ) -> Self {
+        let commands = CommandLog::new(
+            &config.gateway_id,
+            &config.response_prefix,
+            store.keyring().clone(),
+        );
         Self {
-            runtime,
+            compiler,
             store,
             commands,
+            trust,
             config,
             metrics,
             changes,
             link,
             rollout: None,
             awaiting: BTreeMap::new(),
+            keyring_refusal: None,
+            stale: Vec::new(),
+            started_at_ms: crate::clock::now_ms(),
         }
     }
 
-    /// Runs requests until the channel closes.
+    /// Runs requests until the channel closes; reports how fresh its trust is at start, after
+    /// each request, and every minute.
     pub fn serve(mut self, requests: std::sync::mpsc::Receiver<Request>) {
-        for request in requests {
+        self.report_trust();
+        loop {
+            let request = match requests.recv_timeout(TRUST_CHECK) {
+                Ok(request) => request,
+                Err(RecvTimeoutError::Timeout) => {
+                    self.report_trust();
+                    continue;
+                }
+                Err(RecvTimeoutError::Disconnected) => return,
+            };
             match request {
                 Request::Command {
                     payload,
@@ -184,15 +230,18 @@ impl Manager {
                     response,
                     received,
                 } => {
-                    let now_ms = crate::clock::now_ms();
-                    if let Checked::Accepted(command, reply) = self
-                        .commands
-                        .check(&payload, retained, response, &self.link, now_ms)
-                    {
+                    if let Checked::Accepted(command, reply) = self.commands.check(
+                        &payload,
+                        retained,
+                        response,
+                        &self.link,
+                        &mut self.trust,
+                    ) {
                         self.run(*command, reply, received);
                     }
                 }
                 Request::Desired(payload) => self.desired(&payload),
+                Request::Keyring(payload) => self.keyring_update(&payload),
                 Request::Bundle(digest, bytes) => self.bundle(&digest, &bytes),
                 Request::RolledBack {
                     plugin,
@@ -221,6 +270,7 @@ impl Manager {
                     }
                 }
             }
+            self.report_trust();
         }
     }
 
@@ -229,7 +279,7 @@ impl Manager {
             Action::Update {
                 bundle_base64: Some(bundle_base64),
                 digest: None,
-            } => match self.update(&bundle_base64, &reply, received) {
+            } => match self.update(&bundle_base64, &reply, received, Admit::Update) {
                 Ok(change) => Ok(change),
                 Err(Unfinished::Answered) => return,
                 Err(Unfinished::Failed(reason)) => Err(reason),
@@ -237,12 +287,7 @@ impl Manager {
             Action::Update {
                 bundle_base64: None,
                 digest: Some(digest),
-            } => {
-                let topic = namespace::bundle(&digest);
-                reply.send("waiting", json!({ "for": topic }));
-                self.awaiting.insert(digest, (reply.clone(), received));
-                Ok(Change::Subscribe(vec![topic]))
-            }
+            } => Ok(self.await_bundle(digest, &reply, received, None)),
             Action::Update { .. } => Err("give one of `bundle-base64` and `digest`".into()),
             Action::Config { plugin, settings } => {
                 let settings = settings
@@ -257,7 +302,24 @@ impl Manager {
                         self.prepare(&bundle, &overrides, false, &reply, received)
                     })
             }
-            Action::Rollback { plugin } => self
+            Action::Rollback {
+                plugin,
+                digest: Some(digest),
+            } => match self.store.bundle_bytes(&digest) {
+                // Rolled back to before: the bundle is in the store still.
+                Some(bytes) => {
+                    match self.roll_back_to(&plugin, &digest, &bytes, &reply, received) {
+                        Ok(change) => Ok(change),
+                        Err(Unfinished::Answered) => return,
+                        Err(Unfinished::Failed(reason)) => Err(reason),
+                    }
+                }
+                None => Ok(self.await_bundle(digest, &reply, received, Some(plugin))),
+            },
+            Action::Rollback {
+                plugin,
+                digest: None,
+            } => self
                 .store
                 .rollback(&plugin)
                 .map_err(|e| e.to_string())
@@ -309,33 +371,85 @@ impl Manager {
             .map_err(|e| e.to_string())
     }
 
+    /// Subscribes to the bundle `digest` a command waits for (an update, or a rollback of
+    /// plugin `rollback_of`), and remembers the command.
+    fn await_bundle(
+        &mut self,
+        digest: String,
+        reply: &Replier,
+        received: Instant,
+        rollback_of: Option<String>,
+    ) -> Change {
+        let topic = namespace::bundle(&digest);
+        reply.send("waiting", json!({ "for": topic }));
+        let awaited = Awaited {
+            reply: reply.clone(),
+            received,
+            rollback_of,
+        };
+        self.awaiting.insert(digest, awaited);
+        Change::Subscribe(vec![topic])
+    }
+
+    /// A rollback an operator asked for: to bundle `digest` of `plugin`, a bundle signed as a
+    /// rollback (or any earlier one of the plugin's).
+    fn roll_back_to(
+        &self,
+        plugin: &str,
+        digest: &str,
+        bytes: &[u8],
+        reply: &Replier,
+        received: Instant,
+    ) -> Result<Change, Unfinished> {
+        let admit = Admit::Rollback(digest);
+        self.update_bytes(bytes, reply, received, admit, Some(plugin))
+    }
+
     /// Verify, stage, compile, `init`: everything before the switch.
     fn update(
         &self,
         bundle_base64: &str,
         reply: &Replier,
         received: Instant,
+        admit: Admit,
     ) -> Result<Change, Unfinished> {
         let bytes = BASE64
             .decode(bundle_base64)
             .map_err(|e| Unfinished::Failed(format!("bundle-base64: {e}")))?;
-        self.update_bytes(&bytes, reply, received)
+        self.update_bytes(&bytes, reply, received, admit, None)
     }
 
+    /// Installs and prepares the bundle in `bytes`; for a rollback, only if it is a bundle of
+    /// `plugin`.
     pub(crate) fn update_bytes(
         &self,
         bytes: &[u8],
         reply: &Replier,
         received: Instant,
+        admit: Admit,
+        plugin: Option<&str>,
     ) -> Result<Change, Unfinished> {
         let origin = PathBuf::from(format!("command {}", reply.id()));
+        if self.store.keyring().is_expired(self.trust.now_ms()) {
+            return Err(Unfinished::Failed(
+                "this gateway's keyring has expired: it installs nothing until a keyring update arrives".into(),
+            ));
+        }
         let verified = edgewise_signing::Bundle::verify(bytes, self.store.keyring(), &origin)
             .map_err(|e| Unfinished::Failed(e.to_string()))?;
+        if plugin.is_some_and(|p| p != verified.manifest.name) {
+            return Err(Unfinished::Failed(format!(
+                "bundle {} is a bundle of `{}`, not of `{}`",
+                verified.digest,
+                verified.manifest.name,
+                plugin.unwrap_or_default()
+            )));
+        }
         reply.send("verified", json!({ "bundle": describe(&verified) }));
         let plugin = verified.manifest.name.clone();
         match self
             .store
-            .install(bytes, &origin)
+            .install(bytes, &origin, admit)
             .map_err(|e| Unfinished::Failed(e.to_string()))?
         {
             Installed::AlreadyActive { .. } => {
@@ -391,8 +505,9 @@ impl Manager {
         let name = bundle.manifest.name.clone();
         let mut settings = self.config.settings_for(&name);
         settings.extend(overrides.clone());
-        let cache = self.config.store.join("cache");
-        let plugin = CompiledPlugin::from_bundle(&self.runtime, bundle, &settings, Some(&cache))
+        let plugin = self
+            .compiler
+            .plugin(bundle, &settings)
             .map_err(|e| e.to_string())?;
         self.metrics.instrument(&plugin);
         let mut worker = Worker::new(Arc::new(plugin), self.config.restart.policy());

@@ -59,6 +59,22 @@ pub enum StoreError {
         /// The highest accepted.
         highest: u64,
     },
+    /// A bundle signed as a rollback, offered by anything but a rollback command naming it.
+    #[error(
+        "plugin `{plugin}`: bundle {digest} is a rollback to release {offered} (release {highest} \
+         is accepted); a rollback bundle is installed only by an operator's rollback command \
+         naming its digest (`edgewise push --rollback`), never by an update or a fleet"
+    )]
+    RollbackNotAsked {
+        /// The plugin.
+        plugin: String,
+        /// The bundle's digest.
+        digest: String,
+        /// The bundle's release.
+        offered: u64,
+        /// The highest accepted.
+        highest: u64,
+    },
     /// The same release with other content.
     #[error(
         "plugin `{plugin}`: release {release} is already installed with other content; raise \
@@ -70,6 +86,17 @@ pub enum StoreError {
         /// The release.
         release: u64,
     },
+}
+
+/// On whose word a bundle is installed: a bundle signed as a rollback (`rollback = true`, a
+/// release not above the highest accepted) goes in only when the operator asked for exactly it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admit<'a> {
+    /// An update: a new release, never a step back.
+    Update,
+    /// A rollback an operator asked for, by this bundle digest (a signed `rollback` command,
+    /// or `edgewise install --allow-rollback` on the gateway itself).
+    Rollback(&'a str),
 }
 
 /// What an install did.
@@ -162,6 +189,18 @@ impl Store {
         &self.keyring
     }
 
+    /// Checks bundles against `keyring` from now on (it was updated).
+    pub fn set_keyring(&mut self, keyring: Keyring) {
+        self.keyring = keyring;
+    }
+
+    /// The bytes of bundle `digest` if the store holds it (installed now or before).
+    pub fn bundle_bytes(&self, digest: &str) -> Option<Vec<u8>> {
+        let hex = digest.len() == 64 && digest.bytes().all(|b| b.is_ascii_hexdigit());
+        hex.then(|| std::fs::read(self.bundle_path(digest)).ok())
+            .flatten()
+    }
+
     /// The directory of compiled components.
     pub fn cache_dir(&self) -> PathBuf {
         self.root.join("cache")
@@ -169,13 +208,18 @@ impl Store {
 
     /// Verifies the bundle file at `path` and makes it its plugin's active bundle. Nothing in
     /// the store changes unless every check passed.
-    pub fn install_file(&self, path: &Path) -> Result<Installed, StoreError> {
+    pub fn install_file(&self, path: &Path, admit: Admit) -> Result<Installed, StoreError> {
         let bytes = bundle::read_capped(path, self.max_bundle_bytes)?;
-        self.install(&bytes, path)
+        self.install(&bytes, path, admit)
     }
 
     /// Like [`Store::install_file`], from the bundle's bytes; `origin` names it in errors.
-    pub fn install(&self, bytes: &[u8], origin: &Path) -> Result<Installed, StoreError> {
+    pub fn install(
+        &self,
+        bytes: &[u8],
+        origin: &Path,
+        admit: Admit,
+    ) -> Result<Installed, StoreError> {
         if bytes.len() as u64 > self.max_bundle_bytes {
             return Err(BundleError::TooLarge {
                 max: self.max_bundle_bytes,
@@ -204,6 +248,16 @@ impl Store {
             }
             if release == p.highest_release && !manifest.rollback {
                 return Err(StoreError::Conflict { plugin, release });
+            }
+            // A rollback bundle is valid forever once signed: it steps back only when an
+            // operator names it now.
+            if release <= p.highest_release && admit != Admit::Rollback(&verified.digest) {
+                return Err(StoreError::RollbackNotAsked {
+                    plugin,
+                    digest: verified.digest,
+                    offered: release,
+                    highest: p.highest_release,
+                });
             }
         }
         write_atomically(&self.bundle_path(&verified.digest), bytes)?;

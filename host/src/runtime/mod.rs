@@ -4,10 +4,11 @@
 //! pooling allocator; the ticker thread advances the engine's epoch every [`TICK`] so that a
 //! guest call past its deadline traps. Owns that one thread; never touches the network.
 //!
-//! Inside: a [`plugin::CompiledPlugin`] is one plugin checked, compiled and linked once; an
-//! [`instance::Instance`] is one live sandbox of it; a [`failure::Failure`] says why a call
-//! did not return normally.
+//! Inside: a [`plugin::CompiledPlugin`] is one plugin checked, compiled and linked once (its
+//! machine code kept in the [`cache::Cache`]); an [`instance::Instance`] is one live sandbox
+//! of it; a [`failure::Failure`] says why a call did not return normally.
 
+pub mod cache;
 pub mod failure;
 pub mod instance;
 pub mod plugin;
@@ -47,6 +48,28 @@ pub enum RuntimeError {
     /// The epoch ticker thread could not start.
     #[error("starting the epoch ticker: {0}")]
     Ticker(std::io::Error),
+}
+
+/// What compiles signed bundles into plugins: the runtime and, with a store, its compiled
+/// cache.
+#[derive(Clone)]
+pub struct Compiler {
+    /// The runtime plugins are compiled for.
+    pub runtime: Arc<Runtime>,
+    /// The compiled cache, if there is a store.
+    pub cache: Option<Arc<cache::Cache>>,
+}
+
+impl Compiler {
+    /// `bundle` compiled (or taken from the cache) and linked, with `settings` overriding its
+    /// manifest's.
+    pub fn plugin(
+        &self,
+        bundle: &edgewise_signing::VerifiedBundle,
+        settings: &std::collections::BTreeMap<String, String>,
+    ) -> Result<plugin::CompiledPlugin, plugin::LoadError> {
+        plugin::CompiledPlugin::from_bundle(&self.runtime, bundle, settings, self.cache.as_deref())
+    }
 }
 
 /// The engine, linker and ticker shared by all plugins.

@@ -6,14 +6,9 @@
 //! world (its imports are all provided, its `handler` export is there), and its models loaded.
 //! Every failure is a [`LoadError`] that names the plugin and the file. Never runs plugin code.
 //!
-//! Compiled components of bundles are cached next to the store, keyed by the bundle's digest
-//! and the engine's compatibility hash. Loading one is `unsafe` in wasmtime (it is native code):
-//! the cache is written only by this host, in the owner-only store directory, never taken from
-//! anywhere else, and a file whose key does not match, or that fails to load, is deleted and
-//! the component compiled again.
+//! Compiled components of bundles go through the [`Cache`], which binds each to its bundle.
 
 use std::collections::BTreeMap;
-use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
@@ -25,6 +20,7 @@ use crate::capability::HostState;
 use crate::capability::host::Grants;
 use crate::capability::log::{HostCounters, PluginLog};
 use crate::capability::nn::{ModelError, ModelSet};
+use crate::runtime::cache::Cache;
 use crate::runtime::{EpochTicker, Runtime};
 
 /// The manifest's file name inside a plugin directory.
@@ -133,7 +129,7 @@ impl CompiledPlugin {
         runtime: &Runtime,
         bundle: &VerifiedBundle,
         settings: &BTreeMap<String, String>,
-        cache: Option<&Path>,
+        cache: Option<&Cache>,
     ) -> Result<Self, LoadError> {
         let manifest = bundle.manifest.clone();
         let origin = PathBuf::from(format!("bundle {}", &bundle.digest[..16]));
@@ -146,11 +142,12 @@ impl CompiledPlugin {
                 path: path.clone(),
                 source: missing(),
             })?;
+        let compile = || compile(runtime, &manifest.name, &path, bytes);
         let component = match cache {
-            Some(dir) => {
-                cached_compile(runtime, &manifest.name, &path, bytes, dir, &bundle.digest)?
+            Some(cache) => {
+                cache.component(runtime.engine(), &manifest.name, &bundle.digest, compile)?
             }
-            None => compile(runtime, &manifest.name, &path, bytes)?,
+            None => compile()?,
         };
         let read = |file: &Path| bundle.file(file).map(<[u8]>::to_vec).ok_or_else(missing);
         Self::link(runtime, manifest, component, &origin, &read, settings)
@@ -275,60 +272,6 @@ fn compile(
         path: path.to_owned(),
         reason: format!("{e:#}"),
     })
-}
-
-/// [`compile`], through the cache in `dir`: `<digest>-<engine>.cwasm`. The one `unsafe` in
-/// the host: loading a compiled component (see the module doc for why it is sound here).
-#[allow(unsafe_code)]
-fn cached_compile(
-    runtime: &Runtime,
-    plugin: &str,
-    path: &Path,
-    bytes: &[u8],
-    dir: &Path,
-    digest: &str,
-) -> Result<Component, LoadError> {
-    let engine = runtime.engine();
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    engine.precompile_compatibility_hash().hash(&mut hasher);
-    let key = format!("{digest}-{:016x}.cwasm", hasher.finish());
-    let file = dir.join(&key);
-    if file.is_file() {
-        // SAFETY: the file is in the store's owner-only cache directory, which only this
-        // host writes, under a name that binds the verified bundle's digest and this engine's
-        // settings (see the module doc). It is never taken from a bundle or the network.
-        match unsafe { Component::deserialize_file(engine, &file) } {
-            Ok(component) => return Ok(component),
-            Err(e) => {
-                tracing::warn!(
-                    plugin,
-                    "compiled cache {} unusable, recompiling: {e}",
-                    file.display()
-                );
-                let _ = std::fs::remove_file(&file);
-            }
-        }
-    }
-    let component = compile(runtime, plugin, path, bytes)?;
-    // Entries for this bundle under another engine's key are stale.
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        for entry in entries.flatten() {
-            let name = entry.file_name();
-            let name = name.to_string_lossy();
-            if name.starts_with(digest) && name != key {
-                let _ = std::fs::remove_file(entry.path());
-            }
-        }
-    }
-    match component.serialize() {
-        Ok(serialized) => {
-            if let Err(e) = crate::durable_file::write_atomically(&file, &serialized) {
-                tracing::warn!(plugin, "cannot cache the compiled component: {e}");
-            }
-        }
-        Err(e) => tracing::warn!(plugin, "cannot serialise the compiled component: {e}"),
-    }
-    Ok(component)
 }
 
 /// A core module starts with the wasm magic and version 1; a component has another version
