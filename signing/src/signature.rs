@@ -151,6 +151,11 @@ impl SecretKey {
         Ok(Self(SigningKey::from_bytes(&seed)))
     }
 
+    /// From its 32-byte seed (RFC 8032's private key), as test vectors give it.
+    pub fn from_seed(seed: [u8; 32]) -> Self {
+        Self(SigningKey::from_bytes(&seed))
+    }
+
     /// From a PKCS#8 PEM file's text.
     pub fn from_pem(text: &str) -> Result<Self, KeyError> {
         SigningKey::from_pkcs8_pem(text)

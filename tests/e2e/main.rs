@@ -12,6 +12,7 @@
 //!   twin gateway ids.
 //! - `loading`: every kind of bad plugin directory is refused with an error that says why.
 //! - `replay`: the `edgewise replay` command's behaviour at its edges.
+//! - `trust`: keyrings, counters, expiry, rollbacks and the compiled cache under attack.
 
 /// Defines each test twice, `<name>::on_mosquitto` and `<name>::on_rumqttd`: against
 /// Mosquitto, and against rumqttd, which drops a client that breaks MQTT's ordering rules where
@@ -48,3 +49,4 @@ mod message_path;
 mod nn;
 mod replay;
 mod sandbox;
+mod trust;

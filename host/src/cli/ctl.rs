@@ -278,6 +278,24 @@ fn push_group(
     let manifest =
         edgewise_signing::Manifest::parse(&text, std::path::Path::new("bundle manifest"))?;
     let digest = parsed.digest();
+    let added = (manifest.name.clone(), digest.clone(), bundle_bytes);
+    let desired = publish_desired(connection, group, valid_days, Some(added))?;
+    println!(
+        "group {group}: desired state version {} now runs {} {} (bundle {digest}); `edgewise fleet status --group {group}` shows the roll-out",
+        desired.version, manifest.name, manifest.version
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Publishes a new desired state for `group`, retained: the current one re-signed with a new
+/// version, issue time and expiry (`valid_days`), with `added` (plugin, digest, bundle) put in,
+/// its bundle retained on its topic first. Without `added` the group must have a desired state.
+fn publish_desired(
+    connection: &Connection,
+    group: &str,
+    valid_days: u64,
+    added: Option<(String, String, Vec<u8>)>,
+) -> anyhow::Result<DesiredState> {
     let key = operator_key(connection)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -305,9 +323,11 @@ fn push_group(
                 },
             }
         }
+        if current.is_none() && added.is_none() {
+            bail!("group {group} has no desired state to refresh");
+        }
         let now = now_ms();
         let mut plugins = current.as_ref().map(|d| d.plugins.clone()).unwrap_or_default();
-        plugins.insert(manifest.name.clone(), digest.clone());
         // A version is at most its document's issue time (gateways refuse more), so the clock
         // is the version: a group's desired state ahead of this machine's clock means one clock
         // is wrong.
@@ -317,6 +337,14 @@ fn push_group(
                 ahead.version
             );
         }
+        let mut to_ack = 1;
+        if let Some((plugin, digest, bundle)) = added {
+            client
+                .publish(namespace::bundle(&digest), QoS::AtLeastOnce, true, bundle)
+                .await?;
+            plugins.insert(plugin, digest);
+            to_ack += 1;
+        }
         let desired = DesiredState {
             group: group.to_owned(),
             version: now,
@@ -325,22 +353,15 @@ fn push_group(
             plugins,
         };
         client
-            .publish(namespace::bundle(&digest), QoS::AtLeastOnce, true, bundle_bytes)
-            .await?;
-        client
             .publish(&desired_topic, QoS::AtLeastOnce, true, desired.sign(&key))
             .await?;
         let mut acked = 0;
-        while acked < 2 {
+        while acked < to_ack {
             if let Event::Incoming(Packet::PubAck(_)) = eventloop.poll().await? {
                 acked += 1;
             }
         }
-        println!(
-            "group {group}: desired state version {} now runs {} {} (bundle {digest}); `edgewise fleet status --group {group}` shows the roll-out",
-            desired.version, manifest.name, manifest.version
-        );
-        Ok(ExitCode::SUCCESS)
+        Ok(desired)
     })
 }
 
@@ -367,9 +388,22 @@ pub(crate) fn publish_retained(
     })
 }
 
-/// See what a fleet runs.
+/// See what a fleet runs; keep its desired state fresh.
 #[derive(clap::Subcommand)]
 pub enum FleetCommand {
+    /// Re-sign the group's desired state as it is, with a new issue time and expiry: run it
+    /// within the gateways' freshness window (`trust.desired-freshness-h`), so that a gateway
+    /// shown an old one can tell.
+    Refresh {
+        /// The group.
+        #[arg(long)]
+        group: String,
+        /// Days the re-signed desired state is valid.
+        #[arg(long, default_value_t = 30)]
+        valid_days: u64,
+        #[command(flatten)]
+        connection: Connection,
+    },
     /// Summarise what every gateway of a group reports in its status.
     Status {
         /// The group.
@@ -385,11 +419,26 @@ pub enum FleetCommand {
 }
 
 pub fn fleet(command: FleetCommand) -> anyhow::Result<ExitCode> {
-    let FleetCommand::Status {
-        group,
-        broker,
-        seconds,
-    } = command;
+    let (group, broker, seconds) = match command {
+        FleetCommand::Refresh {
+            group,
+            valid_days,
+            connection,
+        } => {
+            let desired = publish_desired(&connection, &group, valid_days, None)?;
+            println!(
+                "group {group}: desired state re-signed as version {}, valid until {}",
+                desired.version,
+                edgewise_signing::keyring::rfc3339(desired.expires_at_ms)
+            );
+            return Ok(ExitCode::SUCCESS);
+        }
+        FleetCommand::Status {
+            group,
+            broker,
+            seconds,
+        } => (group, broker, seconds),
+    };
     let (host, port, tls) = broker_address(&broker)?;
     if tls {
         bail!("`fleet status` connects without TLS for now: give an mqtt:// broker");
