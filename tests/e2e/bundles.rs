@@ -583,17 +583,7 @@ fn compiled_components_are_cached_and_an_entry_not_bound_to_its_bundle_is_compil
     let compile = |bundle| CompiledPlugin::from_bundle(runtime(), bundle, &settings, Some(&cache));
     assert!(alerts(compile(threshold).expect("compiles")));
     compile(template).expect("compiles");
-    let entry_of = |digest: &str| {
-        std::fs::read_dir(store.cache_dir())
-            .expect("cache")
-            .flatten()
-            .map(|e| e.path())
-            .find(|p| {
-                p.file_name()
-                    .is_some_and(|n| n.to_string_lossy().starts_with(digest))
-            })
-            .expect("a cache entry")
-    };
+    let entry_of = |digest: &str| edgewise_tests::cache_entry(&store.cache_dir(), digest);
     let (mine, theirs) = (entry_of(&threshold.digest), entry_of(&template.digest));
     let good = std::fs::read(&mine).expect("entry");
     assert!(alerts(compile(threshold).expect("from the cache")));

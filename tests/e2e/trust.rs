@@ -569,17 +569,7 @@ fn a_swapped_or_flipped_compiled_artifact_is_compiled_again_logged_and_the_gatew
     t.gateway.launch(&t.broker);
     assert!(t.gateway.terminate(), "{}", t.gateway.log());
     let cache = t.gateway.dir().join("store/cache");
-    let entry_of = |digest: &str| {
-        std::fs::read_dir(&cache)
-            .expect("cache")
-            .flatten()
-            .map(|e| e.path())
-            .find(|p| {
-                p.file_name()
-                    .is_some_and(|n| n.to_string_lossy().starts_with(digest))
-            })
-            .expect("a cache entry")
-    };
+    let entry_of = |digest: &str| edgewise_tests::cache_entry(&cache, digest);
     let threshold = installed_digest(&t);
     let template = {
         let state =

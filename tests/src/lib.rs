@@ -38,6 +38,19 @@ pub fn eventually<T>(
     }
 }
 
+/// The compiled-cache entry of bundle `digest` in the cache directory `dir`.
+pub fn cache_entry(dir: &Path, digest: &str) -> PathBuf {
+    std::fs::read_dir(dir)
+        .expect("the cache directory")
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with(digest))
+        })
+        .unwrap_or_else(|| panic!("no cache entry for {digest} in {}", dir.display()))
+}
+
 /// The repository's root.
 pub fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
