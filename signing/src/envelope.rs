@@ -15,17 +15,10 @@
 //! bundle manifest's ([`crate::signature::signed_bytes`]), so one verifier serves both.
 
 use base64::Engine as _;
-use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use serde::{Deserialize, Serialize};
 
+pub use crate::signature::BASE64;
 use crate::signature::{PayloadType, PublicKey, SecretKey, Signature};
-
-/// Base64 as every Edgewise document writes it: the standard alphabet, padded, and on reading
-/// nothing but the canonical form.
-pub const BASE64: GeneralPurpose = GeneralPurpose::new(
-    &base64::alphabet::STANDARD,
-    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::RequireCanonical),
-);
 
 /// Why an envelope could not be read.
 #[derive(Debug, thiserror::Error)]

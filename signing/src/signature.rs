@@ -15,11 +15,17 @@
 use std::fmt;
 
 use base64::Engine as _;
-
-use crate::envelope::BASE64;
+use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use ed25519_dalek::pkcs8::{DecodePrivateKey, EncodePrivateKey};
 use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
 use sha2::{Digest, Sha256};
+
+/// Base64 as every Edgewise document writes it: the standard alphabet, padded, and on reading
+/// nothing but the canonical form (RFC 4648 §4).
+pub const BASE64: GeneralPurpose = GeneralPurpose::new(
+    &base64::alphabet::STANDARD,
+    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::RequireCanonical),
+);
 
 /// The kinds of signed document. The type string is bound into every signature.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
