@@ -1,12 +1,13 @@
 //! Property tests for the parsers that read untrusted bytes: the bundle container, the
-//! manifest and the keyring. They stand in for `cargo fuzz`, which needs a nightly toolchain
+//! manifest, the keyring, the signed envelope, and a keyring update's acceptance. They stand in for `cargo fuzz`, which needs a nightly toolchain
 //! this project's CI does not have. `PROPTEST_CASES` raises the number of cases.
 
 use std::path::Path;
 use std::sync::OnceLock;
 
 use edgewise_signing::bundle::pack;
-use edgewise_signing::{Bundle, Keyring, Manifest, SecretKey};
+use edgewise_signing::envelope::Envelope;
+use edgewise_signing::{Bundle, Keyring, Manifest, PayloadType, SecretKey};
 use proptest::prelude::*;
 
 /// One valid signed bundle and the keyring that trusts it.
@@ -81,6 +82,74 @@ proptest! {
     ) {
         let text = format!("name = \"{name}\"\nversion = \"{version}\"\napi = \"0.1\"\ncomponent = \"{path}\"\nsubscribe = [\"{topic}\"]\n[files]\n\"{path}\" = {{ size = 1, sha256 = \"{name}\" }}\n");
         let _ = Manifest::parse(&text, Path::new("plugin.toml"));
+    }
+}
+
+/// A root key, its keyring (version 1), and a signed update to version 2.
+fn keyring_update() -> &'static (Keyring, String, Vec<u8>) {
+    static UPDATE: OnceLock<(Keyring, String, Vec<u8>)> = OnceLock::new();
+    UPDATE.get_or_init(|| {
+        let root = SecretKey::generate().expect("key");
+        let ring = |version: u64| {
+            format!(
+                "version = {version}\nexpires = 2099-01-01T00:00:00Z\n[[keys]]\nname = \"root\"\nrole = \"root\"\npublic-key = \"{}\"\n",
+                root.public()
+            )
+        };
+        let current = Keyring::parse(&ring(1), Path::new("k.toml")).expect("keyring");
+        let next = ring(2);
+        let json = Envelope::sign(PayloadType::Keyring, next.clone().into_bytes(), &[&root])
+            .to_json(PayloadType::Keyring);
+        (current, next, json.into_bytes())
+    })
+}
+
+const NOW_MS: u64 = 1_800_000_000_000;
+
+proptest! {
+    #[test]
+    fn any_text_is_an_envelope_or_an_error(text in "\\PC{0,400}") {
+        for ty in [PayloadType::Command, PayloadType::DesiredState, PayloadType::Keyring] {
+            let _ = Envelope::from_json(&text, ty);
+        }
+    }
+
+    #[test]
+    fn any_text_is_a_keyring_or_an_error(text in "\\PC{0,400}") {
+        let _ = Keyring::parse(&text, Path::new("k.toml"));
+    }
+
+    #[test]
+    fn keyring_like_text_is_a_keyring_or_an_error(
+        version in any::<u64>(),
+        root in 0usize..5,
+        operator in 0usize..5,
+        year in 1900u32..3000,
+        role in prop::sample::select(vec!["root", "release", "operator", "king", ""]),
+    ) {
+        let text = format!(
+            "version = {version}\nexpires = {year}-01-01T00:00:00Z\n[thresholds]\nroot = {root}\noperator = {operator}\n[[keys]]\nname = \"k\"\nrole = \"{role}\"\npublic-key = \"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\"\n"
+        );
+        let _ = Keyring::parse(&text, Path::new("k.toml"));
+    }
+
+    #[test]
+    fn no_single_byte_change_to_a_keyring_update_gets_another_keyring_accepted(
+        at in any::<prop::sample::Index>(),
+        flip in 1u8..=255,
+    ) {
+        let (current, next, json) = keyring_update();
+        let mut changed = json.clone();
+        let i = at.index(changed.len());
+        changed[i] ^= flip;
+        let accepted = std::str::from_utf8(&changed)
+            .ok()
+            .and_then(|t| Envelope::from_json(t, PayloadType::Keyring).ok())
+            .and_then(|e| current.accept_update(&e, Path::new("update"), NOW_MS).ok());
+        // JSON whitespace may change harmlessly; what is accepted is never another keyring.
+        if let Some((_, text)) = accepted {
+            prop_assert_eq!(&text, next);
+        }
     }
 }
 
