@@ -24,6 +24,7 @@
 //! the first two (pass-through and latency). `EDGEWISE_BENCH_FSYNC=0` runs the gateway with
 //! `[journal] fsync = false`. The pass-through rows also print the bytes the gateway process
 //! wrote to disk per message (its journal: `write_bytes` in /proc/<pid>/io).
+//! `EDGEWISE_BENCH_FLOOD` (default 8 000) sets a flood's size, longer for profiling.
 //! `EDGEWISE_BENCH_ROUNDS` (default 3) sets how many times each flood runs, alternating the
 //! systems compared so that a noisy neighbour hurts both alike.
 
@@ -37,7 +38,13 @@ use edgewise_tests::{model_file, repo, wav_pcm};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use tokio::sync::mpsc;
 
-const PASS_THROUGH_FLOOD: usize = 8000;
+/// The flood's size: 8 000 messages, or `EDGEWISE_BENCH_FLOOD` (a longer flood, to profile).
+fn flood_size() -> usize {
+    std::env::var("EDGEWISE_BENCH_FLOOD")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(8000)
+}
 const INFERENCE_FLOOD: usize = 3000;
 const PACED: usize = 1000;
 const PACED_RATE_HZ: f64 = 500.0;
@@ -308,7 +315,8 @@ async fn main() {
     };
 
     println!("gateway benchmark: mosquitto on 127.0.0.1:{port}; QoS 1 in and out");
-    println!("\npass-through, flood of {PASS_THROUGH_FLOOD} messages of 64 bytes:");
+    let pass_through_flood = flood_size();
+    println!("\npass-through, flood of {pass_through_flood} messages of 64 bytes:");
     let pass_through = |run: String| {
         let prefix = format!("sensors/{run}/");
         let echo = format!("echo/sensors/{run}/");
@@ -339,14 +347,14 @@ async fn main() {
                 (None, Some(gateway))
             };
             let written = gateway.as_ref().and_then(|g| g.pid()).map(disk_writes);
-            let flood = drive(port, &next_run(), &load, PASS_THROUGH_FLOOD, None).await;
+            let flood = drive(port, &next_run(), &load, pass_through_flood, None).await;
             row(&format!("{system} (round {})", round + 1), &flood);
             if let (Some(before), Some(pid)) = (written, gateway.as_ref().and_then(|g| g.pid())) {
                 let bytes = disk_writes(pid).saturating_sub(before);
                 println!(
                     "  {:<34} {:.0} bytes written to disk per message",
                     "",
-                    bytes as f64 / PASS_THROUGH_FLOOD as f64
+                    bytes as f64 / pass_through_flood as f64
                 );
             }
             if round == 0 {
@@ -567,7 +575,8 @@ async fn containment(broker: &Broker, rounds: usize) {
     let port = broker.port;
     println!(
         "\ncontainment: template (healthy) beside hostile, {PACED} messages paced at {PACED_RATE_HZ} msg/s \
-         and a flood of {PASS_THROUGH_FLOOD}; one offending message every {} ms:",
+         and a flood of {}; one offending message every {} ms:",
+        flood_size(),
         OFFENCE_PERIOD.as_millis()
     );
     let payload = |_: usize| vec![b'x'; 64];
@@ -643,14 +652,7 @@ async fn containment(broker: &Broker, rounds: usize) {
                 output_filter: format!("{echo}#"),
                 sequence_of: &sequence,
             };
-            let flood = drive(
-                port,
-                &format!("{run}-flood"),
-                &load,
-                PASS_THROUGH_FLOOD,
-                None,
-            )
-            .await;
+            let flood = drive(port, &format!("{run}-flood"), &load, flood_size(), None).await;
             if let Some(pid) = gateway.pid() {
                 peak_rss = peak_rss.max(memory_mib(pid).1);
             }
@@ -662,7 +664,8 @@ async fn containment(broker: &Broker, rounds: usize) {
                 "{offence}: the healthy plugin lost messages"
             );
             assert_eq!(
-                flood.received, PASS_THROUGH_FLOOD,
+                flood.received,
+                flood_size(),
                 "{offence}: the healthy plugin lost messages"
             );
             p50s.push(paced.percentile(0.5).as_secs_f64() * 1e3);
