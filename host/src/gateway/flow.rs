@@ -139,7 +139,10 @@ pub struct Flow {
     /// bounds it), in arrival order.
     held: VecDeque<Held>,
     full_logged: bool,
-    /// Whether the outbox was over its cap at the last look (for logging the change).
+    /// Whether the outbox is in an episode of being full, for the log: it starts when the outbox
+    /// reaches its cap and ends only when it is down to three quarters of it, so that one long
+    /// outage under `drop-oldest` (which keeps the outbox at its cap) is logged once, not at
+    /// every commit.
     outbox_over: bool,
     /// Outputs dropped since the outbox went over its cap.
     dropped_while_over: u64,
@@ -446,10 +449,12 @@ impl Flow {
             >= self.policy.max_outbox
     }
 
-    /// Applies the outbox's overflow policy after a commit, and logs when the outbox goes over
-    /// its cap and when it is back under.
+    /// Applies the outbox's overflow policy after a commit, and logs when the outbox fills up
+    /// and when it has room again.
     fn watch_outbox(&mut self) {
         let over = self.outbox_over();
+        let roomy = (self.journal.outbox_bytes() + self.coming).saturating_sub(self.dropping)
+            <= self.policy.max_outbox / 4 * 3;
         if over && self.policy.outbox_overflow == OutboxOverflow::DropOldest {
             // Only outputs not yet sent: those on the wire are the broker's to acknowledge.
             while self.outbox_over()
@@ -462,8 +467,8 @@ impl Flow {
                 self.dropped_while_over += 1;
             }
         }
-        match (self.outbox_over, over) {
-            (false, true) => match self.policy.outbox_overflow {
+        match (self.outbox_over, over, roomy) {
+            (false, true, _) => match self.policy.outbox_overflow {
                 OutboxOverflow::Block => tracing::warn!(
                     bytes = self.journal.outbox_bytes(),
                     outputs = self.undelivered(),
@@ -475,15 +480,15 @@ impl Flow {
                     "outbox full (`journal.max-outbox-mib`): the oldest unsent outputs are dropped (edgewise_outputs_dropped_total)"
                 ),
             },
-            (true, false) => {
+            (true, _, true) => {
                 tracing::info!(
                     dropped = std::mem::take(&mut self.dropped_while_over),
-                    "outbox under its cap again"
+                    "outbox has room again"
                 );
             }
             _ => {}
         }
-        self.outbox_over = over;
+        self.outbox_over = over || (self.outbox_over && !roomy);
     }
 
     /// Moves plugin `name`'s next waiting messages into its mailbox, as far as its window
