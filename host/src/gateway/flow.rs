@@ -346,7 +346,7 @@ impl Flow {
         } = done;
         self.batch.done.push((plugin.to_string(), seq));
         for (topic, payload) in outputs {
-            self.coming += crate::gateway::journal::output_bytes(&topic, &payload);
+            self.coming += crate::gateway::journal::stored_bytes(&topic, &payload);
             self.batch
                 .outputs
                 .push((plugin.to_string(), topic, payload, qos));

@@ -79,12 +79,12 @@ pub struct Entry {
 
 impl Entry {
     fn bytes(&self) -> u64 {
-        (self.topic.len() + self.payload.len()) as u64 + ENTRY_OVERHEAD
+        stored_bytes(&self.topic, &self.payload)
     }
 }
 
-/// What an output of `topic` and `payload` counts for in the journal.
-pub fn output_bytes(topic: &str, payload: &[u8]) -> u64 {
+/// What a message or an output of `topic` and `payload` counts for in the journal.
+pub fn stored_bytes(topic: &str, payload: &[u8]) -> u64 {
     (topic.len() + payload.len()) as u64 + ENTRY_OVERHEAD
 }
 
@@ -106,7 +106,7 @@ pub struct Output {
 impl Output {
     /// What it counts for in the journal.
     pub fn bytes(&self) -> u64 {
-        output_bytes(&self.topic, &self.payload)
+        stored_bytes(&self.topic, &self.payload)
     }
 }
 
@@ -202,7 +202,7 @@ impl Journal {
                 for row in pending.iter().map_err(|e| fail(e.into()))? {
                     let (key, value) = row.map_err(|e| fail(e.into()))?;
                     let ((plugin, seq), (topic, payload, _, _)) = (key.value(), value.value());
-                    backlog_bytes += (topic.len() + payload.len()) as u64 + ENTRY_OVERHEAD;
+                    backlog_bytes += stored_bytes(topic, payload);
                     next_seq = next_seq.max(seq + 1);
                     recovered
                         .backlogs
@@ -324,7 +324,7 @@ impl Journal {
                     .map_err(|e| self.fail(e))?
                 {
                     let (topic, payload, _, _) = old.value();
-                    removed += (topic.len() + payload.len()) as u64 + ENTRY_OVERHEAD;
+                    removed += stored_bytes(topic, payload);
                 }
             }
             let mut outbox = txn.open_table(OUTBOX).map_err(|e| self.fail(e))?;
@@ -354,7 +354,7 @@ impl Journal {
             for key in batch.delivered.iter().chain(&batch.dropped) {
                 if let Some(old) = outbox.remove(*key).map_err(|e| self.fail(e))? {
                     let (_, topic, payload, _) = old.value();
-                    gone_out += (topic.len() + payload.len()) as u64 + ENTRY_OVERHEAD;
+                    gone_out += stored_bytes(topic, payload);
                 }
             }
         }
@@ -415,7 +415,7 @@ impl Journal {
                     (plugin, 0)..=(plugin, u64::MAX),
                     |_, (topic, payload, _, _)| {
                         count += 1;
-                        removed += (topic.len() + payload.len()) as u64 + ENTRY_OVERHEAD;
+                        removed += stored_bytes(topic, payload);
                         false
                     },
                 )
