@@ -63,19 +63,7 @@ impl Trusted {
         };
         std::fs::write(&keyring, t.keyring_text(1, "2099-01-01T00:00:00Z", "")).expect("keyring");
         t.gateway.signed_only(&keyring);
-        let store = Store::open(
-            &t.gateway.dir().join("store"),
-            Keyring::from_file(&keyring).expect("keyring parses"),
-            DEFAULT_MAX_BYTES,
-        )
-        .expect("store");
-        store
-            .install(
-                &pack_example("threshold", &t.release, &[], false),
-                Path::new("v1.ewb"),
-                Admit::Update,
-            )
-            .expect("threshold installs");
+        t.install("threshold");
         std::fs::write(
             t.work.path().join("ops.key"),
             t.operator.to_pem().expect("PEM"),
@@ -88,6 +76,34 @@ impl Trusted {
         let mut t = Self::prepare(id, extra);
         t.gateway.launch(&t.broker);
         t
+    }
+
+    /// Installs example `plugin`, signed by the release key, in the gateway's store.
+    fn install(&self, plugin: &str) {
+        let store = Store::open(
+            &self.gateway.dir().join("store"),
+            Keyring::from_file(&self.keyring).expect("keyring parses"),
+            DEFAULT_MAX_BYTES,
+        )
+        .expect("store");
+        store
+            .install(
+                &pack_example(plugin, &self.release, &[], false),
+                Path::new("installed.ewb"),
+                Admit::Update,
+            )
+            .unwrap_or_else(|e| panic!("{plugin} installs: {e}"));
+    }
+
+    /// The digest of `plugin`'s active bundle, from the store's state.
+    fn active_digest(&self, plugin: &str) -> String {
+        let state = self.gateway.dir().join("store/state.json");
+        let state = std::fs::read_to_string(state).expect("the store's state");
+        let state: Value = serde_json::from_str(&state).expect("JSON");
+        state["plugins"][plugin]["active"]
+            .as_str()
+            .expect("active")
+            .to_owned()
     }
 
     /// This gateway's keyring at `version`, expiring at `expires`, with `more` keys.
@@ -353,18 +369,9 @@ fn desired(t: &Trusted, version: u64, issued: u64, expires: u64) -> String {
         version,
         issued_at_ms: issued,
         expires_at_ms: expires,
-        plugins: [("threshold".to_owned(), installed_digest(t))].into(),
+        plugins: [("threshold".to_owned(), t.active_digest("threshold"))].into(),
     }
     .sign(&t.operator)
-}
-
-fn installed_digest(t: &Trusted) -> String {
-    let state = std::fs::read_to_string(t.gateway.dir().join("store/state.json")).expect("state");
-    let state: Value = serde_json::from_str(&state).expect("JSON");
-    state["plugins"]["threshold"]["active"]
-        .as_str()
-        .expect("active")
-        .to_owned()
 }
 
 #[test]
@@ -553,33 +560,12 @@ fn a_swapped_or_flipped_compiled_artifact_is_compiled_again_logged_and_the_gatew
     // status `signed: true`, and bit flips in cached code loaded unnoticed or crashed the
     // gateway at start.
     let mut t = Trusted::prepare("cached", "");
-    let store = Store::open(
-        &t.gateway.dir().join("store"),
-        Keyring::from_file(&t.keyring).expect("keyring"),
-        DEFAULT_MAX_BYTES,
-    )
-    .expect("store");
-    store
-        .install(
-            &pack_example("template", &t.release, &[], false),
-            Path::new("template.ewb"),
-            Admit::Update,
-        )
-        .expect("template installs");
+    t.install("template");
     t.gateway.launch(&t.broker);
     assert!(t.gateway.terminate(), "{}", t.gateway.log());
     let cache = t.gateway.dir().join("store/cache");
     let entry_of = |digest: &str| edgewise_tests::cache_entry(&cache, digest);
-    let threshold = installed_digest(&t);
-    let template = {
-        let state =
-            std::fs::read_to_string(t.gateway.dir().join("store/state.json")).expect("state");
-        let state: Value = serde_json::from_str(&state).expect("JSON");
-        state["plugins"]["template"]["active"]
-            .as_str()
-            .expect("active")
-            .to_owned()
-    };
+    let (threshold, template) = (t.active_digest("threshold"), t.active_digest("template"));
     let (mine, theirs) = (entry_of(&threshold), entry_of(&template));
     let good = std::fs::read(&mine).expect("entry");
     let mut swapped = std::fs::read(&theirs).expect("entry");
