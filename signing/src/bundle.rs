@@ -143,6 +143,15 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
+/// Whether `text` is a SHA-256 as these formats write one (a bundle digest, a file pin, a
+/// keyid): 64 lowercase hex digits.
+pub fn is_sha256_hex(text: &str) -> bool {
+    text.len() == 64
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
 impl Bundle {
     /// Parses the container. Checks framing only: nothing here is trusted yet.
     pub fn parse(bytes: &[u8]) -> Result<Self, BundleError> {
@@ -479,5 +488,19 @@ impl<'a> Reader<'a> {
             offset,
             problem: problem.to_owned(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sha256_is_64_lowercase_hex_digits() {
+        assert!(is_sha256_hex(&sha256_hex(b"x")));
+        assert!(!is_sha256_hex(&sha256_hex(b"x").to_uppercase()));
+        assert!(!is_sha256_hex(&sha256_hex(b"x")[1..]));
+        assert!(!is_sha256_hex("#"));
+        assert!(!is_sha256_hex(&format!("{}/", &sha256_hex(b"x")[1..])));
     }
 }

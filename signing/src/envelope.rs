@@ -125,11 +125,7 @@ impl Envelope {
             .signatures
             .iter()
             .map(|s| {
-                let hex_digits = s.keyid.len() == 64
-                    && s.keyid
-                        .bytes()
-                        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
-                if !hex_digits {
+                if !crate::bundle::is_sha256_hex(&s.keyid) {
                     return Err(EnvelopeError::Field("keyid"));
                 }
                 let sig: [u8; 64] = BASE64

@@ -333,12 +333,7 @@ impl Manifest {
         for (path, digest) in &self.files {
             let key = format!("files.\"{path}\"");
             relative_path(&key, Path::new(path))?;
-            let hex_digest = digest.sha256.len() == 64
-                && digest
-                    .sha256
-                    .chars()
-                    .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c));
-            if !hex_digest {
+            if !crate::bundle::is_sha256_hex(&digest.sha256) {
                 return bad(
                     &format!("{key}.sha256"),
                     "expected 64 lowercase hex digits".into(),

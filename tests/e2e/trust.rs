@@ -157,13 +157,24 @@ impl Trusted {
     }
 
     fn command(&self, id: &str, seq: u64, issued_at_ms: u64, expires_at_ms: u64) -> String {
+        self.command_to(id, seq, issued_at_ms, expires_at_ms, Action::List)
+    }
+
+    fn command_to(
+        &self,
+        id: &str,
+        seq: u64,
+        issued_at_ms: u64,
+        expires_at_ms: u64,
+        action: Action,
+    ) -> String {
         Cmd {
             id: id.into(),
             gateway: self.gateway.id.clone(),
             seq,
             issued_at_ms,
             expires_at_ms,
-            action: Action::List,
+            action,
         }
         .sign(&self.operator)
     }
@@ -360,6 +371,39 @@ fn commands_out_of_their_time_and_sequence_bounds_are_refused_and_jam_nothing() 
     t.send(&t.command("ordinary", now, now, now + 60_000));
     let done = reason_for("ordinary");
     assert!(done.contains("\"state\":\"done\""), "{done}");
+
+    // A digest is a topic level: `#` would subscribe the gateway to every retained bundle.
+    for (id, digest) in [
+        ("hash", "#"),
+        ("plus", "+"),
+        ("upper", &"AB".repeat(32)[..]),
+    ] {
+        for (form, action) in [
+            (
+                "update",
+                Action::Update {
+                    bundle_base64: None,
+                    digest: Some(digest.to_owned()),
+                },
+            ),
+            (
+                "rollback",
+                Action::Rollback {
+                    plugin: "threshold".into(),
+                    digest: Some(digest.to_owned()),
+                },
+            ),
+        ] {
+            let id = format!("{id}-{form}");
+            let now = now_ms();
+            t.send(&t.command_to(&id, now, now, now + 60_000, action));
+            let why = reason_for(&id);
+            assert!(
+                why.contains("\"state\":\"failed\"") && why.contains("is not a bundle digest"),
+                "{id}: {why}"
+            );
+        }
+    }
 }
 
 /// A desired state for group `line` of `plugins`, signed by the operator.

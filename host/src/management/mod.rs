@@ -287,7 +287,7 @@ impl Manager {
             Action::Update {
                 bundle_base64: None,
                 digest: Some(digest),
-            } => Ok(self.await_bundle(digest, &reply, received, None)),
+            } => self.await_bundle(digest, &reply, received, None),
             Action::Update { .. } => Err("give one of `bundle-base64` and `digest`".into()),
             Action::Config { plugin, settings } => {
                 let settings = settings
@@ -314,7 +314,7 @@ impl Manager {
                         Err(Unfinished::Failed(reason)) => Err(reason),
                     }
                 }
-                None => Ok(self.await_bundle(digest, &reply, received, Some(plugin))),
+                None => self.await_bundle(digest, &reply, received, Some(plugin)),
             },
             Action::Rollback {
                 plugin,
@@ -372,14 +372,20 @@ impl Manager {
     }
 
     /// Subscribes to the bundle `digest` a command waits for (an update, or a rollback of
-    /// plugin `rollback_of`), and remembers the command.
+    /// plugin `rollback_of`), and remembers the command. A digest is a topic level here: one
+    /// that is not 64 lowercase hex digits (`#`, `+`) would subscribe to other bundles.
     fn await_bundle(
         &mut self,
         digest: String,
         reply: &Replier,
         received: Instant,
         rollback_of: Option<String>,
-    ) -> Change {
+    ) -> Result<Change, String> {
+        if !edgewise_signing::bundle::is_sha256_hex(&digest) {
+            return Err(format!(
+                "`{digest}` is not a bundle digest (64 lowercase hex digits)"
+            ));
+        }
         let topic = namespace::bundle(&digest);
         reply.send("waiting", json!({ "for": topic }));
         let awaited = Awaited {
@@ -388,7 +394,7 @@ impl Manager {
             rollback_of,
         };
         self.awaiting.insert(digest, awaited);
-        Change::Subscribe(vec![topic])
+        Ok(Change::Subscribe(vec![topic]))
     }
 
     /// A rollback an operator asked for: to bundle `digest` of `plugin`, a bundle signed as a

@@ -196,9 +196,10 @@ impl Store {
 
     /// The bytes of bundle `digest` if the store holds it (installed now or before).
     pub fn bundle_bytes(&self, digest: &str) -> Option<Vec<u8>> {
-        let hex = digest.len() == 64 && digest.bytes().all(|b| b.is_ascii_hexdigit());
-        hex.then(|| std::fs::read(self.bundle_path(digest)).ok())
-            .flatten()
+        if !bundle::is_sha256_hex(digest) {
+            return None;
+        }
+        std::fs::read(self.bundle_path(digest)).ok()
     }
 
     /// The directory of compiled components.
