@@ -349,11 +349,6 @@ impl Keyring {
         self.keys.iter().find(|k| k.key.keyid() == keyid)
     }
 
-    /// Whether it expired before `now_ms`.
-    pub fn is_expired(&self, now_ms: u64) -> bool {
-        self.expires_at_ms.is_some_and(|at| at < now_ms)
-    }
-
     /// The distinct keys of `role`, trusted and not revoked, with a valid signature over
     /// `body` as a `ty` document. A key that signed twice counts once; signatures by unknown,
     /// revoked or wrong-role keys count for nothing.

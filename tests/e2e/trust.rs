@@ -321,7 +321,11 @@ fn commands_out_of_their_time_and_sequence_bounds_are_refused_and_jam_nothing() 
     let reason_for = |id: &str| {
         let got = replies.collect_until(WAIT, |r| {
             r.iter().any(|(topic, p)| {
-                topic.ends_with(&format!("/{id}")) && (p.contains("refused") || p.contains("done"))
+                // An outcome: refused, failed or done (not `received` or `waiting`).
+                topic.ends_with(&format!("/{id}"))
+                    && ["refused", "failed", "done"]
+                        .iter()
+                        .any(|state| p.contains(&format!("\"state\":\"{state}\"")))
             })
         });
         got.into_iter()
@@ -520,8 +524,14 @@ fn desired_states_out_of_bounds_are_refused_and_an_old_one_shows_as_stale() {
 }
 
 #[test]
-fn an_expired_keyring_takes_no_command_and_says_so() {
+fn an_expired_keyring_takes_no_command_and_no_desired_state_and_says_so() {
     let mut t = Trusted::prepare("expired", "");
+    edgewise_tests::edit(
+        t.gateway.dir(),
+        "gateway.toml",
+        "plugins = \"plugins\"\n",
+        "plugins = \"plugins\"\ngroup = \"line\"\n",
+    );
     let expired = t.keyring_text(1, "2020-01-01T00:00:00Z", "");
     std::fs::write(&t.keyring, expired).expect("keyring");
     t.gateway.launch(&t.broker);
@@ -542,6 +552,27 @@ fn an_expired_keyring_takes_no_command_and_says_so() {
         "{}",
         text(&listed.stdout)
     );
+    // Nor a desired state: this one would uninstall threshold.
+    let before = t.state();
+    let now = now_ms();
+    let empty = DesiredState {
+        group: "line".into(),
+        version: now,
+        issued_at_ms: now,
+        expires_at_ms: now + 86_400_000,
+        plugins: Default::default(),
+    };
+    t.broker.publish_retained(
+        "edgewise/fleet/line/desired",
+        empty.sign(&t.operator).as_bytes(),
+    );
+    t.status_when("the desired state refused", |s| {
+        s["fleet"]["state"] == "refused"
+            && s["fleet"]["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("keyring expired"))
+    });
+    assert_eq!(t.state(), before, "threshold stays installed");
 }
 
 #[test]

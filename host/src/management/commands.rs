@@ -11,7 +11,6 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
 use edgewise_signing::command::{Command, safe_id, untrusted_id};
-use edgewise_signing::keyring::rfc3339;
 use edgewise_signing::{Keyring, namespace};
 use rumqttc::QoS;
 use serde_json::{Value, json};
@@ -27,7 +26,6 @@ const REMEMBERED: usize = 64;
 pub struct CommandLog {
     gateway: String,
     response_prefix: String,
-    keyring: Keyring,
     recent: VecDeque<(String, u64, Arc<Mutex<Value>>)>,
 }
 
@@ -44,18 +42,12 @@ pub enum Checked {
 impl CommandLog {
     /// The log of gateway `gateway`, checking signatures with `keyring`, answering MQTT 5
     /// requests of verified commands on response topics under `response_prefix`.
-    pub fn new(gateway: &str, response_prefix: &str, keyring: Keyring) -> Self {
+    pub fn new(gateway: &str, response_prefix: &str) -> Self {
         Self {
             gateway: gateway.to_owned(),
             response_prefix: response_prefix.to_owned(),
-            keyring,
             recent: VecDeque::new(),
         }
-    }
-
-    /// Checks commands with `keyring` from now on (it was updated).
-    pub fn set_keyring(&mut self, keyring: Keyring) {
-        self.keyring = keyring;
     }
 
     /// Checks one message from the command topic, answering refusals and duplicates itself.
@@ -69,6 +61,7 @@ impl CommandLog {
         retained: bool,
         response: Option<Response>,
         link: &Arc<Link>,
+        keyring: &Keyring,
         trust: &mut Trust,
     ) -> Checked {
         let replier = |id: &str, response: Option<Response>| {
@@ -87,7 +80,7 @@ impl CommandLog {
                     .into(),
             );
         }
-        let (command, signers) = match Command::verify(payload, &self.keyring) {
+        let (command, signers) = match Command::verify(payload, keyring) {
             Ok(verified) => verified,
             Err(e) => return refuse_unverified(untrusted_id(payload), e.to_string()),
         };
@@ -146,14 +139,8 @@ impl CommandLog {
             }
             return Checked::Duplicate;
         }
-        if self.keyring.is_expired(trust.now_ms()) {
-            let at = self.keyring.expires_at_ms.map(rfc3339).unwrap_or_default();
-            return refuse(
-                id,
-                format!(
-                    "this gateway's keyring expired at {at}: it takes no command until a keyring update arrives"
-                ),
-            );
+        if let Err(reason) = trust.keyring_in_force(keyring) {
+            return refuse(id, reason);
         }
         if let Err(reason) = trust.check_command(&command) {
             return refuse(id, reason);

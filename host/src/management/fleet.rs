@@ -54,7 +54,8 @@ impl Manager {
             let error = format!("desired state for group `{}`", desired.group);
             return self.report(Some(&desired), "refused", Some(error));
         }
-        if let Err(error) = self.trust.check_desired(&desired) {
+        let in_force = self.trust.keyring_in_force(self.store.keyring());
+        if let Err(error) = in_force.and_then(|()| self.trust.check_desired(&desired)) {
             return self.report(Some(&desired), "refused", Some(error));
         }
         // Recorded before anything is done, as a command's sequence number is: a replay of an

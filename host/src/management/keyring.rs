@@ -55,7 +55,6 @@ impl Manager {
                     expires = keyring.expires_at_ms.map(rfc3339),
                     "keyring updated"
                 );
-                self.commands.set_keyring(keyring.clone());
                 self.store.set_keyring(keyring);
                 self.keyring_refusal = None;
             }

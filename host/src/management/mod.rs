@@ -188,11 +188,7 @@ impl Manager {
         changes: UnboundedSender<Change>,
         link: Arc<Link>,
     ) -> Self {
-        let commands = CommandLog::new(
-            &config.gateway_id,
-            &config.response_prefix,
-            store.keyring().clone(),
-        );
+        let commands = CommandLog::new(&config.gateway_id, &config.response_prefix);
         Self {
             compiler,
             store,
@@ -235,6 +231,7 @@ impl Manager {
                         retained,
                         response,
                         &self.link,
+                        self.store.keyring(),
                         &mut self.trust,
                     ) {
                         self.run(*command, reply, received);
@@ -436,11 +433,9 @@ impl Manager {
         plugin: Option<&str>,
     ) -> Result<Change, Unfinished> {
         let origin = PathBuf::from(format!("command {}", reply.id()));
-        if self.store.keyring().is_expired(self.trust.now_ms()) {
-            return Err(Unfinished::Failed(
-                "this gateway's keyring has expired: it installs nothing until a keyring update arrives".into(),
-            ));
-        }
+        self.trust
+            .keyring_in_force(self.store.keyring())
+            .map_err(Unfinished::Failed)?;
         let verified = edgewise_signing::Bundle::verify(bytes, self.store.keyring(), &origin)
             .map_err(|e| Unfinished::Failed(e.to_string()))?;
         if plugin.is_some_and(|p| p != verified.manifest.name) {

@@ -17,6 +17,7 @@
 
 use std::path::{Path, PathBuf};
 
+use edgewise_signing::Keyring;
 use edgewise_signing::command::{Command, DesiredState};
 use edgewise_signing::keyring::rfc3339;
 use serde::{Deserialize, Serialize};
@@ -105,6 +106,18 @@ impl Trust {
             return Err("it expires before it was issued".into());
         }
         Ok(())
+    }
+
+    /// Why nothing new may be taken on `keyring`'s word, if it has expired: no bundle, command
+    /// or desired state until a keyring update arrives (that one is judged by the root).
+    pub fn keyring_in_force(&self, keyring: &Keyring) -> Result<(), String> {
+        match keyring.expires_at_ms {
+            Some(at) if at < self.now_ms() => Err(format!(
+                "this gateway's keyring expired at {}: it takes nothing new until a keyring update arrives",
+                rfc3339(at)
+            )),
+            _ => Ok(()),
+        }
     }
 
     /// Why `command` may not run, if it may not: its times and its `seq`.
