@@ -276,7 +276,7 @@ impl Manager {
             Action::Update {
                 bundle_base64: Some(bundle_base64),
                 digest: None,
-            } => match self.update(&bundle_base64, &reply, received, Admit::Update) {
+            } => match self.update(&bundle_base64, &reply, received) {
                 Ok(change) => Ok(change),
                 Err(Unfinished::Answered) => return,
                 Err(Unfinished::Failed(reason)) => Err(reason),
@@ -414,12 +414,11 @@ impl Manager {
         bundle_base64: &str,
         reply: &Replier,
         received: Instant,
-        admit: Admit,
     ) -> Result<Change, Unfinished> {
         let bytes = BASE64
             .decode(bundle_base64)
             .map_err(|e| Unfinished::Failed(format!("bundle-base64: {e}")))?;
-        self.update_bytes(&bytes, reply, received, admit, None)
+        self.update_bytes(&bytes, reply, received, Admit::Update, None)
     }
 
     /// Installs and prepares the bundle in `bytes`; for a rollback, only if it is a bundle of
