@@ -467,3 +467,155 @@ fn with_drop_oldest_a_full_outbox_drops_its_oldest_outputs_and_counts_them() {
         gateway.log()
     );
 }
+
+/// Outputs of a flooding plugin and of a neighbour while the broker is away.
+mod outbox_shares {
+    use super::*;
+
+    /// The neighbour: a second copy of `hostile`, on its own input topics, whose outputs are
+    /// small (`slow n00042`); the flooder's are padded to 900 bytes (`slow f00042 xxx...`).
+    const NEIGHBOUR: usize = 3000;
+    const FLOOD: usize = 2000;
+
+    fn scene(id: &str, overflow: &str) -> (Broker, Gateway, u16, Subscriber) {
+        let broker = Broker::start();
+        let port = free_port();
+        let extra = format!(
+            "[journal]\nmax-outbox-mib = 1\noutbox-overflow = \"{overflow}\"\n\n[metrics]\nlisten = \"127.0.0.1:{port}\"\npublish-interval-s = 0\n"
+        );
+        let mut gateway = Gateway::prepare(&broker, id, &["hostile", "template"], &extra);
+        let neighbour = gateway.dir().join("plugins/neighbour");
+        std::fs::create_dir_all(&neighbour).expect("plugin directory");
+        edgewise_tests::copy_dir(&gateway.dir().join("plugins/hostile"), &neighbour);
+        let edit = |from: &str, to: &str| edgewise_tests::edit(&neighbour, "plugin.toml", from, to);
+        edit("name = \"hostile\"", "name = \"neighbour\"");
+        edit(
+            "subscribe = [\"hostile/in/#\"]",
+            "subscribe = [\"neighbour/in/#\"]",
+        );
+        gateway.launch(&broker);
+        let echoes = broker.subscribe_as(&format!("{id}-sink"), &["hostile/echo"]);
+        (broker, gateway, port, echoes)
+    }
+
+    /// Sends both streams and waits until the gateway holds all of them.
+    fn send_both(broker: &Broker, port: u16) -> (Vec<String>, Vec<String>) {
+        let calm: Vec<String> = (0..NEIGHBOUR).map(|i| format!("slow n{i:05}")).collect();
+        let flood: Vec<String> = (0..FLOOD)
+            .map(|i| format!("slow f{i:05} {}", "x".repeat(900)))
+            .collect();
+        broker.publish_lines("neighbour/in/x", &calm);
+        broker.publish_lines("hostile/in/x", &flood);
+        // Handled, or waiting in the journal (the one in hand counted by both).
+        let holds = |text: &str, plugin: &str, count: usize| {
+            metric(text, "edgewise_messages_in_total", plugin)
+                + metric(text, "edgewise_queue_depth", plugin)
+                >= count as f64
+        };
+        eventually(WAIT, "both streams in the journal", || {
+            let text = metrics(port);
+            match holds(&text, "neighbour", NEIGHBOUR) && holds(&text, "hostile", FLOOD) {
+                true => Ok(()),
+                false => Err(text),
+            }
+        });
+        (calm, flood)
+    }
+
+    /// With the broker away, the neighbour works through its whole backlog while the flooder
+    /// fills its share of the outbox; returns the metrics then.
+    fn outage(broker: &mut Broker, gateway: &mut Gateway, port: u16) -> String {
+        broker.stop();
+        gateway.expect_reconnects();
+        eventually(
+            WAIT * 2,
+            "the neighbour done with its backlog, broker away",
+            || {
+                let text = metrics(port);
+                let done = metric(&text, "edgewise_messages_in_total", "neighbour")
+                    >= NEIGHBOUR as f64
+                    && metric(&text, "edgewise_queue_depth", "neighbour") == 0.0;
+                match done {
+                    true => Ok(text),
+                    false => Err(text),
+                }
+            },
+        )
+    }
+
+    fn ids(lines: &[String]) -> BTreeSet<String> {
+        lines.iter().map(|m| m[5..11].to_owned()).collect()
+    }
+
+    #[test]
+    fn under_block_a_flooding_plugin_waits_for_the_broker_and_its_neighbour_does_not() {
+        let (mut broker, mut gateway, port, echoes) = scene("shares-block", "block");
+        let (calm, flood) = send_both(&broker, port);
+        let text = outage(&mut broker, &mut gateway, port);
+        assert!(
+            metric(&text, "edgewise_queue_depth", "hostile") > 0.0,
+            "the flooder waits, its backlog kept: {text}"
+        );
+        let window = 64.0 * 1000.0;
+        assert!(
+            sample(&text, OUTBOX) <= f64::from(1 << 20) + window,
+            "the outbox stays within its cap (and one mailbox window): {text}"
+        );
+        let log = gateway.log();
+        let full: Vec<&str> = log.lines().filter(|l| l.contains("outbox full")).collect();
+        assert!(
+            !full.is_empty() && full.iter().all(|l| l.contains("plugin=\"hostile\"")),
+            "only the flooder is told its share is full:\n{log}"
+        );
+
+        broker.resume();
+        let all: BTreeSet<String> = ids(&calm).into_iter().chain(ids(&flood)).collect();
+        let seen = ids_until(&echoes, WAIT * 2, |seen| seen.len() >= all.len());
+        let missing: Vec<&String> = all.difference(&seen).take(5).collect();
+        assert!(
+            missing.is_empty(),
+            "{} of {} never arrived, e.g. {missing:?}\n{}",
+            all.len() - seen.len(),
+            all.len(),
+            gateway.log()
+        );
+    }
+
+    #[test]
+    fn under_drop_oldest_only_the_flooder_loses_outputs() {
+        let (mut broker, mut gateway, port, echoes) = scene("shares-drop", "drop-oldest");
+        let (calm, flood) = send_both(&broker, port);
+        outage(&mut broker, &mut gateway, port);
+        let text = eventually(WAIT * 2, "the flooder done, its oldest dropped", || {
+            let text = metrics(port);
+            match metric(&text, "edgewise_queue_depth", "hostile") == 0.0
+                && metric(&text, "edgewise_outputs_dropped_total", "hostile") > 0.0
+            {
+                true => Ok(text),
+                false => Err(text),
+            }
+        });
+        assert_eq!(
+            metric(&text, "edgewise_outputs_dropped_total", "neighbour"),
+            0.0,
+            "the neighbour under its share loses nothing: {text}"
+        );
+
+        broker.resume();
+        let dropped = metric(&text, "edgewise_outputs_dropped_total", "hostile") as usize;
+        let calm = ids(&calm);
+        let expected = calm.len() + flood.len() - dropped;
+        let seen = ids_until(&echoes, WAIT * 2, |seen| seen.len() >= expected);
+        let missing: Vec<&String> = calm.difference(&seen).take(5).collect();
+        assert!(
+            missing.is_empty(),
+            "the neighbour's outputs all arrive; missing {missing:?}\n{}",
+            gateway.log()
+        );
+        assert_eq!(
+            seen.len(),
+            expected,
+            "each of the flooder's outputs arrived or was counted as dropped"
+        );
+    }
+}

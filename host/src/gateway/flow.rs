@@ -12,10 +12,10 @@
 //!
 //! Out: a plugin's outputs are written in the same transaction that removes the message from
 //! its backlog, then published in order; each stays in the journal until the broker
-//! acknowledges it, so none is lost to a dropped connection or a restart. The outbox is
-//! bounded (`journal.max-outbox-mib`): when it is full, plugins get no more messages until the
-//! broker takes outputs (`block`), or the oldest unsent outputs are dropped and counted
-//! (`drop-oldest`).
+//! acknowledges it, so none is lost to a dropped connection or a restart. The [`Outbox`] sends
+//! them, in order per plugin, the plugins taking turns, and shares its cap
+//! (`journal.max-outbox-mib`) fairly: only a plugin holding its share of a full outbox is held
+//! back (`block`) or loses its oldest unsent outputs (`drop-oldest`).
 //!
 //! A message the broker sends again (MQTT's DUP flag, after a connection dropped before our
 //! acknowledgement reached it) that is already in the journal is recognised by its packet id
@@ -31,6 +31,7 @@ use rumqttc::QoS;
 
 use crate::config::{OutboxOverflow, Overflow};
 use crate::gateway::journal::{Batch, Entry, Journal, JournalError, Output};
+use crate::gateway::outbox::Outbox;
 use crate::metrics::{JournalMetrics, PluginMetrics};
 use crate::mqtt::{Client, Delivery, Receipt};
 use crate::worker::Message;
@@ -129,27 +130,13 @@ pub struct Flow {
     fresh: HashMap<u64, Entry>,
     batch_started: Option<Instant>,
     lanes: BTreeMap<Arc<str>, Lane>,
-    /// Outputs kept and not yet sent on this connection, in order.
-    outbox: VecDeque<Output>,
-    /// Outputs sent on this connection, waiting for the broker.
-    unacked: BTreeMap<u64, Output>,
+    outbox: Outbox,
     recent: HashMap<u16, u64>,
     recent_order: VecDeque<u16>,
     /// What arrived while the journal was full, unacknowledged (the broker's in-flight window
     /// bounds it), in arrival order.
     held: VecDeque<Held>,
     full_logged: bool,
-    /// Whether the outbox is in an episode of being full, for the log: it starts when the outbox
-    /// reaches its cap and ends only when it is down to three quarters of it, so that one long
-    /// outage under `drop-oldest` (which keeps the outbox at its cap) is logged once, not at
-    /// every commit.
-    outbox_over: bool,
-    /// Outputs dropped since the outbox went over its cap.
-    dropped_while_over: u64,
-    /// Bytes of outputs dropped in the batch not yet committed.
-    dropping: u64,
-    /// Bytes of outputs in the batch not yet committed: the outbox's as good as.
-    coming: u64,
     metrics: JournalMetrics,
 }
 
@@ -171,21 +158,21 @@ impl Flow {
             fresh: HashMap::new(),
             batch_started: None,
             lanes: BTreeMap::new(),
-            outbox: outbox.into(),
-            unacked: BTreeMap::new(),
+            outbox: Outbox::new(
+                policy.max_outbox,
+                policy.outbox_overflow,
+                policy.max_unacked,
+                outbox,
+            ),
             recent: HashMap::new(),
             recent_order: VecDeque::new(),
             held: VecDeque::new(),
             full_logged: false,
-            outbox_over: false,
-            dropped_while_over: 0,
-            dropping: 0,
-            coming: 0,
             metrics,
         };
         // An outbox left full (the broker was away at the last shutdown) holds the plugins
-        // back from the start.
-        flow.watch_outbox();
+        // back from the start, or sheds what no longer fits a smaller cap.
+        flow.enforce_outbox_cap();
         flow.set_gauges();
         flow
     }
@@ -197,6 +184,7 @@ impl Flow {
         if self.policy.overflow != Overflow::Block {
             lane.window = 1;
         }
+        self.outbox.join(&name);
         self.lanes.insert(name.clone(), lane);
         self.refill(&name, false);
     }
@@ -204,6 +192,7 @@ impl Flow {
     /// Forgets plugin `name`: its lane and its whole backlog.
     pub fn remove_lane(&mut self, name: &str) -> Result<usize, JournalError> {
         self.lanes.remove(name);
+        self.outbox.leave(name);
         self.journal.forget(name)
     }
 
@@ -346,7 +335,8 @@ impl Flow {
         } = done;
         self.batch.done.push((plugin.to_string(), seq));
         for (topic, payload) in outputs {
-            self.coming += crate::gateway::journal::stored_bytes(&topic, &payload);
+            let bytes = crate::gateway::journal::stored_bytes(&topic, &payload);
+            self.outbox.made(&plugin, bytes);
             self.batch
                 .outputs
                 .push((plugin.to_string(), topic, payload, qos));
@@ -361,7 +351,7 @@ impl Flow {
 
     /// The broker has output `key`.
     pub fn delivered(&mut self, key: u64) {
-        if self.unacked.remove(&key).is_some() {
+        if self.outbox.delivered(key) {
             self.batch.delivered.push(key);
             self.batch_started.get_or_insert_with(Instant::now);
         }
@@ -394,6 +384,7 @@ impl Flow {
                 Err(e) => {
                     // Nothing of the batch is acknowledged or handed on: the broker sends its
                     // messages again once the connection is renewed, and they are new to us.
+                    self.outbox.keep(Vec::new());
                     self.acks.clear();
                     for lane in self.lanes.values_mut() {
                         lane.waiting.retain(|seq| !self.fresh.contains_key(seq));
@@ -405,10 +396,8 @@ impl Flow {
                 }
             }
         };
-        self.dropping = 0;
-        self.coming = 0;
-        self.outbox.extend(kept);
-        self.watch_outbox();
+        self.outbox.keep(kept);
+        self.enforce_outbox_cap();
         self.unsent_acks.extend(self.acks.drain(..));
         self.flush_acks(client, generation);
         let names: Vec<Arc<str>> = self.lanes.keys().cloned().collect();
@@ -442,64 +431,25 @@ impl Flow {
         m.outputs_waiting.set(self.undelivered() as i64);
     }
 
-    /// Whether the outputs waiting for the broker hold their cap: those kept, and those the
-    /// next commit keeps, less those it drops.
-    fn outbox_over(&self) -> bool {
-        (self.journal.outbox_bytes() + self.coming).saturating_sub(self.dropping)
-            >= self.policy.max_outbox
-    }
-
-    /// Applies the outbox's overflow policy after a commit, and logs when the outbox fills up
-    /// and when it has room again.
-    fn watch_outbox(&mut self) {
-        let over = self.outbox_over();
-        let roomy = (self.journal.outbox_bytes() + self.coming).saturating_sub(self.dropping)
-            <= self.policy.max_outbox / 4 * 3;
-        if over && self.policy.outbox_overflow == OutboxOverflow::DropOldest {
-            // Only outputs not yet sent: those on the wire are the broker's to acknowledge.
-            while self.outbox_over()
-                && let Some(output) = self.outbox.pop_front()
-            {
-                self.dropping += output.bytes();
-                self.metrics.output_dropped(&output.plugin);
-                self.batch.dropped.push(output.key);
-                self.batch_started.get_or_insert_with(Instant::now);
-                self.dropped_while_over += 1;
-            }
+    /// Applies the outbox's overflow policy after a commit: what it drops, the next commit
+    /// forgets.
+    fn enforce_outbox_cap(&mut self) {
+        for output in self.outbox.enforce() {
+            self.metrics.output_dropped(&output.plugin);
+            self.batch.dropped.push(output.key);
+            self.batch_started.get_or_insert_with(Instant::now);
         }
-        match (self.outbox_over, over, roomy) {
-            (false, true, _) => match self.policy.outbox_overflow {
-                OutboxOverflow::Block => tracing::warn!(
-                    bytes = self.journal.outbox_bytes(),
-                    outputs = self.undelivered(),
-                    "outbox full (`journal.max-outbox-mib`): plugins get no more messages until the broker takes outputs"
-                ),
-                OutboxOverflow::DropOldest => tracing::warn!(
-                    bytes = self.journal.outbox_bytes(),
-                    outputs = self.undelivered(),
-                    "outbox full (`journal.max-outbox-mib`): the oldest unsent outputs are dropped (edgewise_outputs_dropped_total)"
-                ),
-            },
-            (true, _, true) => {
-                tracing::info!(
-                    dropped = std::mem::take(&mut self.dropped_while_over),
-                    "outbox has room again"
-                );
-            }
-            _ => {}
-        }
-        self.outbox_over = over || (self.outbox_over && !roomy);
     }
 
     /// Moves plugin `name`'s next waiting messages into its mailbox, as far as its window
     /// allows: from the batch just committed (`committed`), or read back from the journal.
     /// Messages of a batch not yet committed wait for it.
     pub fn refill(&mut self, name: &str, committed: bool) {
-        let paused = self.policy.outbox_overflow == OutboxOverflow::Block && self.outbox_over();
+        let paused = self.outbox.holds_back(name);
         let Some(lane) = self.lanes.get_mut(name) else {
             return;
         };
-        // Under `block`, a full outbox holds every plugin back until the broker takes outputs.
+        // Under `block`, a plugin holding its share of a full outbox waits for the broker.
         let mut room = match paused {
             true => 0,
             false => lane.window.saturating_sub(lane.queued),
@@ -539,10 +489,7 @@ impl Flow {
 
     /// A new connection: what was sent on the old one and not acknowledged goes again, first.
     pub fn reconnected(&mut self) {
-        let resend = std::mem::take(&mut self.unacked);
-        for output in resend.into_values().rev() {
-            self.outbox.push_front(output);
-        }
+        self.outbox.reconnected();
     }
 
     /// Queues the acknowledgements of committed messages, in order, while the client takes
@@ -561,26 +508,17 @@ impl Flow {
     /// then the outbox in order, while the client takes them.
     pub fn send(&mut self, client: &Client, generation: u64) {
         self.flush_acks(client, generation);
-        while self.unacked.len() < self.policy.max_unacked
-            && let Some(output) = self.outbox.pop_front()
-        {
+        self.outbox.send(|output| {
             let qos = match output.qos {
                 0 => QoS::AtMostOnce,
                 1 => QoS::AtLeastOnce,
                 _ => QoS::ExactlyOnce,
             };
-            match client.try_publish_tracked(output.key, &output.topic, qos, output.payload.clone())
-            {
-                Ok(()) => {
-                    self.unacked.insert(output.key, output);
-                }
-                Err(_) => {
-                    // The request queue is full: the rest goes after the next events.
-                    self.outbox.push_front(output);
-                    break;
-                }
-            }
-        }
+            // False when the request queue is full: the rest goes after the next events.
+            client
+                .try_publish_tracked(output.key, &output.topic, qos, output.payload.clone())
+                .is_ok()
+        });
     }
 
     /// Plugins with messages still in the journal, and how many.
@@ -594,7 +532,7 @@ impl Flow {
 
     /// Outputs the broker does not have yet.
     pub fn undelivered(&self) -> usize {
-        self.outbox.len() + self.unacked.len()
+        self.outbox.undelivered()
     }
 }
 

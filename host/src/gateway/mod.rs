@@ -26,6 +26,7 @@ pub mod control;
 pub mod echoes;
 pub mod flow;
 pub mod journal;
+pub mod outbox;
 pub mod router;
 pub mod slot;
 pub mod status;
