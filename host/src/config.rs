@@ -16,6 +16,11 @@ use tracing_subscriber::EnvFilter;
 use crate::runtime::default_caps;
 use crate::worker::supervisor::RestartPolicy;
 
+/// The largest message on the gateway's own topics: a bundle chunk
+/// (`namespace::BUNDLE_CHUNK_BYTES`, 256 KiB) with room to spare, far above any command,
+/// desired state or keyring.
+const MAX_CONTROL_MESSAGE_BYTES: usize = 1 << 20;
+
 /// Why a configuration was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -668,11 +673,11 @@ impl Config {
         self.max_bundle_mib.saturating_mul(1 << 20)
     }
 
-    /// The largest message taken on the command, desired-state and bundle topics: a command
-    /// carries a bundle as base64 inside a base64 envelope (16/9 of its size), plus headers.
-    /// Anything larger is refused unread.
+    /// The largest message taken on the gateway's own topics (commands, desired states,
+    /// keyrings, bundle chunks): bundles travel in chunks, so this is independent of the
+    /// bundle cap. Anything larger is refused unread.
     pub fn max_command_bytes(&self) -> usize {
-        (self.max_bundle_bytes() as usize).saturating_mul(16) / 9 + (64 << 10)
+        MAX_CONTROL_MESSAGE_BYTES
     }
 
     /// The MQTT client id.

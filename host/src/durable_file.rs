@@ -18,6 +18,26 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     std::fs::File::open(dir).and_then(|d| d.sync_all())
 }
 
+/// Copies the file `from` to `path` atomically, streaming it (the file is never in memory
+/// whole).
+pub fn copy_atomically(from: &Path, path: &Path) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut temp = tempfile::NamedTempFile::new_in(dir)?;
+    std::io::copy(&mut std::fs::File::open(from)?, temp.as_file_mut())?;
+    temp.as_file().sync_all()?;
+    temp.persist(path).map_err(|e| e.error)?;
+    std::fs::File::open(dir).and_then(|d| d.sync_all())
+}
+
+/// Moves the file `from` to `path` on the same file system, durably: its content is synced
+/// first, then the rename and the directory.
+pub fn move_atomically(from: &Path, path: &Path) -> std::io::Result<()> {
+    std::fs::File::open(from)?.sync_all()?;
+    std::fs::rename(from, path)?;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::File::open(dir).and_then(|d| d.sync_all())
+}
+
 /// Creates `dir` (and its parents) readable by its owner only (0700).
 pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;

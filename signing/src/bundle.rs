@@ -20,6 +20,7 @@
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
@@ -95,6 +96,100 @@ pub struct Bundle {
     pub files: Vec<(String, Vec<u8>)>,
 }
 
+/// Where a bundle's bytes are.
+#[derive(Debug, Clone)]
+pub enum Source {
+    /// In memory (a bundle read whole: tests, the CLI).
+    Memory(Arc<[u8]>),
+    /// In a file, read as needed. The open file, not its path: a bundle moved or replaced
+    /// after it was verified still reads as the file that was verified.
+    File(Arc<std::fs::File>, PathBuf),
+}
+
+impl Source {
+    /// The bundle file at `path`, refused if larger than `max` bytes.
+    pub fn open(path: &Path, max: u64) -> Result<Source, BundleError> {
+        let io = |source| BundleError::Io {
+            path: path.to_owned(),
+            source,
+        };
+        let file = std::fs::File::open(path).map_err(io)?;
+        if file.metadata().map_err(io)?.len() > max {
+            return Err(BundleError::TooLarge { max });
+        }
+        Ok(Source::File(Arc::new(file), path.to_owned()))
+    }
+
+    fn len(&self) -> Result<u64, BundleError> {
+        match self {
+            Source::Memory(bytes) => Ok(bytes.len() as u64),
+            Source::File(file, path) => {
+                file.metadata()
+                    .map(|m| m.len())
+                    .map_err(|source| BundleError::Io {
+                        path: path.clone(),
+                        source,
+                    })
+            }
+        }
+    }
+
+    /// Fills `out` from byte `at`; the caller has checked that the range is inside.
+    fn read_at(&self, at: u64, out: &mut [u8]) -> Result<(), BundleError> {
+        match self {
+            Source::Memory(bytes) => {
+                let start = at as usize;
+                out.copy_from_slice(&bytes[start..start + out.len()]);
+                Ok(())
+            }
+            Source::File(file, path) => std::os::unix::fs::FileExt::read_exact_at(&**file, out, at)
+                .map_err(|source| BundleError::Io {
+                    path: path.clone(),
+                    source,
+                }),
+        }
+    }
+
+    /// The bytes of `span`.
+    fn read(&self, span: Span) -> Result<Vec<u8>, BundleError> {
+        let mut out = vec![0; span.size as usize];
+        self.read_at(span.offset, &mut out)?;
+        Ok(out)
+    }
+
+    /// The SHA-256 of `span`, read in blocks.
+    fn sha256(&self, span: Span) -> Result<String, BundleError> {
+        let mut hasher = Sha256::new();
+        let mut block = vec![0; HASH_BLOCK.min(span.size as usize)];
+        let mut at = span.offset;
+        let end = span.offset + span.size;
+        while at < end {
+            let n = block.len().min((end - at) as usize);
+            self.read_at(at, &mut block[..n])?;
+            hasher.update(&block[..n]);
+            at += n as u64;
+        }
+        Ok(hex::encode(hasher.finalize()))
+    }
+}
+
+/// Bytes hashed at a time when verifying a bundle where it lies.
+const HASH_BLOCK: usize = 64 << 10;
+
+/// Where a file's bytes are in its bundle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Span {
+    offset: u64,
+    size: u64,
+}
+
+/// A container's framing: everything but the files' bytes.
+struct Layout {
+    manifest: Vec<u8>,
+    signatures: Vec<Signature>,
+    files: Vec<(String, Span)>,
+}
+
 /// A bundle that passed every check: trusted, parsed, every file as pinned.
 #[derive(Debug, Clone)]
 pub struct VerifiedBundle {
@@ -104,18 +199,43 @@ pub struct VerifiedBundle {
     pub manifest_text: String,
     /// The trusted keys that signed it.
     pub signers: Vec<PublicKey>,
-    /// The files, by path.
-    pub files: BTreeMap<String, Vec<u8>>,
     /// The bundle's identity: the SHA-256 of its manifest (which pins every file), lowercase
     /// hex. See [`Bundle::digest`].
     pub digest: String,
+    /// Where its files are, by path.
+    files: BTreeMap<String, Span>,
+    source: Source,
 }
 
 impl VerifiedBundle {
     /// The content of the file at `path` as the manifest names it (`component`, a model's
-    /// `file`).
-    pub fn file(&self, path: &Path) -> Option<&[u8]> {
-        self.files.get(&canonical(path)?).map(Vec::as_slice)
+    /// `file`), read from the bundle and checked against its pin again: the bytes handed out
+    /// are the pinned bytes, whatever happened to the file since it was verified.
+    pub fn file(&self, path: &Path) -> Result<Vec<u8>, BundleError> {
+        let missing = |name: String| BundleError::File {
+            path: name,
+            problem: "not in the bundle".into(),
+        };
+        let name = canonical(path).ok_or_else(|| missing(path.display().to_string()))?;
+        let span = *self.files.get(&name).ok_or_else(|| missing(name.clone()))?;
+        let bytes = self.source.read(span)?;
+        let pinned = self
+            .manifest
+            .files
+            .get(&name)
+            .map(|pin| pin.sha256.as_str());
+        if pinned != Some(sha256_hex(&bytes).as_str()) {
+            return Err(BundleError::File {
+                path: name,
+                problem: "changed since the bundle was verified".into(),
+            });
+        }
+        Ok(bytes)
+    }
+
+    /// The paths of its files.
+    pub fn file_names(&self) -> impl Iterator<Item = &str> {
+        self.files.keys().map(String::as_str)
     }
 }
 
@@ -155,64 +275,16 @@ pub fn is_sha256_hex(text: &str) -> bool {
 impl Bundle {
     /// Parses the container. Checks framing only: nothing here is trusted yet.
     pub fn parse(bytes: &[u8]) -> Result<Self, BundleError> {
-        let mut r = Reader { bytes, at: 0 };
-        if r.take(8)? != MAGIC {
-            return Err(r.malformed(0, "not an Edgewise bundle (bad magic)"));
-        }
-        let format = r.u16()?;
-        if format != FORMAT {
-            return Err(r.malformed(8, &format!("format {format}; this gateway reads {FORMAT}")));
-        }
-        let manifest_len = r.u32()?;
-        if manifest_len > MAX_MANIFEST_BYTES {
-            return Err(r.malformed(r.at - 4, "manifest length over 1 MiB"));
-        }
-        let manifest = r.take(manifest_len as usize)?.to_vec();
-        let count = r.u16()?;
-        let mut signatures = Vec::with_capacity(usize::from(count.min(16)));
-        for _ in 0..count {
-            let key = <[u8; 32]>::try_from(r.take(32)?).map_err(|_| r.malformed(r.at, "key"))?;
-            let sig = <[u8; 64]>::try_from(r.take(64)?).map_err(|_| r.malformed(r.at, "sig"))?;
-            signatures.push(Signature {
-                key: PublicKey::from_bytes(key),
-                bytes: sig,
-            });
-        }
-        let count = r.u16()?;
-        if count > MAX_FILES {
-            return Err(r.malformed(r.at - 2, &format!("{count} files; at most {MAX_FILES}")));
-        }
-        let mut files: Vec<(String, Vec<u8>)> = Vec::with_capacity(usize::from(count));
-        for _ in 0..count {
-            let start = r.at;
-            let len = r.u16()?;
-            let path = std::str::from_utf8(r.take(usize::from(len))?)
-                .map_err(|_| r.malformed(start, "file path is not UTF-8"))?
-                .to_owned();
-            if canonical(Path::new(&path)).as_deref() != Some(path.as_str()) {
-                return Err(r.malformed(
-                    start,
-                    &format!(
-                        "file path `{path}` must be relative, `/`-separated, without `.` or `..`"
-                    ),
-                ));
-            }
-            if files.iter().any(|(p, _)| *p == path) {
-                return Err(r.malformed(start, &format!("file `{path}` appears twice")));
-            }
-            let size = r.u64()?;
-            let size = usize::try_from(size).map_err(|_| r.malformed(r.at - 8, "file size"))?;
-            files.push((path, r.take(size)?.to_vec()));
-        }
-        if r.at != bytes.len() {
-            return Err(r.malformed(
-                r.at,
-                &format!("{} bytes after the last file", bytes.len() - r.at),
-            ));
-        }
+        let source = Source::Memory(bytes.into());
+        let layout = Layout::read(&source)?;
+        let files = layout
+            .files
+            .into_iter()
+            .map(|(path, span)| Ok((path, source.read(span)?)))
+            .collect::<Result<_, BundleError>>()?;
         Ok(Self {
-            manifest,
-            signatures,
+            manifest: layout.manifest,
+            signatures: layout.signatures,
             files,
         })
     }
@@ -247,23 +319,42 @@ impl Bundle {
         out
     }
 
-    /// Verifies a bundle file's bytes against `keyring`, in the order the module doc gives.
+    /// Verifies a bundle's bytes against `keyring`, in the order the module doc gives.
     /// `origin` names the bundle in manifest errors.
     pub fn verify(
         bytes: &[u8],
         keyring: &Keyring,
         origin: &Path,
     ) -> Result<VerifiedBundle, BundleError> {
-        let bundle = Bundle::parse(bytes)?;
-        let digest = bundle.digest();
+        Self::verify_source(Source::Memory(bytes.into()), keyring, origin)
+    }
+
+    /// Verifies the bundle file at `path` where it lies, refusing one over `max` bytes; the
+    /// bundle it returns reads its files from there.
+    pub fn verify_file(
+        path: &Path,
+        max: u64,
+        keyring: &Keyring,
+    ) -> Result<VerifiedBundle, BundleError> {
+        Self::verify_source(Source::open(path, max)?, keyring, path)
+    }
+
+    /// Verifies the bundle in `source`.
+    pub fn verify_source(
+        source: Source,
+        keyring: &Keyring,
+        origin: &Path,
+    ) -> Result<VerifiedBundle, BundleError> {
+        let layout = Layout::read(&source)?;
+        let digest = sha256_hex(&layout.manifest);
         let ty = PayloadType::Manifest;
         let signers: Vec<PublicKey> = keyring
-            .check(Role::Release, ty, &bundle.manifest, &bundle.signatures)
+            .check(Role::Release, ty, &layout.manifest, &layout.signatures)
             .map_err(BundleError::Untrusted)?
             .into_iter()
             .map(|k| k.key)
             .collect();
-        let manifest_text = String::from_utf8(bundle.manifest)
+        let manifest_text = String::from_utf8(layout.manifest)
             .map_err(|_| BundleError::Policy("the manifest is not UTF-8".into()))?;
         let manifest = Manifest::parse(&manifest_text, &origin.join("manifest"))?;
         if manifest.release.is_none() {
@@ -281,27 +372,27 @@ impl Bundle {
             }
         }
         let mut files = BTreeMap::new();
-        for (path, content) in bundle.files {
+        for (path, span) in layout.files {
             let Some(pin) = manifest.files.get(&path) else {
                 return Err(BundleError::File {
                     path,
                     problem: "not pinned by the manifest".into(),
                 });
             };
-            if content.len() as u64 != pin.size {
+            if span.size != pin.size {
                 return Err(BundleError::File {
                     path,
-                    problem: format!("{} bytes, the manifest pins {}", content.len(), pin.size),
+                    problem: format!("{} bytes, the manifest pins {}", span.size, pin.size),
                 });
             }
-            let actual = sha256_hex(&content);
+            let actual = source.sha256(span)?;
             if actual != pin.sha256 {
                 return Err(BundleError::File {
                     path,
                     problem: format!("SHA-256 {actual}, the manifest pins {}", pin.sha256),
                 });
             }
-            files.insert(path, content);
+            files.insert(path, span);
         }
         if let Some(missing) = manifest.files.keys().find(|p| !files.contains_key(*p)) {
             return Err(BundleError::File {
@@ -313,8 +404,77 @@ impl Bundle {
             manifest,
             manifest_text,
             signers,
-            files,
             digest,
+            files,
+            source,
+        })
+    }
+}
+
+impl Layout {
+    /// Reads the framing of the container in `source`, checking every length against what is
+    /// there; files' bytes are skipped, not read.
+    fn read(source: &Source) -> Result<Layout, BundleError> {
+        let mut r = Reader {
+            source,
+            len: source.len()?,
+            at: 0,
+        };
+        if r.take(8)? != MAGIC {
+            return Err(r.malformed(0, "not an Edgewise bundle (bad magic)"));
+        }
+        let format = r.u16()?;
+        if format != FORMAT {
+            return Err(r.malformed(8, &format!("format {format}; this gateway reads {FORMAT}")));
+        }
+        let manifest_len = r.u32()?;
+        if manifest_len > MAX_MANIFEST_BYTES {
+            return Err(r.malformed(r.at - 4, "manifest length over 1 MiB"));
+        }
+        let manifest = r.take(u64::from(manifest_len))?;
+        let count = r.u16()?;
+        let mut signatures = Vec::with_capacity(usize::from(count.min(16)));
+        for _ in 0..count {
+            let key = <[u8; 32]>::try_from(r.take(32)?).map_err(|_| r.malformed(r.at, "key"))?;
+            let sig = <[u8; 64]>::try_from(r.take(64)?).map_err(|_| r.malformed(r.at, "sig"))?;
+            signatures.push(Signature {
+                key: PublicKey::from_bytes(key),
+                bytes: sig,
+            });
+        }
+        let count = r.u16()?;
+        if count > MAX_FILES {
+            return Err(r.malformed(r.at - 2, &format!("{count} files; at most {MAX_FILES}")));
+        }
+        let mut files: Vec<(String, Span)> = Vec::with_capacity(usize::from(count));
+        for _ in 0..count {
+            let start = r.at;
+            let len = r.u16()?;
+            let path = String::from_utf8(r.take(u64::from(len))?)
+                .map_err(|_| r.malformed(start, "file path is not UTF-8"))?;
+            if canonical(Path::new(&path)).as_deref() != Some(path.as_str()) {
+                return Err(r.malformed(
+                    start,
+                    &format!(
+                        "file path `{path}` must be relative, `/`-separated, without `.` or `..`"
+                    ),
+                ));
+            }
+            if files.iter().any(|(p, _)| *p == path) {
+                return Err(r.malformed(start, &format!("file `{path}` appears twice")));
+            }
+            let size = r.u64()?;
+            let offset = r.at;
+            r.skip(size)?;
+            files.push((path, Span { offset, size }));
+        }
+        if r.at != r.len {
+            return Err(r.malformed(r.at, &format!("{} bytes after the last file", r.len - r.at)));
+        }
+        Ok(Layout {
+            manifest,
+            signatures,
+            files,
         })
     }
 }
@@ -440,30 +600,35 @@ pub fn canonical(path: &Path) -> Option<String> {
     (!parts.is_empty()).then(|| parts.join("/"))
 }
 
-/// A cursor over the container bytes.
+/// A cursor over a container, reading its framing.
 struct Reader<'a> {
-    bytes: &'a [u8],
-    at: usize,
+    source: &'a Source,
+    len: u64,
+    at: u64,
 }
 
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], BundleError> {
-        let end = self
-            .at
-            .checked_add(n)
-            .filter(|end| *end <= self.bytes.len());
+impl Reader<'_> {
+    /// Moves past `n` bytes, if there are that many.
+    fn skip(&mut self, n: u64) -> Result<u64, BundleError> {
+        let end = self.at.checked_add(n).filter(|end| *end <= self.len);
         let Some(end) = end else {
             return Err(self.malformed(
                 self.at,
-                &format!(
-                    "truncated: {n} bytes expected, {} left",
-                    self.bytes.len() - self.at
-                ),
+                &format!("truncated: {n} bytes expected, {} left", self.len - self.at),
             ));
         };
-        let slice = &self.bytes[self.at..end];
+        let start = self.at;
         self.at = end;
-        Ok(slice)
+        Ok(start)
+    }
+
+    /// The next `n` bytes (framing only: at most the manifest's 1 MiB).
+    fn take(&mut self, n: u64) -> Result<Vec<u8>, BundleError> {
+        let start = self.skip(n)?;
+        self.source.read(Span {
+            offset: start,
+            size: n,
+        })
     }
 
     fn u16(&mut self) -> Result<u16, BundleError> {
@@ -479,13 +644,13 @@ impl<'a> Reader<'a> {
     fn u64(&mut self) -> Result<u64, BundleError> {
         let b = self.take(8)?;
         let mut a = [0u8; 8];
-        a.copy_from_slice(b);
+        a.copy_from_slice(&b);
         Ok(u64::from_be_bytes(a))
     }
 
-    fn malformed(&self, offset: usize, problem: &str) -> BundleError {
+    fn malformed(&self, offset: u64, problem: &str) -> BundleError {
         BundleError::Malformed {
-            offset,
+            offset: offset as usize,
             problem: problem.to_owned(),
         }
     }

@@ -46,20 +46,12 @@ pub struct Command {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub enum Action {
-    /// Install a plugin, or update it: hot swap to the bundle given, inline or by digest
-    /// (retained on `edgewise/bundles/<digest>`). `install` is the same action.
+    /// Install a plugin, or update it: hot swap to the bundle `digest`, retained in chunks on
+    /// `edgewise/bundles/<digest>/<index>/<count>`. `install` is the same action.
     #[serde(alias = "install")]
     Update {
-        /// The signed bundle, base64.
-        #[serde(
-            rename = "bundle-base64",
-            default,
-            skip_serializing_if = "Option::is_none"
-        )]
-        bundle_base64: Option<String>,
-        /// Or the digest of a bundle retained on `edgewise/bundles/<digest>`.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        digest: Option<String>,
+        /// The bundle's digest.
+        digest: String,
     },
     /// Stop and uninstall a plugin.
     Remove {
@@ -88,7 +80,7 @@ pub enum Action {
         settings: BTreeMap<String, Setting>,
     },
     /// Go back to the plugin's last-known-good bundle; or, naming a bundle digest, to that
-    /// bundle (in the store, or retained on `edgewise/bundles/<digest>`): the only way a bundle
+    /// bundle (in the store, or retained in chunks under `edgewise/bundles/<digest>`): the only way a bundle
     /// signed as a rollback (`rollback = true`) is ever installed.
     Rollback {
         /// The plugin.
@@ -300,8 +292,7 @@ mod tests {
         assert_eq!(
             install.action,
             Action::Update {
-                bundle_base64: None,
-                digest: Some("ab".into())
+                digest: "ab".into()
             }
         );
     }

@@ -62,16 +62,36 @@ pub fn keyring(gateway: &str) -> String {
     format!("{ROOT}/{gateway}/keyring")
 }
 
-/// Where a bundle is retained under its digest, for updates by digest.
-pub fn bundle(digest: &str) -> String {
-    format!("{ROOT}/bundles/{digest}")
+/// Bytes in every chunk of a bundle but the last, which holds the rest (1 byte or more).
+pub const BUNDLE_CHUNK_BYTES: usize = 256 << 10;
+
+/// Where chunk `index` (from 0) of the `count` chunks of bundle `digest` is retained.
+pub fn bundle_chunk(digest: &str, index: u32, count: u32) -> String {
+    format!("{ROOT}/bundles/{digest}/{index}/{count}")
 }
 
-/// The digest of a retained-bundle topic, if `topic` is one.
-pub fn bundle_digest(topic: &str) -> Option<&str> {
-    topic
-        .strip_prefix(ROOT)
-        .and_then(|t| t.strip_prefix("/bundles/"))
+/// The filter that receives every chunk of bundle `digest`.
+pub fn bundle_chunks(digest: &str) -> String {
+    format!("{ROOT}/bundles/{digest}/+/+")
+}
+
+/// The number of chunks a bundle of `size` bytes travels in.
+pub fn bundle_chunk_count(size: u64) -> u64 {
+    size.div_ceil(BUNDLE_CHUNK_BYTES as u64).max(1)
+}
+
+/// A chunk topic's digest, index and count, if `topic` is a chunk topic: numbers in decimal
+/// without leading zeros, the index below the count.
+pub fn parse_bundle_chunk(topic: &str) -> Option<(&str, u32, u32)> {
+    let rest = topic.strip_prefix(ROOT)?.strip_prefix("/bundles/")?;
+    let mut levels = rest.split('/');
+    let (digest, index, count) = (levels.next()?, levels.next()?, levels.next()?);
+    let number = |text: &str| {
+        let canonical = !text.is_empty() && (text == "0" || !text.starts_with('0'));
+        canonical.then(|| text.parse::<u32>().ok()).flatten()
+    };
+    let (index, count) = (number(index)?, number(count)?);
+    (levels.next().is_none() && index < count).then_some((digest, index, count))
 }
 
 /// Whether `topic` is a name in the gateway's namespace.
@@ -123,6 +143,26 @@ mod tests {
     }
 
     #[test]
+    fn chunk_topics_name_a_digest_an_index_and_a_count() {
+        let topic = bundle_chunk("ab", 3, 10);
+        assert_eq!(topic, "edgewise/bundles/ab/3/10");
+        assert_eq!(parse_bundle_chunk(&topic), Some(("ab", 3, 10)));
+        for wrong in [
+            "edgewise/bundles/ab",
+            "edgewise/bundles/ab/10/10",
+            "edgewise/bundles/ab/03/10",
+            "edgewise/bundles/ab/-1/10",
+            "edgewise/bundles/ab/1/10/x",
+            "edgewise/bundles/ab/1/",
+        ] {
+            assert_eq!(parse_bundle_chunk(wrong), None, "{wrong}");
+        }
+        assert_eq!(bundle_chunk_count(0), 1);
+        assert_eq!(bundle_chunk_count(BUNDLE_CHUNK_BYTES as u64), 1);
+        assert_eq!(bundle_chunk_count(BUNDLE_CHUNK_BYTES as u64 + 1), 2);
+    }
+
+    #[test]
     fn grants_that_reach_the_gateway_topics_are_reserved_even_through_wildcards() {
         for filter in [
             "#",
@@ -171,13 +211,14 @@ mod tests {
             reply("gw", "c-1"),
             dead_letter("gw", "p"),
             desired("g"),
-            bundle("ab12"),
+            bundle_chunk("ab12", 0, 1),
         ] {
             assert!(is_gateway_topic(&topic), "{topic}");
         }
         assert!(reply("gw", "c-1").starts_with(&reply_prefix("gw")));
-        assert_eq!(bundle_digest(&bundle("ab12")), Some("ab12"));
-        assert_eq!(bundle_digest("sensors/bundles/ab12"), None);
+        assert_eq!(parse_bundle_chunk("sensors/bundles/ab12/0/1"), None);
+        let chunks = TopicFilter::parse(&bundle_chunks("ab12"));
+        assert!(chunks.is_ok_and(|f| f.matches(&bundle_chunk("ab12", 2, 3))));
         assert!(!is_gateway_topic("edgewise-app/x"));
         assert!(TopicFilter::parse(EVERY_STATUS).is_ok_and(|f| f.matches(&status("gw"))));
     }

@@ -79,6 +79,49 @@ impl Fixture {
 }
 
 #[test]
+fn a_bundle_file_is_verified_where_it_lies_and_a_file_changed_afterwards_is_not_handed_out() {
+    let f = fixture(MANIFEST);
+    let b = f.bundle();
+    let path = f.dir.path().join("demo.ewb");
+    std::fs::write(&path, b.to_bytes()).unwrap_or_else(|e| panic!("{e}"));
+    let v = Bundle::verify_file(&path, bundle::DEFAULT_MAX_BYTES, &f.keyring)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(v.digest, b.digest());
+    let names: Vec<&str> = v.file_names().collect();
+    assert_eq!(names, ["model/m.onnx", "plugin.wasm"]);
+    assert!(
+        v.file(Path::new("plugin.wasm"))
+            .is_ok_and(|c| c == b"\0asm component bytes")
+    );
+
+    // The verified bundle reads from the file it verified: a byte changed in place since is
+    // caught as the file is handed out, not run.
+    let mut bytes = b.to_bytes();
+    let at = bytes.len() - 1;
+    bytes[at] ^= 1;
+    std::os::unix::fs::FileExt::write_all_at(
+        &std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap_or_else(|e| panic!("{e}")),
+        &bytes[at..],
+        at as u64,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let changed = v.file(Path::new("plugin.wasm"));
+    assert!(
+        changed.as_ref().is_err_and(|e| e
+            .to_string()
+            .contains("changed since the bundle was verified")),
+        "{changed:?}"
+    );
+    let refused = Bundle::verify_file(&path, bundle::DEFAULT_MAX_BYTES, &f.keyring);
+    assert!(refused.is_err_and(|e| e.to_string().contains("plugin.wasm")));
+    let small = Bundle::verify_file(&path, 100, &f.keyring);
+    assert!(matches!(small, Err(BundleError::TooLarge { max: 100 })));
+}
+
+#[test]
 fn a_packed_bundle_verifies_and_round_trips() {
     let f = fixture(MANIFEST);
     let b = f.bundle();
@@ -87,7 +130,10 @@ fn a_packed_bundle_verifies_and_round_trips() {
     let v = f.verify(&b).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(v.manifest.release, Some(7));
     assert_eq!(v.manifest.files.len(), 2);
-    assert_eq!(v.file(Path::new("./model/m.onnx")), Some(&[7u8; 5000][..]));
+    let model = v
+        .file(Path::new("./model/m.onnx"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(model, vec![7u8; 5000]);
     assert_eq!(v.signers, vec![f.release.public()]);
     assert_eq!(v.digest, bundle::sha256_hex(&b.manifest));
     assert_eq!(v.digest, b.digest());

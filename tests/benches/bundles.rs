@@ -5,6 +5,13 @@
 //! - Store load time for 20 installed bundles, as at a gateway start: verification only, then
 //!   verification plus components from the compiled cache (a restart), then from cold (the
 //!   first start after install, compiling every component).
+//! - Memory of an update over MQTT, on a real gateway and Mosquitto: a 20 MiB and a 100 MiB
+//!   bundle uploaded in chunks, then an `update` command. The gateway's peak resident memory is
+//!   reset before the update (`/proc/<pid>/clear_refs`) and read when it replies `staged`
+//!   (received, verified and moved into the store: the update path itself) and after the
+//!   outcome (which includes reading the new version's model for the engine: inherent to
+//!   loading a model of that size). The bulk of these bundles is a pseudo-random "model" that
+//!   the engine then refuses, so the update ends rolled back, after the part measured.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -14,7 +21,9 @@ use edgewise_host::management::store::{Admit, Store};
 use edgewise_host::runtime::cache::Cache;
 use edgewise_host::runtime::plugin::CompiledPlugin;
 use edgewise_signing::bundle::{self, DEFAULT_MAX_BYTES};
+use edgewise_signing::command::{Action, Command};
 use edgewise_signing::{Bundle, Keyring, SecretKey};
+use edgewise_tests::mqtt::{Broker, Gateway};
 use edgewise_tests::{copy_plugin, edit, runtime};
 use sha2::{Digest, Sha256};
 
@@ -45,7 +54,18 @@ fn keyring(key: &SecretKey) -> Keyring {
 /// The threshold plugin with an extra "model" file of `model_bytes` (verification does not
 /// look inside files), packed.
 fn bundle_of(key: &SecretKey, name: &str, model_bytes: usize) -> Vec<u8> {
+    bundle_of_release(key, name, model_bytes, 1)
+}
+
+/// Like [`bundle_of`], as release `release`.
+fn bundle_of_release(key: &SecretKey, name: &str, model_bytes: usize, release: u32) -> Vec<u8> {
     let dir = copy_plugin("threshold");
+    edit(
+        dir.path(),
+        "plugin.toml",
+        "release = 1",
+        &format!("release = {release}"),
+    );
     edit(
         dir.path(),
         "plugin.toml",
@@ -135,4 +155,110 @@ fn main() {
         warm.as_secs_f64() * 1e3,
         cold.as_secs_f64() / warm.as_secs_f64()
     );
+
+    update_memory(&key);
+}
+
+/// A field of `/proc/<pid>/status`, in MiB.
+fn status_mib(pid: u32, field: &str) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("field in /proc status");
+    kib / 1024.0
+}
+
+fn update_memory(release: &SecretKey) {
+    println!(
+        "\nmemory of an update over MQTT (real gateway, Mosquitto; peak reset before each update):"
+    );
+    let operator = SecretKey::generate().expect("key");
+    let broker = Broker::start();
+    let mut gateway = Gateway::prepare(&broker, "bench-update", &[], "");
+    edit(
+        gateway.dir(),
+        "gateway.toml",
+        "plugins = \"plugins\"\n",
+        "plugins = \"plugins\"\nmax-bundle-mib = 128\n",
+    );
+    let keyring = gateway.dir().join("keyring.toml");
+    std::fs::write(
+        &keyring,
+        format!(
+            "version = 1\n[[keys]]\nname = \"release\"\nrole = \"release\"\npublic-key = \"{}\"\n[[keys]]\nname = \"ops\"\nrole = \"operator\"\npublic-key = \"{}\"\n",
+            release.public(),
+            operator.public()
+        ),
+    )
+    .expect("keyring");
+    gateway.signed_only(&keyring);
+    let store = Store::open(
+        &gateway.dir().join("store"),
+        Keyring::from_file(&keyring).expect("keyring"),
+        DEFAULT_MAX_BYTES,
+    )
+    .expect("store");
+    store
+        .install(
+            &bundle_of(release, "threshold", 0),
+            Path::new("v1.ewb"),
+            Admit::Update,
+        )
+        .expect("v1 installs");
+    gateway.launch(&broker);
+    let pid = gateway.pid().expect("the gateway runs");
+    let replies = broker.subscribe(&["edgewise/bench-update/reply/#"]);
+    for (n, mib) in [20usize, 100].into_iter().enumerate() {
+        let bytes = bundle_of_release(release, "threshold", mib << 20, n as u32 + 2);
+        let size = bytes.len() as f64 / (1 << 20) as f64;
+        let uploaded = Instant::now();
+        let digest = broker.upload_bundle(&bytes);
+        let upload = uploaded.elapsed();
+        drop(bytes);
+        let before = status_mib(pid, "VmRSS:");
+        std::fs::write(format!("/proc/{pid}/clear_refs"), "5").expect("peak reset");
+        let now = edgewise_host::clock::now_ms();
+        let command = Command {
+            id: format!("mem-{n}"),
+            gateway: "bench-update".into(),
+            seq: now,
+            issued_at_ms: now,
+            expires_at_ms: now + 600_000,
+            action: Action::Update { digest },
+        };
+        let sent = Instant::now();
+        broker.publish(
+            "edgewise/bench-update/cmd",
+            command.sign(&operator).as_bytes(),
+            1,
+        );
+        let (mut staged, mut staged_at, mut outcome) = (None, None, None);
+        while outcome.is_none() {
+            let Some((_, reply)) = replies.next(Duration::from_secs(120)) else {
+                panic!("no reply to the update:\n{}", gateway.log());
+            };
+            if reply.contains("\"staged\"") {
+                staged = Some(status_mib(pid, "VmHWM:"));
+                staged_at = Some(sent.elapsed());
+            }
+            for end in ["live", "rolled-back", "failed", "done"] {
+                if reply.contains(&format!("\"state\":\"{end}\"")) {
+                    outcome = Some(end);
+                }
+            }
+        }
+        let staged = staged.unwrap_or_else(|| panic!("never staged:\n{}", gateway.log()));
+        let peak = status_mib(pid, "VmHWM:");
+        println!(
+            "  {size:>6.1} MiB bundle: upload {:>6.2} s; update to staged {:>7.0} ms; RSS before {before:>5.1} MiB; peak to staged +{:.1} MiB ({:.3} of the bundle); peak to the outcome ({}) +{:.1} MiB",
+            upload.as_secs_f64(),
+            staged_at.unwrap_or_default().as_secs_f64() * 1e3,
+            staged - before,
+            (staged - before) / size,
+            outcome.unwrap_or_default(),
+            peak - before,
+        );
+    }
 }

@@ -12,7 +12,6 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use base64::Engine as _;
 use edgewise_host::management::store::{Admit, Store};
 use edgewise_signing::bundle::DEFAULT_MAX_BYTES;
 use edgewise_signing::command::{Action, Command};
@@ -74,18 +73,17 @@ fn connect(id: &str, port: u16) -> (AsyncClient, rumqttc::EventLoop) {
     (client, eventloop)
 }
 
-/// A signed update command carrying `bundle`.
-fn update(keys: &Keys, gateway: &str, seq: u64, bundle: &[u8]) -> String {
+/// Uploads `bundle` to `broker` (retained, in chunks) and returns a signed update command for
+/// it.
+fn update(broker: &Broker, keys: &Keys, gateway: &str, seq: u64, bundle: &[u8]) -> String {
+    let digest = tokio::task::block_in_place(|| broker.upload_bundle(bundle));
     Command {
         id: format!("swap-{seq}"),
         gateway: gateway.into(),
         seq,
         issued_at_ms: now_ms(),
         expires_at_ms: now_ms() + 60_000,
-        action: Action::Update {
-            bundle_base64: Some(base64::engine::general_purpose::STANDARD.encode(bundle)),
-            digest: None,
-        },
+        action: Action::Update { digest },
     }
     .sign(&keys.operator)
 }
@@ -254,7 +252,13 @@ async fn main() {
         let (mut inside, mut outside) = (Vec::new(), Vec::new());
         for release in 2..=6 {
             seq += 1;
-            let command = update(&keys, &id, seq, &bundle(&keys, plugin, model, release));
+            let command = update(
+                &broker,
+                &keys,
+                &id,
+                seq,
+                &bundle(&keys, plugin, model, release),
+            );
             let (swap_ms, seen_ms) = swap(port, &id, seq, command).await;
             inside.push(swap_ms);
             outside.push(seen_ms);
@@ -278,7 +282,13 @@ async fn main() {
     for rate in [1000.0, 2500.0, 5000.0, 7500.0, 10000.0] {
         release += 1;
         seq += 1;
-        let command = update(&keys, id, seq, &bundle(&keys, "template", None, release));
+        let command = update(
+            &broker,
+            &keys,
+            id,
+            seq,
+            &bundle(&keys, "template", None, release),
+        );
         let count = (rate * 2.0) as usize;
         let (missing, doubled, achieved, swap_ms) =
             stream_with_swap(port, id, rate, count, command, seq).await;

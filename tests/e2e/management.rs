@@ -593,7 +593,6 @@ fn two_gateways_of_a_group_converge_on_a_new_desired_state_one_of_them_after_bei
 
 #[test]
 fn a_gateway_killed_during_an_update_runs_one_complete_version_after_restart_and_says_which() {
-    use base64::Engine as _;
     // Killed as soon as each progress reply is seen: the update may have gone a little further
     // by then, but whatever it reached, the restarted gateway must run the old version or the
     // new one, whole.
@@ -609,19 +608,11 @@ fn a_gateway_killed_during_an_update_runs_one_complete_version_after_restart_and
                 ("prefix = \"echo\"", "prefix = \"echo/v2\""),
             ],
         );
-        let bundle_base64 =
-            base64::engine::general_purpose::STANDARD.encode(std::fs::read(&v2).expect("bundle"));
+        let digest = m.broker.upload_bundle(&std::fs::read(&v2).expect("bundle"));
         let replies = m.replies();
         m.send(
-            &m.command(
-                "up",
-                now_ms(),
-                Action::Update {
-                    bundle_base64: Some(bundle_base64),
-                    digest: None,
-                },
-            )
-            .sign(&m.operator),
+            &m.command("up", now_ms(), Action::Update { digest })
+                .sign(&m.operator),
         );
         let state = format!("\"state\":\"{step}\"");
         replies.collect_until(WAIT, |r| r.iter().any(|(_, p)| p.contains(&state)));
@@ -658,7 +649,7 @@ fn a_gateway_killed_during_an_update_runs_one_complete_version_after_restart_and
 }
 
 #[test]
-fn an_update_by_digest_takes_the_bundle_retained_under_that_digest() {
+fn push_uploads_the_bundle_in_chunks_and_the_update_takes_it_by_digest() {
     let m = Managed::start("by-digest", "template", &[], "");
     let v2 = m.bundle(
         "template-v2.ewb",
@@ -668,13 +659,7 @@ fn an_update_by_digest_takes_the_bundle_retained_under_that_digest() {
             ("version = \"0.1.0\"", "version = \"0.2.0\""),
         ],
     );
-    let pushed = m.cli(&[
-        "push",
-        &v2.to_string_lossy(),
-        "--gateway",
-        "by-digest",
-        "--by-digest",
-    ]);
+    let pushed = m.cli(&["push", &v2.to_string_lossy(), "--gateway", "by-digest"]);
     let out = text(&pushed.stdout);
     assert!(pushed.status.success(), "{out}\n{}", text(&pushed.stderr));
     assert!(
@@ -716,7 +701,6 @@ fn over_mqtt_5_a_command_is_also_answered_on_its_response_topic_with_its_correla
 
 #[test]
 fn a_broker_restart_in_the_middle_of_an_update_loses_no_message_and_the_update_completes() {
-    use base64::Engine as _;
     let mut m = Managed::start("weather", "template", &[], "");
     let v2 = m.bundle(
         "v2.ewb",
@@ -727,17 +711,13 @@ fn a_broker_restart_in_the_middle_of_an_update_loses_no_message_and_the_update_c
             ("prefix = \"echo\"", "prefix = \"echo/v2\""),
         ],
     );
-    let bundle_base64 =
-        Some(base64::engine::general_purpose::STANDARD.encode(std::fs::read(&v2).expect("bundle")));
+    let digest = m.broker.upload_bundle(&std::fs::read(&v2).expect("bundle"));
     let sub = m.broker.subscribe_as("weather-watcher", &["echo/#"]);
     let replies = m.replies();
     let first: Vec<String> = (0..150).map(|i| format!("{i:04}")).collect();
     m.broker.publish_lines("sensors/line", &first);
     let mut got = sub.collect_until(WAIT, |got| got.len() >= 20);
-    let update = Action::Update {
-        bundle_base64,
-        digest: None,
-    };
+    let update = Action::Update { digest };
     m.send(&m.command("stormy", now_ms(), update).sign(&m.operator));
     replies.collect_until(WAIT, |r| {
         r.iter().any(|(_, p)| p.contains("\"state\":\"verified\""))
@@ -912,4 +892,69 @@ fn a_command_larger_than_any_bundle_is_refused_unread_and_the_connection_stays()
     assert!(out.status.success(), "{}", text(&out.stderr));
     let log = m.gateway.log();
     assert_eq!(log.matches("connected to the broker").count(), 1, "{log}");
+}
+
+#[test]
+fn a_bundle_in_many_chunks_installs_and_a_chunk_of_the_wrong_size_fails_its_update() {
+    use edgewise_signing::namespace::{BUNDLE_CHUNK_BYTES, bundle_chunk};
+    // voice-activity carries Silero (1.3 MB): its bundle travels in six chunks.
+    let m = Managed::start("chunks", "voice-activity", &[], "");
+    let v2 = m.bundle(
+        "v2.ewb",
+        "voice-activity",
+        &[
+            ("release = 1", "release = 2"),
+            ("version = \"0.1.0\"", "version = \"0.2.0\""),
+        ],
+    );
+    let v2 = std::fs::read(v2).expect("bundle");
+    let digest = edgewise_signing::Bundle::parse(&v2)
+        .expect("bundle")
+        .digest();
+    let chunks: Vec<&[u8]> = v2.chunks(BUNDLE_CHUNK_BYTES).collect();
+    let count = chunks.len() as u32;
+    assert!(count >= 3, "{count} chunks");
+
+    // A broken upload: the first chunk cut short. The update waiting for it fails, saying so.
+    let replies = m.replies();
+    let update = |id: &str| {
+        let action = Action::Update {
+            digest: digest.clone(),
+        };
+        m.send(&m.command(id, now_ms(), action).sign(&m.operator));
+    };
+    update("short");
+    m.broker
+        .publish_retained(&bundle_chunk(&digest, 0, count), &chunks[0][..1000]);
+    let got = replies.collect_until(WAIT, |r| r.iter().any(|(_, p)| p.contains("\"failed\"")));
+    let failed = got
+        .iter()
+        .map(|(_, p)| p)
+        .find(|p| p.contains("\"failed\""))
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        failed.contains(&format!("chunk 0 of {count} has 1000 bytes")),
+        "{got:?}"
+    );
+
+    // The whole upload, last chunk first: the update takes it.
+    for (index, chunk) in chunks.iter().enumerate().rev() {
+        m.broker
+            .publish_retained(&bundle_chunk(&digest, index as u32, count), chunk);
+    }
+    update("whole");
+    let got = replies.collect_until(WAIT, |r| r.iter().any(|(_, p)| p.contains("\"live\"")));
+    assert!(
+        got.iter().any(|(_, p)| p.contains("\"live\"")),
+        "{got:?}\n{}",
+        m.gateway.log()
+    );
+    assert!(text(&m.ctl(&["list"]).stdout).contains("\"version\":\"0.2.0\""));
+    let incoming = m.gateway.dir().join("store/incoming");
+    let left: Vec<_> = std::fs::read_dir(&incoming).expect("incoming").collect();
+    assert!(
+        left.is_empty(),
+        "assembled files are moved or deleted: {left:?}"
+    );
 }

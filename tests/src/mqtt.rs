@@ -385,6 +385,21 @@ impl Broker {
         )
     }
 
+    /// Uploads the bundle `bytes` as `edgewise push` does: retained, in chunks under
+    /// `edgewise/bundles/<digest>`; returns its digest.
+    pub fn upload_bundle(&self, bytes: &[u8]) -> String {
+        use edgewise_signing::namespace::{BUNDLE_CHUNK_BYTES, bundle_chunk};
+        let digest = edgewise_signing::Bundle::parse(bytes)
+            .expect("a bundle")
+            .digest();
+        let chunks: Vec<&[u8]> = bytes.chunks(BUNDLE_CHUNK_BYTES).collect();
+        let count = chunks.len() as u32;
+        for (index, chunk) in chunks.into_iter().enumerate() {
+            self.publish_retained(&bundle_chunk(&digest, index as u32, count), chunk);
+        }
+        digest
+    }
+
     /// Publishes one retained message.
     pub fn publish_retained(&self, topic: &str, payload: &[u8]) {
         self.publish_as(topic, payload, 1, &["-r"]);

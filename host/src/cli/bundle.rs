@@ -102,8 +102,7 @@ pub fn pack(args: PackArgs) -> anyhow::Result<ExitCode> {
 
 pub fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     let keyring = Keyring::from_file(&args.keyring)?;
-    let bytes = bundle::read_capped(&args.bundle, DEFAULT_MAX_BYTES)?;
-    let verified = Bundle::verify(&bytes, &keyring, &args.bundle)
+    let verified = Bundle::verify_file(&args.bundle, DEFAULT_MAX_BYTES, &keyring)
         .with_context(|| format!("{} refused", args.bundle.display()))?;
     let signers: Vec<String> = verified.signers.iter().map(|k| k.id()).collect();
     println!(
@@ -112,7 +111,7 @@ pub fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
         verified.manifest.name,
         verified.manifest.version,
         verified.manifest.release.unwrap_or_default(),
-        verified.files.len(),
+        verified.file_names().count(),
         signers.join(", "),
         verified.digest
     );

@@ -7,13 +7,11 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD as BASE64;
 use edgewise_signing::bundle::{self, DEFAULT_MAX_BYTES};
 use edgewise_signing::command::{Action, Command, DesiredState};
 use edgewise_signing::manifest::Setting;
 use edgewise_signing::{SecretKey, namespace};
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS};
 
 use crate::clock::now_ms;
 
@@ -102,10 +100,6 @@ pub struct PushArgs {
     /// The fleet group.
     #[arg(long)]
     group: Option<String>,
-    /// Publish the bundle retained on `edgewise/bundles/<digest>` and send only its digest
-    /// (for bundles too large for one command, or to reuse one upload for many gateways).
-    #[arg(long, conflicts_with = "group")]
-    by_digest: bool,
     /// Roll the plugin back to this bundle, one signed as a rollback (`edgewise pack
     /// --rollback`): uploads it by digest and sends a rollback command naming it. A rollback
     /// bundle goes in no other way.
@@ -156,23 +150,15 @@ pub fn push(args: PushArgs) -> anyhow::Result<ExitCode> {
         let digest = parsed.digest();
         let text = String::from_utf8(parsed.manifest).context("manifest is not UTF-8")?;
         let plugin = edgewise_signing::Manifest::parse(&text, &args.bundle)?.name;
-        publish_retained(&args.connection, &namespace::bundle(&digest), bytes)?;
+        upload_bundle(&args.connection, &digest, bytes)?;
         Action::Rollback {
             plugin,
             digest: Some(digest),
         }
-    } else if args.by_digest {
-        let digest = edgewise_signing::Bundle::parse(&bytes)?.digest();
-        publish_retained(&args.connection, &namespace::bundle(&digest), bytes)?;
-        Action::Update {
-            bundle_base64: None,
-            digest: Some(digest),
-        }
     } else {
-        Action::Update {
-            bundle_base64: Some(BASE64.encode(bytes)),
-            digest: None,
-        }
+        let digest = edgewise_signing::Bundle::parse(&bytes)?.digest();
+        upload_bundle(&args.connection, &digest, bytes)?;
+        Action::Update { digest }
     };
     send(&gateway, action, &args.connection)
 }
@@ -265,7 +251,7 @@ fn broker_address(url: &str) -> anyhow::Result<(String, u16, bool)> {
     })
 }
 
-/// Publishes `bundle` retained on `edgewise/bundles/<digest>` and a new desired state for
+/// Uploads `bundle` (retained, in chunks under `edgewise/bundles/<digest>`) and a new desired state for
 /// `group` that runs it, keeping the group's other plugins.
 fn push_group(
     bundle_bytes: Vec<u8>,
@@ -337,13 +323,9 @@ fn publish_desired(
                 ahead.version
             );
         }
-        let mut to_ack = 1;
         if let Some((plugin, digest, bundle)) = added {
-            client
-                .publish(namespace::bundle(&digest), QoS::AtLeastOnce, true, bundle)
-                .await?;
+            upload_chunks(&client, &mut eventloop, &digest, bundle).await?;
             plugins.insert(plugin, digest);
-            to_ack += 1;
         }
         let desired = DesiredState {
             group: group.to_owned(),
@@ -355,7 +337,7 @@ fn publish_desired(
         client
             .publish(&desired_topic, QoS::AtLeastOnce, true, desired.sign(&key))
             .await?;
-        let mut acked = 0;
+        let (mut acked, to_ack) = (0, 1);
         while acked < to_ack {
             if let Event::Incoming(Packet::PubAck(_)) = eventloop.poll().await? {
                 acked += 1;
@@ -365,7 +347,7 @@ fn publish_desired(
     })
 }
 
-/// Publishes `payload` retained at QoS 1 and waits for the broker's acknowledgement.
+/// Publishes `payload` retained on `topic`; returns when the broker has it.
 pub(crate) fn publish_retained(
     connection: &Connection,
     topic: &str,
@@ -386,6 +368,57 @@ pub(crate) fn publish_retained(
             }
         }
     })
+}
+
+/// Uploads bundle `bytes` (of digest `digest`) retained, in chunks under
+/// `edgewise/bundles/<digest>`; returns when the broker has every chunk.
+pub(crate) fn upload_bundle(
+    connection: &Connection,
+    digest: &str,
+    bytes: Vec<u8>,
+) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let (client, mut eventloop) = client(connection, "edgewise-upload")?;
+        upload_chunks(&client, &mut eventloop, digest, bytes).await
+    })
+}
+
+/// Publishes the chunks of bundle `bytes` retained while polling `eventloop` for their
+/// acknowledgements; returns when the broker has acknowledged them all.
+async fn upload_chunks(
+    client: &AsyncClient,
+    eventloop: &mut EventLoop,
+    digest: &str,
+    bytes: Vec<u8>,
+) -> anyhow::Result<()> {
+    let bytes = bytes::Bytes::from(bytes);
+    let count = u32::try_from(namespace::bundle_chunk_count(bytes.len() as u64))
+        .context("bundle too large")?;
+    let (publisher, digest) = (client.clone(), digest.to_owned());
+    let sending = tokio::spawn(async move {
+        for index in 0..count {
+            let start = index as usize * namespace::BUNDLE_CHUNK_BYTES;
+            let end = (start + namespace::BUNDLE_CHUNK_BYTES).min(bytes.len());
+            let topic = namespace::bundle_chunk(&digest, index, count);
+            let chunk = bytes.slice(start..end);
+            publisher
+                .publish_bytes(topic, QoS::AtLeastOnce, true, chunk)
+                .await?;
+        }
+        Ok::<(), rumqttc::ClientError>(())
+    });
+    let mut acked = 0;
+    while acked < count {
+        if let Event::Incoming(Packet::PubAck(_)) = eventloop.poll().await? {
+            acked += 1;
+        }
+    }
+    sending.await??;
+    Ok(())
 }
 
 /// See what a fleet runs; keep its desired state fresh.

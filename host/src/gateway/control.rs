@@ -1,12 +1,13 @@
 //! The gateway's own topics as they arrive: management commands, the fleet's desired state,
-//! retained bundles, and the status published under this gateway's id.
+//! bundles in chunks, and the status published under this gateway's id.
 //!
 //! Sits beside the router on the inbound path: a message under `edgewise/` is never routed to
 //! a plugin (no plugin may subscribe there, see `edgewise_signing::namespace`); it comes here.
 //! Commands, desired states, keyring updates and bundles go to the manager thread as
 //! [`Request`]s, which checks
 //! them there (signatures over whole bundles, an fsync per command): this task, which polls
-//! MQTT, does no more than look at a topic and a size. Anything larger than a command can be
+//! MQTT, does no more than look at a topic and a size, and write a bundle's chunks into the
+//! file they are assembled in ([`Incoming`]). Anything larger than a command or a chunk can be
 //! is refused unread. A status with another process's
 //! instance id means two gateways share one id, which the log says plainly, since all the
 //! broker shows is each one taking the session from the other.
@@ -20,6 +21,7 @@ use rand::Rng;
 use serde_json::Value;
 
 use crate::config::Config;
+use crate::gateway::incoming::{Assembly, Incoming};
 use crate::management::{Replier, Request};
 use crate::mqtt::{Delivery, Link};
 
@@ -38,6 +40,7 @@ pub struct Control {
     /// Whether the gateway is managed (a keyring is configured): else commands are not read.
     managed: bool,
     requests: Sender<Request>,
+    incoming: Incoming,
     last_twin_warning: Option<Instant>,
 }
 
@@ -55,6 +58,10 @@ impl Control {
             max_command_bytes: config.max_command_bytes(),
             managed,
             requests,
+            incoming: Incoming::new(
+                &crate::management::store::incoming_dir(&config.store),
+                config.max_bundle_bytes(),
+            ),
             last_twin_warning: None,
         }
     }
@@ -88,7 +95,7 @@ impl Control {
         if delivery.payload.len() > self.max_command_bytes {
             let (size, max) = (delivery.payload.len(), self.max_command_bytes);
             let reason = format!(
-                "{size} bytes, more than the {max} this gateway takes (`max-bundle-mib`): refused unread"
+                "{size} bytes, more than the {max} a command or a bundle chunk may have: refused unread"
             );
             tracing::warn!(topic, "{reason}");
             if topic == self.command {
@@ -108,8 +115,16 @@ impl Control {
             Request::Desired(delivery.payload.to_vec())
         } else if self.keyring.iter().any(|t| t == topic) {
             Request::Keyring(delivery.payload.to_vec())
-        } else if let Some(digest) = namespace::bundle_digest(topic) {
-            Request::Bundle(digest.to_owned(), delivery.payload.to_vec())
+        } else if let Some((digest, index, count)) = namespace::parse_bundle_chunk(topic) {
+            let ready = match self.incoming.chunk(digest, index, count, &delivery.payload) {
+                Ok(Assembly::Waiting) => return,
+                Ok(Assembly::Ready(path)) => Ok(path),
+                Err(e) => {
+                    tracing::warn!(topic, "bundle chunk refused: {e}");
+                    Err(e.to_string())
+                }
+            };
+            Request::Bundle(digest.to_owned(), ready)
         } else {
             return;
         };

@@ -25,6 +25,7 @@
 pub mod control;
 pub mod echoes;
 pub mod flow;
+pub mod incoming;
 pub mod journal;
 pub mod outbox;
 pub mod router;

@@ -1,15 +1,17 @@
 //! Fleet roll-outs: a signed desired state per group, retained on the broker, applied here.
 //!
 //! A desired state lists the plugins of the group and their bundle digests; the manager installs
-//! what is missing (asking for its bundles on `edgewise/bundles/<digest>`), swaps what
+//! what is missing (asking for its bundles' chunks under `edgewise/bundles/<digest>`), swaps what
 //! differs, removes what is not listed, and reports its progress in the gateway's status. Its
 //! version, issue time and expiry are judged by [`Trust`](super::trust::Trust), which keeps the
 //! one applied, so an older desired state is refused. A fleet never rolls a plugin back: a
 //! bundle signed as a rollback goes in only by an operator's rollback command.
 
 use std::collections::BTreeSet;
+use std::path::PathBuf;
 use std::time::Instant;
 
+use edgewise_signing::VerifiedBundle;
 use edgewise_signing::command::DesiredState;
 use edgewise_signing::namespace;
 use serde_json::json;
@@ -89,7 +91,10 @@ impl Manager {
             .filter(|(name, digest)| !installed.iter().any(|(n, d, _)| n == *name && d == *digest))
             .map(|(_, digest)| digest.clone())
             .collect();
-        let topics = waiting.iter().map(|d| namespace::bundle(d)).collect();
+        let topics = waiting
+            .iter()
+            .map(|d| namespace::bundle_chunks(d))
+            .collect();
         self.rollout = Some(Rollout {
             desired: desired.clone(),
             waiting,
@@ -100,22 +105,59 @@ impl Manager {
         self.finish_if_done();
     }
 
-    /// A bundle an `update` by digest or a roll-out may be waiting for.
-    pub(super) fn bundle(&mut self, digest: &str, bytes: &[u8]) {
-        if !bytes.is_empty()
-            && let Some(awaited) = self.awaiting.remove(digest)
-        {
-            let reply = awaited.reply;
-            let actual = edgewise_signing::Bundle::parse(bytes).map(|b| b.digest());
-            if actual.as_deref().ok() != Some(digest) {
-                let reason = format!("the bundle on edgewise/bundles/{digest} is not that bundle");
-                return reply.send("failed", json!({ "reason": reason }));
+    /// Bundle `digest` is assembled in a file (or a chunk of it was refused): an `update` or
+    /// a rollback command, and a roll-out, may be waiting for it. The file is verified where it
+    /// lies, once, and moves into the store; whatever is left of it is deleted.
+    pub(super) fn bundle(&mut self, digest: &str, assembled: Result<PathBuf, String>) {
+        let awaited = self.awaiting.remove(digest);
+        let rollout = self
+            .rollout
+            .as_ref()
+            .filter(|r| r.waiting.contains(digest))
+            .map(|r| (r.desired.clone(), r.reply.clone()));
+        if awaited.is_none() && rollout.is_none() {
+            if let Ok(path) = assembled {
+                let _ = std::fs::remove_file(path);
             }
-            let prepared = match &awaited.rollback_of {
-                Some(plugin) => self.roll_back_to(plugin, digest, bytes, &reply, awaited.received),
-                None => self.update_bytes(bytes, &reply, awaited.received, Admit::Update, None),
+            return;
+        }
+        let verified = assembled
+            .map_err(|reason| Unfinished::Failed(format!("bundle {digest}: {reason}")))
+            .and_then(|path| Ok((self.verify_staged(digest, &path)?, path)));
+        let (verified, staged) = match verified {
+            Ok(verified) => verified,
+            Err(unfinished) => {
+                let reason = match unfinished {
+                    Unfinished::Failed(reason) => reason,
+                    Unfinished::Answered => String::new(),
+                };
+                if let Some(awaited) = awaited {
+                    awaited.reply.send("failed", json!({ "reason": reason }));
+                }
+                if let Some((desired, _)) = rollout {
+                    self.rollout = None;
+                    self.report(Some(&desired), "failed", Some(reason));
+                }
+                return;
+            }
+        };
+        // The first to install it moves the file into the store; a second finds it there.
+        let mut staged = Some(staged);
+        if let Some(awaited) = awaited {
+            let reply = awaited.reply;
+            let (admit, plugin) = match &awaited.rollback_of {
+                Some(plugin) => (Admit::Rollback(digest), Some(plugin.as_str())),
+                None => (Admit::Update, None),
             };
-            match prepared {
+            let outcome = self.update_from(
+                &verified,
+                &mut staged,
+                &reply,
+                awaited.received,
+                admit,
+                plugin,
+            );
+            match outcome {
                 Ok(change) => {
                     let _ = self.changes.send(change);
                 }
@@ -125,21 +167,19 @@ impl Manager {
                 Err(Unfinished::Answered) => {}
             }
         }
-        let Some(rollout) = self.rollout.as_ref() else {
+        let Some((desired, reply)) = rollout else {
             return;
         };
-        if bytes.is_empty() || !rollout.waiting.contains(digest) {
-            return;
-        }
-        let desired = rollout.desired.clone();
-        let reply = rollout.reply.clone();
-        let actual = edgewise_signing::Bundle::parse(bytes).map(|b| b.digest());
-        if actual.as_deref().ok() != Some(digest) {
-            let error = format!("the bundle on edgewise/bundles/{digest} is not that bundle");
-            return self.report(Some(&desired), "failed", Some(error));
-        }
         // A fleet never rolls a plugin back: a bundle signed as a rollback is refused here.
-        match self.update_bytes(bytes, &reply, Instant::now(), Admit::Update, None) {
+        let outcome = self.update_from(
+            &verified,
+            &mut staged,
+            &reply,
+            Instant::now(),
+            Admit::Update,
+            None,
+        );
+        match outcome {
             Ok(change) => {
                 let _ = self.changes.send(change);
                 if let Some(r) = self.rollout.as_mut() {
@@ -156,6 +196,32 @@ impl Manager {
                 self.report(Some(&desired), "failed", Some(error));
             }
         }
+    }
+
+    /// [`Manager::update`] from the file `staged` if it is still there (taken, and whatever is
+    /// left of it deleted), else from the store.
+    fn update_from(
+        &self,
+        verified: &VerifiedBundle,
+        staged: &mut Option<PathBuf>,
+        reply: &Replier,
+        received: Instant,
+        admit: Admit,
+        plugin: Option<&str>,
+    ) -> Result<super::Change, Unfinished> {
+        let from = staged.take();
+        let outcome = self.update(
+            verified.clone(),
+            from.as_deref(),
+            reply,
+            received,
+            admit,
+            plugin,
+        );
+        if let Some(from) = from {
+            let _ = std::fs::remove_file(from);
+        }
+        outcome
     }
 
     fn finish_if_done(&mut self) {

@@ -31,8 +31,6 @@ use std::sync::Arc;
 use std::sync::mpsc::RecvTimeoutError;
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD as BASE64;
 use edgewise_signing::command::{Action, Command};
 use edgewise_signing::{VerifiedBundle, namespace};
 use serde_json::{Value, json};
@@ -123,8 +121,9 @@ pub enum Request {
     Desired(Vec<u8>),
     /// A keyring update arrived (signed, maybe retained).
     Keyring(Vec<u8>),
-    /// A bundle arrived on `edgewise/bundles/<digest>`.
-    Bundle(String, Vec<u8>),
+    /// The chunks of bundle `digest` are all in, assembled in this file (in the store's
+    /// `incoming/`, not yet verified); or a chunk of it was refused, for this reason.
+    Bundle(String, Result<PathBuf, String>),
     /// A plugin thread went back to the old version during probation; make the store agree.
     RolledBack {
         /// The plugin.
@@ -156,7 +155,7 @@ pub struct Manager {
     link: Arc<Link>,
     /// A fleet roll-out waiting for bundles.
     rollout: Option<Rollout>,
-    /// Commands waiting for their bundle on `edgewise/bundles/<digest>`, by digest.
+    /// Commands waiting for their bundle's chunks under `edgewise/bundles/<digest>`, by digest.
     awaiting: BTreeMap<String, Awaited>,
     /// The last keyring update refused, for the status.
     keyring_refusal: Option<String>,
@@ -239,7 +238,7 @@ impl Manager {
                 }
                 Request::Desired(payload) => self.desired(&payload),
                 Request::Keyring(payload) => self.keyring_update(&payload),
-                Request::Bundle(digest, bytes) => self.bundle(&digest, &bytes),
+                Request::Bundle(digest, assembled) => self.bundle(&digest, assembled),
                 Request::RolledBack {
                     plugin,
                     reason,
@@ -273,19 +272,7 @@ impl Manager {
 
     fn run(&mut self, command: Command, reply: Replier, received: Instant) {
         let change = match command.action {
-            Action::Update {
-                bundle_base64: Some(bundle_base64),
-                digest: None,
-            } => match self.update(&bundle_base64, &reply, received) {
-                Ok(change) => Ok(change),
-                Err(Unfinished::Answered) => return,
-                Err(Unfinished::Failed(reason)) => Err(reason),
-            },
-            Action::Update {
-                bundle_base64: None,
-                digest: Some(digest),
-            } => self.await_bundle(digest, &reply, received, None),
-            Action::Update { .. } => Err("give one of `bundle-base64` and `digest`".into()),
+            Action::Update { digest } => self.await_bundle(digest, &reply, received, None),
             Action::Config { plugin, settings } => {
                 let settings = settings
                     .iter()
@@ -302,10 +289,11 @@ impl Manager {
             Action::Rollback {
                 plugin,
                 digest: Some(digest),
-            } => match self.store.bundle_bytes(&digest) {
+            } => match self.store.bundle(&digest) {
                 // Rolled back to before: the bundle is in the store still.
-                Some(bytes) => {
-                    match self.roll_back_to(&plugin, &digest, &bytes, &reply, received) {
+                Some(bundle) => {
+                    let admit = Admit::Rollback(&digest);
+                    match self.update(bundle, None, &reply, received, admit, Some(&plugin)) {
                         Ok(change) => Ok(change),
                         Err(Unfinished::Answered) => return,
                         Err(Unfinished::Failed(reason)) => Err(reason),
@@ -383,7 +371,7 @@ impl Manager {
                 "`{digest}` is not a bundle digest (64 lowercase hex digits)"
             ));
         }
-        let topic = namespace::bundle(&digest);
+        let topic = namespace::bundle_chunks(&digest);
         reply.send("waiting", json!({ "for": topic }));
         let awaited = Awaited {
             reply: reply.clone(),
@@ -394,49 +382,43 @@ impl Manager {
         Ok(Change::Subscribe(vec![topic]))
     }
 
-    /// A rollback an operator asked for: to bundle `digest` of `plugin`, a bundle signed as a
-    /// rollback (or any earlier one of the plugin's).
-    fn roll_back_to(
+    /// Verifies the bundle `digest` assembled in the file `staged`, where it lies.
+    pub(crate) fn verify_staged(
         &self,
-        plugin: &str,
         digest: &str,
-        bytes: &[u8],
-        reply: &Replier,
-        received: Instant,
-    ) -> Result<Change, Unfinished> {
-        let admit = Admit::Rollback(digest);
-        self.update_bytes(bytes, reply, received, admit, Some(plugin))
+        staged: &std::path::Path,
+    ) -> Result<VerifiedBundle, Unfinished> {
+        let verified = edgewise_signing::Bundle::verify_file(
+            staged,
+            self.config.max_bundle_bytes(),
+            self.store.keyring(),
+        )
+        .map_err(|e| Unfinished::Failed(e.to_string()))?;
+        if verified.digest != digest {
+            return Err(Unfinished::Failed(format!(
+                "the bundle under {} is {}, not that bundle",
+                namespace::bundle_chunks(digest),
+                verified.digest
+            )));
+        }
+        Ok(verified)
     }
 
-    /// Verify, stage, compile, `init`: everything before the switch.
-    fn update(
+    /// Installs and prepares `verified` (read from the file `staged`, which moves into the
+    /// store; `None` for a bundle the store holds already); for a rollback, only if it is a
+    /// bundle of `plugin`.
+    pub(crate) fn update(
         &self,
-        bundle_base64: &str,
-        reply: &Replier,
-        received: Instant,
-    ) -> Result<Change, Unfinished> {
-        let bytes = BASE64
-            .decode(bundle_base64)
-            .map_err(|e| Unfinished::Failed(format!("bundle-base64: {e}")))?;
-        self.update_bytes(&bytes, reply, received, Admit::Update, None)
-    }
-
-    /// Installs and prepares the bundle in `bytes`; for a rollback, only if it is a bundle of
-    /// `plugin`.
-    pub(crate) fn update_bytes(
-        &self,
-        bytes: &[u8],
+        verified: VerifiedBundle,
+        staged: Option<&std::path::Path>,
         reply: &Replier,
         received: Instant,
         admit: Admit,
         plugin: Option<&str>,
     ) -> Result<Change, Unfinished> {
-        let origin = PathBuf::from(format!("command {}", reply.id()));
         self.trust
             .keyring_in_force(self.store.keyring())
             .map_err(Unfinished::Failed)?;
-        let verified = edgewise_signing::Bundle::verify(bytes, self.store.keyring(), &origin)
-            .map_err(|e| Unfinished::Failed(e.to_string()))?;
         if plugin.is_some_and(|p| p != verified.manifest.name) {
             return Err(Unfinished::Failed(format!(
                 "bundle {} is a bundle of `{}`, not of `{}`",
@@ -447,11 +429,11 @@ impl Manager {
         }
         reply.send("verified", json!({ "bundle": describe(&verified) }));
         let plugin = verified.manifest.name.clone();
-        match self
-            .store
-            .install(bytes, &origin, admit)
-            .map_err(|e| Unfinished::Failed(e.to_string()))?
-        {
+        let installed = match staged {
+            Some(staged) => self.store.install_staged(&verified, staged, admit),
+            None => self.store.reinstate(&verified, admit),
+        };
+        match installed.map_err(|e| Unfinished::Failed(e.to_string()))? {
             Installed::AlreadyActive { .. } => {
                 // The same bundle again changes nothing, and that is not an error.
                 let note = format!(

@@ -5,12 +5,15 @@
 //!                                   manifest, which pins every file)
 //! <store>/quarantine/<digest>.ewb   bundles that failed verification at load (changed on disk)
 //! <store>/cache/<digest>-<engine>.cwasm  compiled components, written only by this host
+//! <store>/incoming/<digest>.<n>.part  bundles arriving in chunks, not yet verified (emptied at
+//!                                   start); one verified moves into bundles/ by a rename
 //! <store>/state.json                per plugin: the active bundle, the last-known-good one,
 //!                                   and the highest release counter ever accepted
 //! ```
 //!
 //! Every write is atomic (temporary file in the same directory, fsync, rename, fsync of the
-//! directory), so a gateway killed at any moment finds either the old file or the new one. The
+//! directory), so a gateway killed at any moment finds either the old file or the new one.
+//! Bundles are verified where they lie, read in blocks, never whole in memory. The
 //! highest release is recorded in the same write that activates a bundle, and a lower release
 //! is refused unless its signed manifest says `rollback = true`. The directory is created
 //! owner-only (0700): the compiled cache in it is native code (see [`crate::runtime::plugin`]).
@@ -169,6 +172,7 @@ impl Store {
             root.join("bundles"),
             root.join("quarantine"),
             root.join("cache"),
+            incoming_dir(root),
         ] {
             create_private_dir(&dir)?;
         }
@@ -194,12 +198,12 @@ impl Store {
         self.keyring = keyring;
     }
 
-    /// The bytes of bundle `digest` if the store holds it (installed now or before).
-    pub fn bundle_bytes(&self, digest: &str) -> Option<Vec<u8>> {
-        if !bundle::is_sha256_hex(digest) {
+    /// Bundle `digest` as the store holds it (installed now or before), verified again.
+    pub fn bundle(&self, digest: &str) -> Option<VerifiedBundle> {
+        if !bundle::is_sha256_hex(digest) || !self.bundle_path(digest).is_file() {
             return None;
         }
-        std::fs::read(self.bundle_path(digest)).ok()
+        self.load(digest).ok()
     }
 
     /// The directory of compiled components.
@@ -207,11 +211,14 @@ impl Store {
         self.root.join("cache")
     }
 
-    /// Verifies the bundle file at `path` and makes it its plugin's active bundle. Nothing in
-    /// the store changes unless every check passed.
+    /// Verifies the bundle file at `path` where it lies and makes it its plugin's active bundle
+    /// (a copy of the file goes into the store). Nothing in the store changes unless every
+    /// check passed.
     pub fn install_file(&self, path: &Path, admit: Admit) -> Result<Installed, StoreError> {
-        let bytes = bundle::read_capped(path, self.max_bundle_bytes)?;
-        self.install(&bytes, path, admit)
+        let verified = Bundle::verify_file(path, self.max_bundle_bytes, &self.keyring)?;
+        self.admit(&verified, admit, |to| {
+            durable_file::copy_atomically(path, to)
+        })
     }
 
     /// Like [`Store::install_file`], from the bundle's bytes; `origin` names it in errors.
@@ -228,6 +235,46 @@ impl Store {
             .into());
         }
         let verified = Bundle::verify(bytes, &self.keyring, origin)?;
+        self.admit(&verified, admit, |to| {
+            durable_file::write_atomically(to, bytes)
+        })
+    }
+
+    /// Makes `verified`, read from the file `staged` in [`incoming_dir`], its plugin's
+    /// active bundle: the file moves into the store. Nothing in the store changes unless every
+    /// check passed; `staged` stays where it is then, for the caller to remove.
+    pub fn install_staged(
+        &self,
+        verified: &VerifiedBundle,
+        staged: &Path,
+        admit: Admit,
+    ) -> Result<Installed, StoreError> {
+        self.admit(verified, admit, |to| {
+            durable_file::move_atomically(staged, to)
+        })
+    }
+
+    /// Makes `verified`, a bundle the store holds (see [`Store::bundle`]), its plugin's
+    /// active bundle again.
+    pub fn reinstate(
+        &self,
+        verified: &VerifiedBundle,
+        admit: Admit,
+    ) -> Result<Installed, StoreError> {
+        self.admit(verified, admit, |to| match to.is_file() {
+            true => Ok(()),
+            false => Err(std::io::ErrorKind::NotFound.into()),
+        })
+    }
+
+    /// Checks `verified` against the plugin's history (rollback, conflict) and, if it may go
+    /// in, has `place` put its file where the store keeps it and records it as active.
+    fn admit(
+        &self,
+        verified: &VerifiedBundle,
+        admit: Admit,
+        place: impl FnOnce(&Path) -> std::io::Result<()>,
+    ) -> Result<Installed, StoreError> {
         let manifest = &verified.manifest;
         let plugin = manifest.name.clone();
         let release = manifest.release.unwrap_or_default();
@@ -237,7 +284,7 @@ impl Store {
             if p.active == verified.digest {
                 return Ok(Installed::AlreadyActive {
                     plugin,
-                    digest: verified.digest,
+                    digest: verified.digest.clone(),
                 });
             }
             if release < p.highest_release && !manifest.rollback {
@@ -255,13 +302,17 @@ impl Store {
             if release <= p.highest_release && admit != Admit::Rollback(&verified.digest) {
                 return Err(StoreError::RollbackNotAsked {
                     plugin,
-                    digest: verified.digest,
+                    digest: verified.digest.clone(),
                     offered: release,
                     highest: p.highest_release,
                 });
             }
         }
-        write_atomically(&self.bundle_path(&verified.digest), bytes)?;
+        let target = self.bundle_path(&verified.digest);
+        place(&target).map_err(|source| StoreError::Io {
+            path: target.clone(),
+            source,
+        })?;
         let highest = previous
             .as_ref()
             .map_or(release, |p| p.highest_release.max(release));
@@ -284,7 +335,7 @@ impl Store {
             plugin,
             version: manifest.version.to_string(),
             release,
-            digest: verified.digest,
+            digest: verified.digest.clone(),
         })
     }
 
@@ -421,8 +472,7 @@ impl Store {
 
     fn load(&self, digest: &str) -> Result<VerifiedBundle, StoreError> {
         let path = self.bundle_path(digest);
-        let bytes = bundle::read_capped(&path, self.max_bundle_bytes)?;
-        let verified = Bundle::verify(&bytes, &self.keyring, &path)?;
+        let verified = Bundle::verify_file(&path, self.max_bundle_bytes, &self.keyring)?;
         if verified.digest != digest {
             return Err(BundleError::File {
                 path: path.display().to_string(),
@@ -473,6 +523,12 @@ impl Store {
         })?;
         write_atomically(&self.state_path(), &bytes)
     }
+}
+
+/// The directory of the store in `root` that bundles arriving in chunks are assembled in:
+/// inside the store, so that one verified there moves into place by a rename.
+pub fn incoming_dir(root: &Path) -> PathBuf {
+    root.join("incoming")
 }
 
 /// [`durable_file::write_atomically`], with the file named in the error.

@@ -134,22 +134,23 @@ impl CompiledPlugin {
         let manifest = bundle.manifest.clone();
         let origin = PathBuf::from(format!("bundle {}", &bundle.digest[..16]));
         let path = origin.join(&manifest.component);
-        let missing = || std::io::Error::new(std::io::ErrorKind::NotFound, "not in the bundle");
-        let bytes = bundle
-            .file(&manifest.component)
-            .ok_or_else(|| LoadError::ReadComponent {
+        // Read from the bundle and checked against its pin again (see `VerifiedBundle::file`).
+        let read = |file: &Path| bundle.file(file).map_err(std::io::Error::other);
+        // Read only when it must be compiled: a cached component needs none of it.
+        let compile = || {
+            let bytes = read(&manifest.component).map_err(|source| LoadError::ReadComponent {
                 plugin: manifest.name.clone(),
                 path: path.clone(),
-                source: missing(),
+                source,
             })?;
-        let compile = || compile(runtime, &manifest.name, &path, bytes);
+            compile(runtime, &manifest.name, &path, &bytes)
+        };
         let component = match cache {
             Some(cache) => {
                 cache.component(runtime.engine(), &manifest.name, &bundle.digest, compile)?
             }
             None => compile()?,
         };
-        let read = |file: &Path| bundle.file(file).map(<[u8]>::to_vec).ok_or_else(missing);
         Self::link(runtime, manifest, component, &origin, &read, settings)
     }
 
