@@ -938,6 +938,32 @@ fn a_bundle_in_many_chunks_installs_and_a_chunk_of_the_wrong_size_fails_its_upda
         "{got:?}"
     );
 
+    // The same bundle signed by a key the gateway does not trust has the same digest (the
+    // manifest's): assembled, refused at verification, and its file deleted.
+    let changes = [
+        ("release = 1", "release = 2"),
+        ("version = \"0.1.0\"", "version = \"0.2.0\""),
+    ];
+    let stranger = SecretKey::generate().expect("random key");
+    let forged = pack_example("voice-activity", &stranger, &changes, false);
+    assert_eq!(m.broker.upload_bundle(&forged), digest);
+    update("forged");
+    let refused = |r: &[(String, String)]| {
+        r.iter()
+            .any(|(t, p)| t.ends_with("/forged") && p.contains("\"failed\""))
+    };
+    let got = replies.collect_until(WAIT, refused);
+    assert!(
+        refused(&got) && got.iter().any(|(_, p)| p.contains("trusted release key")),
+        "{got:?}"
+    );
+    let incoming = m.gateway.dir().join("store/incoming");
+    let left: Vec<_> = std::fs::read_dir(&incoming).expect("incoming").collect();
+    assert!(
+        left.is_empty(),
+        "a refused bundle's file is deleted: {left:?}"
+    );
+
     // The whole upload, last chunk first: the update takes it.
     for (index, chunk) in chunks.iter().enumerate().rev() {
         m.broker
@@ -951,10 +977,9 @@ fn a_bundle_in_many_chunks_installs_and_a_chunk_of_the_wrong_size_fails_its_upda
         m.gateway.log()
     );
     assert!(text(&m.ctl(&["list"]).stdout).contains("\"version\":\"0.2.0\""));
-    let incoming = m.gateway.dir().join("store/incoming");
     let left: Vec<_> = std::fs::read_dir(&incoming).expect("incoming").collect();
     assert!(
         left.is_empty(),
-        "assembled files are moved or deleted: {left:?}"
+        "an installed bundle's file is moved: {left:?}"
     );
 }

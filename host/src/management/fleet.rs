@@ -122,15 +122,17 @@ impl Manager {
             return;
         }
         let verified = assembled
-            .map_err(|reason| Unfinished::Failed(format!("bundle {digest}: {reason}")))
-            .and_then(|path| Ok((self.verify_staged(digest, &path)?, path)));
+            .map_err(|reason| format!("bundle {digest}: {reason}"))
+            .and_then(|path| match self.verify_staged(digest, &path) {
+                Ok(verified) => Ok((verified, path)),
+                Err(reason) => {
+                    let _ = std::fs::remove_file(path);
+                    Err(reason)
+                }
+            });
         let (verified, staged) = match verified {
             Ok(verified) => verified,
-            Err(unfinished) => {
-                let reason = match unfinished {
-                    Unfinished::Failed(reason) => reason,
-                    Unfinished::Answered => String::new(),
-                };
+            Err(reason) => {
                 if let Some(awaited) = awaited {
                     awaited.reply.send("failed", json!({ "reason": reason }));
                 }

@@ -387,19 +387,19 @@ impl Manager {
         &self,
         digest: &str,
         staged: &std::path::Path,
-    ) -> Result<VerifiedBundle, Unfinished> {
+    ) -> Result<VerifiedBundle, String> {
         let verified = edgewise_signing::Bundle::verify_file(
             staged,
             self.config.max_bundle_bytes(),
             self.store.keyring(),
         )
-        .map_err(|e| Unfinished::Failed(e.to_string()))?;
+        .map_err(|e| e.to_string())?;
         if verified.digest != digest {
-            return Err(Unfinished::Failed(format!(
+            return Err(format!(
                 "the bundle under {} is {}, not that bundle",
                 namespace::bundle_chunks(digest),
                 verified.digest
-            )));
+            ));
         }
         Ok(verified)
     }
