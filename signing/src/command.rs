@@ -116,6 +116,9 @@ pub enum CommandError {
     /// No valid signature by a trusted operator key.
     #[error("not signed by a trusted operator key: {0}")]
     Untrusted(String),
+    /// Not signed by a threshold of root keys (a trust reset).
+    #[error("not signed by a threshold of root keys: {0}")]
+    NotRoot(String),
 }
 
 impl Command {
@@ -186,6 +189,55 @@ impl DesiredState {
         let text = std::str::from_utf8(text).ok()?;
         let envelope = Envelope::from_json(text, PayloadType::DesiredState).ok()?;
         serde_json::from_slice(&envelope.payload).ok()
+    }
+}
+
+/// A reset of a gateway's counters and time floor, signed by a threshold of root keys: the way
+/// back for a gateway whose clock was wrong (set years ahead, it accepted documents by that
+/// clock, and its counters and floor now refuse everything issued today). A reset is bound to
+/// the nonce the gateway shows in its status (`trust.reset-nonce`), which changes each time a
+/// reset is applied: it is valid once, on that gateway, and cannot be replayed. Its time is
+/// not judged (the gateway's clock is what is in doubt); its nonce is its freshness.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct TrustReset {
+    /// The gateway's id.
+    pub gateway: String,
+    /// The nonce its status shows.
+    pub nonce: String,
+    /// The highest command `seq` to count as accepted from now on.
+    pub command_seq: u64,
+    /// The desired-state version to count as applied.
+    pub desired_version: u64,
+    /// That desired state's `issued-at-ms`.
+    pub desired_issued_at_ms: u64,
+    /// The gateway's time floor (see the gateway's trust rules).
+    pub time_floor_ms: u64,
+}
+
+impl TrustReset {
+    /// The signed envelope's JSON, signed by every key of `keys`.
+    pub fn sign(&self, keys: &[&SecretKey]) -> String {
+        let json = serde_json::to_vec(self).unwrap_or_default();
+        Envelope::sign(PayloadType::TrustReset, json, keys).to_json(PayloadType::TrustReset)
+    }
+
+    /// Reads a signed reset and checks it against the keyring's root keys and threshold.
+    /// Returns the reset and the ids of the keys that signed it.
+    pub fn verify(
+        text: &[u8],
+        keyring: &Keyring,
+    ) -> Result<(TrustReset, Vec<String>), CommandError> {
+        let envelope = read(text, PayloadType::TrustReset)?;
+        let signers = keyring
+            .check_envelope(Role::Root, PayloadType::TrustReset, &envelope)
+            .map_err(CommandError::NotRoot)?
+            .into_iter()
+            .map(|k| k.key.id())
+            .collect();
+        let reset = serde_json::from_slice(&envelope.payload)
+            .map_err(|e| CommandError::Malformed(e.to_string()))?;
+        Ok((reset, signers))
     }
 }
 

@@ -62,6 +62,11 @@ pub fn keyring(gateway: &str) -> String {
     format!("{ROOT}/{gateway}/keyring")
 }
 
+/// Where root-signed resets of gateway `gateway`'s counters arrive (not retained).
+pub fn trust_reset(gateway: &str) -> String {
+    format!("{ROOT}/{gateway}/trust-reset")
+}
+
 /// Bytes in every chunk of a bundle but the last, which holds the rest (1 byte or more).
 pub const BUNDLE_CHUNK_BYTES: usize = 256 << 10;
 
@@ -212,6 +217,7 @@ mod tests {
             dead_letter("gw", "p"),
             desired("g"),
             bundle_chunk("ab12", 0, 1),
+            trust_reset("gw"),
         ] {
             assert!(is_gateway_topic(&topic), "{topic}");
         }

@@ -38,6 +38,8 @@ pub enum PayloadType {
     Keyring,
     /// A fleet's desired state (JSON).
     DesiredState,
+    /// A root-signed reset of a gateway's counters (JSON).
+    TrustReset,
 }
 
 impl PayloadType {
@@ -48,6 +50,7 @@ impl PayloadType {
             PayloadType::Command => "application/vnd.edgewise.command+json",
             PayloadType::Keyring => "application/vnd.edgewise.keyring+toml",
             PayloadType::DesiredState => "application/vnd.edgewise.desired-state+json",
+            PayloadType::TrustReset => "application/vnd.edgewise.trust-reset+json",
         }
     }
 }

@@ -109,7 +109,7 @@ const NOW_MS: u64 = 1_800_000_000_000;
 proptest! {
     #[test]
     fn any_text_is_an_envelope_or_an_error(text in "\\PC{0,400}") {
-        for ty in [PayloadType::Command, PayloadType::DesiredState, PayloadType::Keyring] {
+        for ty in [PayloadType::Command, PayloadType::DesiredState, PayloadType::Keyring, PayloadType::TrustReset] {
             let _ = Envelope::from_json(&text, ty);
         }
     }

@@ -14,7 +14,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use ed25519_dalek::{Signature as DalekSignature, VerifyingKey};
 use edgewise_signing::bundle::Bundle;
-use edgewise_signing::command::{Action, Command, DesiredState};
+use edgewise_signing::command::{Action, Command, DesiredState, TrustReset};
 use edgewise_signing::envelope::Envelope;
 use edgewise_signing::{Keyring, PayloadType, SecretKey};
 use serde_json::{Value, json};
@@ -74,12 +74,21 @@ fn vectors() -> Value {
         root.public(),
         operator.public()
     );
+    let reset = TrustReset {
+        gateway: "line-7".into(),
+        nonce: "00112233445566778899aabbccddeeff".into(),
+        command_seq: 1_800_000_000_000,
+        desired_version: 0,
+        desired_issued_at_ms: 0,
+        time_floor_ms: 1_800_000_000_000,
+    };
     let envelope = |ty: PayloadType, payload: &[u8], key: &SecretKey| -> Value {
         let json = Envelope::sign(ty, payload.to_vec(), &[key]).to_json(ty);
         serde_json::from_str(&json).unwrap_or_default()
     };
     let command_json = serde_json::to_string(&command).unwrap_or_default();
     let desired_json = serde_json::to_string(&desired).unwrap_or_default();
+    let reset_json = serde_json::to_string(&reset).unwrap_or_default();
     json!({
         "about": "Test vectors for Edgewise signed bundles and DSSE envelopes: docs/bundle-format.md, docs/management.md. Seeds are RFC 8032 private keys; every base64 is standard with padding.",
         "keys": [
@@ -114,6 +123,11 @@ fn vectors() -> Value {
             "signer": "root",
             "payload": keyring,
             "envelope": envelope(PayloadType::Keyring, keyring.as_bytes(), &root),
+        },
+        "trust-reset": {
+            "signer": "root",
+            "payload": reset_json,
+            "envelope": envelope(PayloadType::TrustReset, reset_json.as_bytes(), &root),
         },
     })
 }
@@ -233,6 +247,7 @@ fn every_documented_value_follows_from_its_definition() {
             "application/vnd.edgewise.desired-state+json",
         ),
         ("keyring-update", "application/vnd.edgewise.keyring+toml"),
+        ("trust-reset", "application/vnd.edgewise.trust-reset+json"),
     ] {
         let d = &v[name];
         let env = &d["envelope"];
@@ -273,4 +288,10 @@ fn every_documented_value_follows_from_its_definition() {
         &keyring,
     )
     .expect("the desired state verifies");
+    let (reset, _) = TrustReset::verify(
+        v["trust-reset"]["envelope"].to_string().as_bytes(),
+        &keyring,
+    )
+    .expect("the reset verifies");
+    assert_eq!(reset.gateway, "line-7");
 }

@@ -676,3 +676,141 @@ fn a_swapped_or_flipped_compiled_artifact_is_compiled_again_logged_and_the_gatew
         );
     }
 }
+
+#[test]
+fn a_gateway_whose_clock_was_wrong_is_reset_by_a_root_threshold_once() {
+    use edgewise_signing::command::TrustReset;
+    // The gateway once took documents while its clock was ten years ahead: its counters and
+    // time floor now refuse everything issued today. Only a threshold of root keys, naming the
+    // nonce in its status, can set them back, and only once.
+    let t = Trusted::prepare("reset", "");
+    let ahead = now_ms() + 10 * YEAR_MS;
+    std::fs::write(
+        t.gateway.dir().join("store/trust.json"),
+        format!(
+            r#"{{"command-seq": {ahead}, "desired-version": 0, "desired-issued-at-ms": 0, "time-floor-ms": {ahead}}}"#
+        ),
+    )
+    .expect("trust.json");
+    let mut t = t;
+    t.gateway.launch(&t.broker);
+    let replies = t
+        .broker
+        .subscribe(&[&format!("edgewise/{}/reply/#", t.gateway.id)]);
+    let outcome_of = |id: &str| {
+        let got = replies.collect_until(WAIT, |r| {
+            r.iter().any(|(topic, p)| {
+                topic.ends_with(&format!("/{id}"))
+                    && ["refused", "failed", "done"]
+                        .iter()
+                        .any(|state| p.contains(&format!("\"state\":\"{state}\"")))
+            })
+        });
+        got.into_iter()
+            .filter(|(topic, _)| topic.ends_with(&format!("/{id}")))
+            .map(|(_, p)| p)
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let now = now_ms();
+    t.send(&t.command("today", now, now, now + 60_000));
+    let refused = outcome_of("today");
+    assert!(refused.contains("expired"), "{refused}");
+
+    let nonce = t.status()["trust"]["reset-nonce"]
+        .as_str()
+        .expect("the status shows the reset nonce")
+        .to_owned();
+    let reset = |nonce: &str| TrustReset {
+        gateway: t.gateway.id.clone(),
+        nonce: nonce.to_owned(),
+        command_seq: now,
+        desired_version: 0,
+        desired_issued_at_ms: 0,
+        time_floor_ms: now,
+    };
+    let topic = format!("edgewise/{}/trust-reset", t.gateway.id);
+    let before = t.state();
+    for (why, signers, reason) in [
+        (
+            "one root key of two",
+            vec![&t.root_a],
+            "not signed by a threshold of root keys: 1 of the 2 root signatures needed",
+        ),
+        ("the operator key", vec![&t.operator], "root"),
+        (
+            "both root keys, another nonce",
+            vec![&t.root_a, &t.root_b],
+            "nonce",
+        ),
+    ] {
+        let nonce = match why.ends_with("another nonce") {
+            true => "0123",
+            false => nonce.as_str(),
+        };
+        t.broker
+            .publish(&topic, reset(nonce).sign(&signers).as_bytes(), 1);
+        let answer = outcome_of("trust-reset");
+        assert!(
+            answer.contains("\"refused\"") && answer.contains(reason),
+            "{why}: {answer}"
+        );
+        assert_eq!(t.state(), before, "{why} changed nothing");
+    }
+
+    // The operator's tool: reads the nonce, signs with both root keys, waits for the answer.
+    let keys: Vec<PathBuf> = [("root-a", &t.root_a), ("root-b", &t.root_b)]
+        .into_iter()
+        .map(|(name, key)| {
+            let path = t.work.path().join(format!("{name}.pem"));
+            std::fs::write(&path, key.to_pem().expect("PEM")).expect("key file");
+            path
+        })
+        .collect();
+    let out = t.cli(&[
+        "keyring",
+        "reset",
+        "--gateway",
+        "reset",
+        "--root-key",
+        &keys[0].to_string_lossy(),
+        "--root-key",
+        &keys[1].to_string_lossy(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}\n{}\n{}",
+        text(&out.stdout),
+        text(&out.stderr),
+        t.gateway.log()
+    );
+    let later = now_ms();
+    t.send(&t.command("after", later, later, later + 60_000));
+    let done = outcome_of("after");
+    assert!(done.contains("\"state\":\"done\""), "{done}");
+
+    // The same nonce again: used.
+    t.broker.publish(
+        &topic,
+        reset(&nonce).sign(&[&t.root_a, &t.root_b]).as_bytes(),
+        1,
+    );
+    let replayed = replies.collect_until(WAIT, |r| {
+        r.iter()
+            .filter(|(topic, _)| topic.ends_with("/trust-reset"))
+            .any(|(_, p)| p.contains("\"refused\""))
+    });
+    assert!(
+        replayed
+            .iter()
+            .any(|(_, p)| p.contains("\"refused\"") && p.contains("used already")),
+        "{replayed:?}"
+    );
+    let fresh = t.status()["trust"]["reset-nonce"]
+        .as_str()
+        .map(str::to_owned);
+    assert!(
+        fresh.is_some_and(|n| n != nonce),
+        "a new nonce after the reset"
+    );
+}

@@ -114,6 +114,13 @@ pub struct PushArgs {
     connection: Connection,
 }
 
+impl Connection {
+    /// How long to wait for a gateway's answer.
+    pub(crate) fn timeout(&self) -> u64 {
+        self.timeout
+    }
+}
+
 pub fn ctl(args: CtlArgs) -> anyhow::Result<ExitCode> {
     let action = match args.action {
         CtlAction::List => Action::List,
@@ -546,7 +553,7 @@ fn operator_key(connection: &Connection) -> anyhow::Result<SecretKey> {
     SecretKey::from_pem(&pem).with_context(|| key_file.display().to_string())
 }
 
-fn client(
+pub(crate) fn client(
     connection: &Connection,
     prefix: &str,
 ) -> anyhow::Result<(AsyncClient, rumqttc::EventLoop)> {

@@ -1,14 +1,20 @@
-//! `edgewise keyring sign | apply | push`: changing whom a gateway trusts.
+//! `edgewise keyring sign | apply | push | reset`: changing whom a gateway trusts, and the
+//! root's way back for a gateway whose clock was wrong.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use edgewise_signing::command::TrustReset;
 use edgewise_signing::envelope::Envelope;
 use edgewise_signing::keyring::rfc3339;
 use edgewise_signing::{Keyring, PayloadType, SecretKey, namespace};
 
-use super::ctl::{Connection, publish_retained};
+use rumqttc::{Event, Packet, QoS};
+
+use super::ctl::{Connection, client, publish_retained};
 use crate::clock::now_ms;
 use crate::config::Config;
 use crate::management::store::write_atomically;
@@ -52,6 +58,20 @@ pub enum Command {
         #[command(flatten)]
         connection: Connection,
     },
+    /// Reset a gateway's command and desired-state counters and its time floor to this
+    /// machine's clock, signed by root keys: for a gateway whose clock was wrong (set ahead, it
+    /// took documents by it, and now refuses everything issued today). Reads the nonce the
+    /// gateway shows in its status; the reset works once.
+    Reset {
+        /// The gateway's id.
+        #[arg(long)]
+        gateway: String,
+        /// A root private key to sign with; repeat up to the root threshold.
+        #[arg(long = "root-key", required = true)]
+        root_keys: Vec<PathBuf>,
+        #[command(flatten)]
+        connection: Connection,
+    },
 }
 
 pub fn run(command: Command) -> anyhow::Result<ExitCode> {
@@ -64,14 +84,7 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
             let text = std::fs::read_to_string(&keyring)
                 .with_context(|| format!("reading {}", keyring.display()))?;
             let parsed = Keyring::parse(&text, &keyring)?;
-            let keys = keys
-                .iter()
-                .map(|path| {
-                    let pem = std::fs::read_to_string(path)
-                        .with_context(|| format!("reading {}", path.display()))?;
-                    SecretKey::from_pem(&pem).with_context(|| path.display().to_string())
-                })
-                .collect::<anyhow::Result<Vec<_>>>()?;
+            let keys = read_keys(&keys)?;
             let envelope = Envelope::sign(
                 PayloadType::Keyring,
                 text.into_bytes(),
@@ -134,8 +147,79 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
                 parsed.version
             );
         }
+        Command::Reset {
+            gateway,
+            root_keys,
+            connection,
+        } => return reset(&gateway, &read_keys(&root_keys)?, &connection),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn read_keys(paths: &[PathBuf]) -> anyhow::Result<Vec<SecretKey>> {
+    paths
+        .iter()
+        .map(|path| {
+            let pem = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            SecretKey::from_pem(&pem).with_context(|| path.display().to_string())
+        })
+        .collect()
+}
+
+/// Reads `gateway`'s reset nonce from its retained status, sends it a reset to this machine's
+/// clock signed by `keys`, and prints the gateway's answer.
+fn reset(gateway: &str, keys: &[SecretKey], connection: &Connection) -> anyhow::Result<ExitCode> {
+    let status_topic = namespace::status(gateway);
+    let reply_topic = namespace::reply(gateway, "trust-reset");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let (client, mut eventloop) = client(connection, "edgewise-trust-reset")?;
+        client.subscribe(&reply_topic, QoS::AtLeastOnce).await?;
+        client.subscribe(&status_topic, QoS::AtLeastOnce).await?;
+        let deadline = tokio::time::sleep(Duration::from_secs(connection.timeout()));
+        tokio::pin!(deadline);
+        let mut sent = false;
+        loop {
+            let event = tokio::select! {
+                () = &mut deadline => bail!("no answer from gateway {gateway} within the timeout"),
+                event = eventloop.poll() => event?,
+            };
+            let Event::Incoming(Packet::Publish(p)) = event else {
+                continue;
+            };
+            if p.topic == status_topic && !sent {
+                let status: serde_json::Value = serde_json::from_slice(&p.payload)
+                    .with_context(|| format!("the status on {status_topic} is not JSON"))?;
+                let Some(nonce) = status["trust"]["reset-nonce"].as_str() else {
+                    bail!("gateway {gateway} shows no `trust.reset-nonce` in its status (not managed, or too old)");
+                };
+                let now = now_ms();
+                let reset = TrustReset {
+                    gateway: gateway.to_owned(),
+                    nonce: nonce.to_owned(),
+                    // Commands signed before now are spent; `ctl` numbers by the clock.
+                    command_seq: now,
+                    desired_version: 0,
+                    desired_issued_at_ms: 0,
+                    time_floor_ms: now,
+                };
+                let signed = reset.sign(&keys.iter().collect::<Vec<_>>());
+                let topic = namespace::trust_reset(gateway);
+                client.publish(topic, QoS::AtLeastOnce, false, signed).await?;
+                sent = true;
+            } else if p.topic == reply_topic && sent {
+                let text = String::from_utf8_lossy(&p.payload);
+                println!("{text}");
+                let done = serde_json::from_slice::<serde_json::Value>(&p.payload)
+                    .is_ok_and(|r| r["state"] == "done");
+                return Ok(if done { ExitCode::SUCCESS } else { ExitCode::FAILURE });
+            }
+        }
+    })
 }
 
 fn read_update(path: &std::path::Path) -> anyhow::Result<Envelope> {

@@ -34,6 +34,7 @@ pub struct Control {
     command: String,
     desired: Option<String>,
     keyring: Vec<String>,
+    trust_reset: String,
     status: String,
     instance: String,
     max_command_bytes: usize,
@@ -53,6 +54,7 @@ impl Control {
             command: config.command_topic(),
             desired: config.desired_topic(),
             keyring: config.keyring_topics(),
+            trust_reset: namespace::trust_reset(&config.gateway_id),
             status: config.status_topic(),
             instance: format!("{:016x}", rand::rng().random::<u64>()),
             max_command_bytes: config.max_command_bytes(),
@@ -78,6 +80,7 @@ impl Control {
             topics.push(self.command.clone());
             topics.extend(self.desired.clone());
             topics.extend(self.keyring.iter().cloned());
+            topics.push(self.trust_reset.clone());
         }
         topics
     }
@@ -115,6 +118,8 @@ impl Control {
             Request::Desired(delivery.payload.to_vec())
         } else if self.keyring.iter().any(|t| t == topic) {
             Request::Keyring(delivery.payload.to_vec())
+        } else if topic == self.trust_reset {
+            Request::TrustReset(delivery.payload.to_vec())
         } else if let Some((digest, index, count)) = namespace::parse_bundle_chunk(topic) {
             let ready = match self.incoming.chunk(digest, index, count, &delivery.payload) {
                 Ok(Assembly::Waiting) => return,

@@ -1,4 +1,5 @@
-//! Keyring updates over MQTT, and how fresh the gateway's trust is.
+//! Keyring updates and root-signed counter resets over MQTT, and how fresh the gateway's trust
+//! is.
 //!
 //! An update arrives retained on `edgewise/fleet/<group>/keyring` (every gateway of a group) or
 //! `edgewise/<gateway>/keyring` (one): a DSSE envelope that [`Keyring::accept_update`] takes
@@ -12,14 +13,19 @@
 //! stale: the keyring expired or expires within `trust.keyring-warning-days`, or the newest
 //! desired state of the gateway's group is older than `trust.desired-freshness-h` (an attacker
 //! who withholds updates, a freeze attack, shows there).
+//!
+//! A root-signed reset ([`TrustReset`], on `edgewise/<gateway>/trust-reset`) sets the counters
+//! and the time floor again for a gateway whose clock was wrong; see [`super::trust`].
 
 use std::path::Path;
 
+use edgewise_signing::command::TrustReset;
 use edgewise_signing::envelope::Envelope;
 use edgewise_signing::keyring::rfc3339;
 use edgewise_signing::{KeyringError, PayloadType};
 use serde_json::json;
 
+use super::reply::Replier;
 use super::store::write_atomically;
 use super::{Change, Manager};
 
@@ -72,6 +78,39 @@ impl Manager {
 
     /// Puts the state of the gateway's trust in the status and the metrics, and logs what
     /// went stale.
+    /// A root-signed reset of the counters (see [`super::trust`]): applied if a threshold of
+    /// root keys signed it for this gateway and its current nonce, whatever the clocks say, and
+    /// whether the keyring has expired or not (a wrong clock can make it look expired). The
+    /// outcome is replied on `edgewise/<gateway>/reply/trust-reset`.
+    pub(super) fn trust_reset(&mut self, payload: &[u8]) {
+        let reply = Replier::new(self.link.clone(), &self.config.gateway_id, "trust-reset");
+        let outcome = TrustReset::verify(payload, self.store.keyring())
+            .map_err(|e| e.to_string())
+            .and_then(|(reset, signers)| {
+                if reset.gateway != self.config.gateway_id {
+                    return Err(format!("a reset for gateway `{}`", reset.gateway));
+                }
+                self.trust.reset(&reset)?;
+                Ok((reset, signers))
+            });
+        match outcome {
+            Ok((reset, signers)) => {
+                tracing::warn!(
+                    command_seq = reset.command_seq,
+                    desired_version = reset.desired_version,
+                    time_floor = rfc3339(reset.time_floor_ms),
+                    ?signers,
+                    "trust counters reset by the root"
+                );
+                reply.send("done", json!({ "reset": reset, "signed-by": signers }));
+            }
+            Err(reason) => {
+                tracing::warn!("trust reset refused: {reason}");
+                reply.send("refused", json!({ "reason": reason }));
+            }
+        }
+    }
+
     pub(super) fn report_trust(&mut self) {
         let now = self.trust.now_ms();
         let policy = self.config.trust;
@@ -130,6 +169,7 @@ impl Manager {
             },
             "stale": stale,
             "clock-behind": self.trust.clock_behind(),
+            "reset-nonce": self.trust.reset_nonce(),
         });
         let _ = self.changes.send(Change::Trust(trust));
     }

@@ -121,6 +121,8 @@ pub enum Request {
     Desired(Vec<u8>),
     /// A keyring update arrived (signed, maybe retained).
     Keyring(Vec<u8>),
+    /// A root-signed reset of the counters arrived.
+    TrustReset(Vec<u8>),
     /// The chunks of bundle `digest` are all in, assembled in this file (in the store's
     /// `incoming/`, not yet verified); or a chunk of it was refused, for this reason.
     Bundle(String, Result<PathBuf, String>),
@@ -238,6 +240,7 @@ impl Manager {
                 }
                 Request::Desired(payload) => self.desired(&payload),
                 Request::Keyring(payload) => self.keyring_update(&payload),
+                Request::TrustReset(payload) => self.trust_reset(&payload),
                 Request::Bundle(digest, assembled) => self.bundle(&digest, assembled),
                 Request::RolledBack {
                     plugin,

@@ -14,11 +14,16 @@
 //! clock, documents issued ahead of it cannot walk the gateway's time forward step by step.
 //! Kept in `<store>/trust.json`, written (atomically) before anything a document asks for is
 //! done.
+//!
+//! A gateway whose clock was wrong (years ahead) accepted documents by that clock; once the
+//! clock is right its floor and counters refuse everything issued today. A reset signed by a
+//! threshold of root keys ([`TrustReset`]) sets them again; it names the nonce kept here and
+//! shown in the status, which changes with every reset applied, so each reset works once.
 
 use std::path::{Path, PathBuf};
 
 use edgewise_signing::Keyring;
-use edgewise_signing::command::{Command, DesiredState};
+use edgewise_signing::command::{Command, DesiredState, TrustReset};
 use edgewise_signing::keyring::rfc3339;
 use serde::{Deserialize, Serialize};
 
@@ -37,6 +42,9 @@ struct Counters {
     desired_issued_at_ms: u64,
     /// The newest `issued-at-ms` of any document accepted.
     time_floor_ms: u64,
+    /// What the next root-signed reset must name (absent in files from before resets).
+    #[serde(default)]
+    reset_nonce: String,
 }
 
 /// The gateway's counters and time rules.
@@ -64,11 +72,41 @@ impl Trust {
             },
             Err(source) => return Err(StoreError::Io { path, source }),
         };
-        Ok(Self {
+        let mut trust = Self {
             path,
             counters,
             policy,
-        })
+        };
+        if trust.counters.reset_nonce.is_empty() {
+            let mut next = trust.counters.clone();
+            next.reset_nonce = new_nonce();
+            trust.save(next)?;
+        }
+        Ok(trust)
+    }
+
+    /// The nonce a root-signed reset must name now.
+    pub fn reset_nonce(&self) -> &str {
+        &self.counters.reset_nonce
+    }
+
+    /// Applies `reset` (its root signatures checked by the caller) if it names the current
+    /// nonce; a new nonce is drawn in the same write, so the reset cannot be applied again.
+    pub fn reset(&mut self, reset: &TrustReset) -> Result<(), String> {
+        if reset.nonce != self.counters.reset_nonce {
+            return Err(format!(
+                "the reset names nonce `{}`, not this gateway's current one (see `trust.reset-nonce` in its status): used already, or for another gateway",
+                reset.nonce
+            ));
+        }
+        let next = Counters {
+            command_seq: reset.command_seq,
+            desired_version: reset.desired_version,
+            desired_issued_at_ms: reset.desired_issued_at_ms,
+            time_floor_ms: reset.time_floor_ms,
+            reset_nonce: new_nonce(),
+        };
+        self.save(next).map_err(|e| e.to_string())
     }
 
     /// The time the gateway judges documents by: its clock, or the floor if the clock is
@@ -206,6 +244,11 @@ impl Trust {
         self.counters = next;
         Ok(())
     }
+}
+
+/// A fresh reset nonce: 128 random bits in hex.
+fn new_nonce() -> String {
+    format!("{:032x}", rand::random::<u128>())
 }
 
 /// The floor after accepting a document issued at `issued_at_ms`: only as far as the system
