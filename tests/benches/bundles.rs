@@ -9,9 +9,9 @@
 //!   bundle uploaded in chunks, then an `update` command. The gateway's peak resident memory is
 //!   reset before the update (`/proc/<pid>/clear_refs`) and read when it replies `staged`
 //!   (received, verified and moved into the store: the update path itself) and after the
-//!   outcome (which includes reading the new version's model for the engine: inherent to
-//!   loading a model of that size). The bulk of these bundles is a pseudo-random "model" that
-//!   the engine then refuses, so the update ends rolled back, after the part measured.
+//!   outcome (which includes loading the new version's model: its weights are in memory while
+//!   it runs, whatever the update path). The bulk of these bundles is a valid ONNX model,
+//!   `y = x · w` with `w` of the bundle's size, so the update goes live.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -54,18 +54,8 @@ fn keyring(key: &SecretKey) -> Keyring {
 /// The threshold plugin with an extra "model" file of `model_bytes` (verification does not
 /// look inside files), packed.
 fn bundle_of(key: &SecretKey, name: &str, model_bytes: usize) -> Vec<u8> {
-    bundle_of_release(key, name, model_bytes, 1)
-}
-
-/// Like [`bundle_of`], as release `release`.
-fn bundle_of_release(key: &SecretKey, name: &str, model_bytes: usize, release: u32) -> Vec<u8> {
     let dir = copy_plugin("threshold");
-    edit(
-        dir.path(),
-        "plugin.toml",
-        "release = 1",
-        &format!("release = {release}"),
-    );
+
     edit(
         dir.path(),
         "plugin.toml",
@@ -91,6 +81,104 @@ fn bundle_of_release(key: &SecretKey, name: &str, model_bytes: usize, release: u
             "[[models]]\nname = \"blob\"\nencoding = \"onnx\"\nfile = \"blob.onnx\"\n\n[limits]",
         );
     }
+    bundle::pack(dir.path(), key, false, &mut |_| {})
+        .expect("pack")
+        .to_bytes()
+}
+
+/// An ONNX model `y = x · w`, `x` of 1 × `k` floats and `w` a pseudo-random `k` × `k`
+/// initializer: a valid model of `4 k²` bytes, mostly weights as real models are, that the
+/// engine loads and runs.
+fn onnx_matmul(k: usize) -> Vec<u8> {
+    use prost::Message as _;
+    use tract_onnx::pb::{
+        GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto, TensorShapeProto,
+        TypeProto, ValueInfoProto, tensor_shape_proto, type_proto,
+    };
+    const FLOAT: i32 = 1;
+    let value = |name: &str| ValueInfoProto {
+        name: name.into(),
+        r#type: Some(TypeProto {
+            value: Some(type_proto::Value::TensorType(type_proto::Tensor {
+                elem_type: FLOAT,
+                shape: Some(TensorShapeProto {
+                    dim: [1, k as i64]
+                        .map(|d| tensor_shape_proto::Dimension {
+                            value: Some(tensor_shape_proto::dimension::Value::DimValue(d)),
+                            ..Default::default()
+                        })
+                        .to_vec(),
+                }),
+            })),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+    let weights: Vec<u8> = (0..k * k)
+        .flat_map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            ((state >> 40) as f32 / 1e7).to_le_bytes()
+        })
+        .collect();
+    ModelProto {
+        ir_version: 8,
+        opset_import: vec![OperatorSetIdProto {
+            domain: String::new(),
+            version: 13,
+        }],
+        graph: Some(GraphProto {
+            name: "matmul".into(),
+            node: vec![NodeProto {
+                input: vec!["x".into(), "w".into()],
+                output: vec!["y".into()],
+                op_type: "MatMul".into(),
+                ..Default::default()
+            }],
+            initializer: vec![TensorProto {
+                name: "w".into(),
+                dims: vec![k as i64, k as i64],
+                data_type: FLOAT,
+                raw_data: weights,
+                ..Default::default()
+            }],
+            input: vec![value("x")],
+            output: vec![value("y")],
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+    .encode_to_vec()
+}
+
+/// The threshold plugin as release `release` with a valid ONNX model of `model_bytes` (loaded
+/// and run at every load: the time budget per message is raised to fit it), packed.
+fn bundle_with_model(key: &SecretKey, model_bytes: usize, release: u32) -> Vec<u8> {
+    let dir = copy_plugin("threshold");
+    edit(
+        dir.path(),
+        "plugin.toml",
+        "release = 1",
+        &format!("release = {release}"),
+    );
+    edit(
+        dir.path(),
+        "plugin.toml",
+        "time-per-message-ms = 20",
+        "time-per-message-ms = 1000",
+    );
+    let k = ((model_bytes / 4) as f64).sqrt() as usize;
+    std::fs::write(dir.path().join("matmul.onnx"), onnx_matmul(k)).expect("model file");
+    edit(
+        dir.path(),
+        "plugin.toml",
+        "[limits]",
+        &format!(
+            "[[models]]\nname = \"matmul\"\nencoding = \"onnx\"\nfile = \"matmul.onnx\"\ninputs = {{ x = [1, {k}] }}\n\n[limits]"
+        ),
+    );
     bundle::pack(dir.path(), key, false, &mut |_| {})
         .expect("pack")
         .to_bytes()
@@ -211,7 +299,7 @@ fn update_memory(release: &SecretKey) {
     let pid = gateway.pid().expect("the gateway runs");
     let replies = broker.subscribe(&["edgewise/bench-update/reply/#"]);
     for (n, mib) in [20usize, 100].into_iter().enumerate() {
-        let bytes = bundle_of_release(release, "threshold", mib << 20, n as u32 + 2);
+        let bytes = bundle_with_model(release, mib << 20, n as u32 + 2);
         let size = bytes.len() as f64 / (1 << 20) as f64;
         let uploaded = Instant::now();
         let digest = broker.upload_bundle(&bytes);

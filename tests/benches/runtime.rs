@@ -181,7 +181,7 @@ fn detail(
             .collect(),
     };
     let bytes = std::fs::read(model).expect("model file");
-    let direct = TractModel::optimise(&bytes, &spec).expect("backend loads the model");
+    let direct = TractModel::optimise(bytes.clone(), &spec).expect("backend loads the model");
     let mut backend = || {
         let tensors = inputs
             .iter()

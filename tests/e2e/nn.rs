@@ -142,7 +142,7 @@ fn i64_tensors_cross_the_backend_both_ways() {
         file: path.clone(),
         inputs: [("ids".to_owned(), vec![1, 4])].into(),
     };
-    let model = TractModel::optimise(&std::fs::read(&path).expect("model file"), &spec)
+    let model = TractModel::optimise(std::fs::read(&path).expect("model file"), &spec)
         .unwrap_or_else(|e| panic!("{e:#}"));
     let ids: [i64; 4] = [-3, 0, 7, 1 << 40];
     let input = NamedTensor {

@@ -8,8 +8,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::anyhow;
+use anyhow::{Context as _, anyhow};
 use edgewise_signing::ModelSpec;
+use prost::Message as _;
 use tract_onnx::prelude::*;
 use tract_onnx::tract_hir::infer::Factoid;
 use wasmtime_wasi_nn::backend::{
@@ -31,7 +32,7 @@ impl Preload for Tract {
         GraphEncoding::Onnx
     }
 
-    fn preload(&self, bytes: &[u8], spec: &ModelSpec) -> Result<Prepared, String> {
+    fn preload(&self, bytes: Vec<u8>, spec: &ModelSpec) -> Result<Prepared, String> {
         let model = TractModel::optimise(bytes, spec).map_err(|e| format!("{e:#}"))?;
         let cost = model.measure().map_err(|e| format!("{e:#}"))?;
         Ok(Prepared {
@@ -59,8 +60,15 @@ struct Port {
 
 impl TractModel {
     /// Parses ONNX bytes, fixes the declared input shapes, and optimises.
-    pub fn optimise(bytes: &[u8], spec: &ModelSpec) -> TractResult<Self> {
-        let mut model = tract_onnx::onnx().model_for_read(&mut &*bytes)?;
+    pub fn optimise(bytes: Vec<u8>, spec: &ModelSpec) -> TractResult<Self> {
+        // Decoded from the bytes themselves, which go once decoded: tract's own reader would
+        // copy them first (`model_for_read` reads into a buffer of its own).
+        let proto = tract_onnx::pb::ModelProto::decode(bytes::Bytes::from(bytes))
+            .context("Reading proto model")?;
+        let mut model = tract_onnx::onnx()
+            .model_for_proto_model(&proto)
+            .context("Translating proto model to model")?;
+        drop(proto);
         let names = input_names(&model)?;
         for (name, shape) in &spec.inputs {
             let ix = names.iter().position(|n| n == name).ok_or_else(|| {
