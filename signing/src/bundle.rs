@@ -159,6 +159,10 @@ impl Source {
 
     /// The SHA-256 of `span`, read in blocks.
     fn sha256(&self, span: Span) -> Result<String, BundleError> {
+        if let Source::Memory(bytes) = self {
+            let start = span.offset as usize;
+            return Ok(sha256_hex(&bytes[start..start + span.size as usize]));
+        }
         let mut hasher = Sha256::new();
         let mut block = vec![0; HASH_BLOCK.min(span.size as usize)];
         let mut at = span.offset;
