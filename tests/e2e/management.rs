@@ -982,4 +982,14 @@ fn a_bundle_in_many_chunks_installs_and_a_chunk_of_the_wrong_size_fails_its_upda
         left.is_empty(),
         "an installed bundle's file is moved: {left:?}"
     );
+    // Each time nobody awaits the bundle any more (two failed updates, one installed), its
+    // chunks are unsubscribed, so a reconnection does not bring them again.
+    let unsubscribed = format!("no longer awaited filters=[\"edgewise/bundles/{digest}/+/+\"]");
+    edgewise_tests::eventually(WAIT, "three unsubscriptions", || {
+        let log = m.gateway.log();
+        match log.matches(&unsubscribed).count() {
+            3 => Ok(()),
+            _ => Err(log),
+        }
+    });
 }

@@ -521,7 +521,7 @@ impl Gateway {
     fn on_change(&mut self, change: Change) {
         if !matches!(
             change,
-            Change::Subscribe(_) | Change::Fleet(_) | Change::Trust(_)
+            Change::Subscribe(_) | Change::Unsubscribe(_) | Change::Fleet(_) | Change::Trust(_)
         ) {
             // A change, and `list` and `status` above all, starts from the plugins' state now,
             // not at the last checkup.
@@ -543,6 +543,7 @@ impl Gateway {
             Change::Removed { plugin, reply } => self.remove(&plugin, reply),
             Change::Report { action, reply } => self.answer(&action, &reply),
             Change::Subscribe(topics) => self.subscribe(topics),
+            Change::Unsubscribe(topics) => self.unsubscribe(topics),
             Change::Fleet(progress) => {
                 self.status.fleet = progress;
                 self.publish_status();
@@ -699,6 +700,23 @@ impl Gateway {
             tracing::error!("subscribing: {e}");
         }
         self.subscriptions.extend(topics);
+        self.record_subscriptions();
+    }
+
+    /// Unsubscribes from gateway topics the manager no longer needs (a bundle it has).
+    fn unsubscribe(&mut self, topics: Vec<String>) {
+        let topics: Vec<String> = topics
+            .into_iter()
+            .filter(|t| self.subscriptions.remove(t))
+            .collect();
+        if topics.is_empty() {
+            return;
+        }
+        let (client, _) = self.link.client();
+        match client.try_unsubscribe(&topics) {
+            Ok(()) => tracing::info!(filters = ?topics, "unsubscribed: no longer awaited"),
+            Err(e) => tracing::error!("unsubscribing: {e}"),
+        }
         self.record_subscriptions();
     }
 

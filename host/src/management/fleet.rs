@@ -109,6 +109,19 @@ impl Manager {
     /// a rollback command, and a roll-out, may be waiting for it. The file is verified where it
     /// lies, once, and moves into the store; whatever is left of it is deleted.
     pub(super) fn bundle(&mut self, digest: &str, assembled: Result<PathBuf, String>) {
+        self.take_bundle(digest, assembled);
+        // Nobody waits for it any more: its chunks need not come again at a reconnection.
+        let rollout_waits = self
+            .rollout
+            .as_ref()
+            .is_some_and(|r| r.waiting.contains(digest));
+        if !rollout_waits && !self.awaiting.contains_key(digest) {
+            let topics = vec![namespace::bundle_chunks(digest)];
+            let _ = self.changes.send(super::Change::Unsubscribe(topics));
+        }
+    }
+
+    fn take_bundle(&mut self, digest: &str, assembled: Result<PathBuf, String>) {
         let awaited = self.awaiting.remove(digest);
         let rollout = self
             .rollout

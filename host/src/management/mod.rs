@@ -87,8 +87,11 @@ pub enum Change {
         /// Where to answer.
         reply: Replier,
     },
-    /// Subscribe to more topics (bundles a fleet roll-out needs).
+    /// Subscribe to more topics (the chunks of bundles a command or a roll-out awaits).
     Subscribe(Vec<String>),
+    /// Unsubscribe from topics subscribed to by [`Change::Subscribe`] (a bundle no longer
+    /// awaited), so that a reconnection does not have the broker send its chunks again.
+    Unsubscribe(Vec<String>),
     /// The fleet roll-out's progress, for the status.
     Fleet(Value),
     /// The state of the gateway's trust (keyring, freshness), for the status.
