@@ -109,14 +109,7 @@ pub enum Source {
 impl Source {
     /// The bundle file at `path`, refused if larger than `max` bytes.
     pub fn open(path: &Path, max: u64) -> Result<Source, BundleError> {
-        let io = |source| BundleError::Io {
-            path: path.to_owned(),
-            source,
-        };
-        let file = std::fs::File::open(path).map_err(io)?;
-        if file.metadata().map_err(io)?.len() > max {
-            return Err(BundleError::TooLarge { max });
-        }
+        let file = open_capped(path, max)?;
         Ok(Source::File(Arc::new(file), path.to_owned()))
     }
 
@@ -243,8 +236,8 @@ impl VerifiedBundle {
     }
 }
 
-/// Reads a bundle file, refusing one larger than `max` bytes before reading it all.
-pub fn read_capped(path: &Path, max: u64) -> Result<Vec<u8>, BundleError> {
+/// Opens a bundle file, refusing one larger than `max` bytes.
+fn open_capped(path: &Path, max: u64) -> Result<std::fs::File, BundleError> {
     let io = |source| BundleError::Io {
         path: path.to_owned(),
         source,
@@ -253,9 +246,20 @@ pub fn read_capped(path: &Path, max: u64) -> Result<Vec<u8>, BundleError> {
     if file.metadata().map_err(io)?.len() > max {
         return Err(BundleError::TooLarge { max });
     }
+    Ok(file)
+}
+
+/// Reads a bundle file, refusing one larger than `max` bytes before reading it all.
+pub fn read_capped(path: &Path, max: u64) -> Result<Vec<u8>, BundleError> {
+    let file = open_capped(path, max)?;
     let mut bytes = Vec::new();
     // `take` guards against a file that grows while it is read.
-    file.take(max + 1).read_to_end(&mut bytes).map_err(io)?;
+    file.take(max + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|source| BundleError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
     if bytes.len() as u64 > max {
         return Err(BundleError::TooLarge { max });
     }

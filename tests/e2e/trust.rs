@@ -13,7 +13,7 @@ use edgewise_signing::bundle::DEFAULT_MAX_BYTES;
 use edgewise_signing::command::{Action, Command as Cmd, DesiredState};
 use edgewise_signing::envelope::Envelope;
 use edgewise_signing::{Bundle, Keyring, PayloadType, SecretKey};
-use edgewise_tests::mqtt::{Broker, Gateway, free_port, http_get, sample};
+use edgewise_tests::mqtt::{Broker, Gateway, Subscriber, free_port, http_get, sample};
 use edgewise_tests::{edgewise, eventually, pack_example};
 use serde_json::Value;
 
@@ -199,6 +199,25 @@ impl Trusted {
     }
 }
 
+/// The replies on `replies` to command `id` once it has an outcome (refused, failed or done;
+/// not `received` or `waiting`), one per line.
+fn outcome(replies: &Subscriber, id: &str) -> String {
+    let mine = |topic: &str| topic.ends_with(&format!("/{id}"));
+    let got = replies.collect_until(WAIT, |r| {
+        r.iter().any(|(topic, p)| {
+            mine(topic)
+                && ["refused", "failed", "done"]
+                    .iter()
+                    .any(|state| p.contains(&format!("\"state\":\"{state}\"")))
+        })
+    });
+    got.into_iter()
+        .filter(|(topic, _)| mine(topic))
+        .map(|(_, p)| p)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
@@ -318,22 +337,6 @@ fn commands_out_of_their_time_and_sequence_bounds_are_refused_and_jam_nothing() 
         .broker
         .subscribe(&[&format!("edgewise/{}/reply/#", t.gateway.id)]);
     let now = now_ms();
-    let reason_for = |id: &str| {
-        let got = replies.collect_until(WAIT, |r| {
-            r.iter().any(|(topic, p)| {
-                // An outcome: refused, failed or done (not `received` or `waiting`).
-                topic.ends_with(&format!("/{id}"))
-                    && ["refused", "failed", "done"]
-                        .iter()
-                        .any(|state| p.contains(&format!("\"state\":\"{state}\"")))
-            })
-        });
-        got.into_iter()
-            .filter(|(topic, _)| topic.ends_with(&format!("/{id}")))
-            .map(|(_, p)| p)
-            .collect::<Vec<_>>()
-            .join("\n")
-    };
     let before = t.state();
     for (id, seq, issued, expires, reason) in [
         (
@@ -366,14 +369,14 @@ fn commands_out_of_their_time_and_sequence_bounds_are_refused_and_jam_nothing() 
         ),
     ] {
         t.send(&t.command(id, seq, issued, expires));
-        let why = reason_for(id);
+        let why = outcome(&replies, id);
         assert!(why.contains(reason), "{id}: {why}");
         assert_eq!(t.state(), before, "{id} changed something");
     }
     // Nothing was jammed: an ordinary command goes through.
     let now = now_ms();
     t.send(&t.command("ordinary", now, now, now + 60_000));
-    let done = reason_for("ordinary");
+    let done = outcome(&replies, "ordinary");
     assert!(done.contains("\"state\":\"done\""), "{done}");
 
     // A digest is a topic level: `#` would subscribe the gateway to every retained bundle.
@@ -400,7 +403,7 @@ fn commands_out_of_their_time_and_sequence_bounds_are_refused_and_jam_nothing() 
             let id = format!("{id}-{form}");
             let now = now_ms();
             t.send(&t.command_to(&id, now, now, now + 60_000, action));
-            let why = reason_for(&id);
+            let why = outcome(&replies, &id);
             assert!(
                 why.contains("\"state\":\"failed\"") && why.contains("is not a bundle digest"),
                 "{id}: {why}"
@@ -697,24 +700,9 @@ fn a_gateway_whose_clock_was_wrong_is_reset_by_a_root_threshold_once() {
     let replies = t
         .broker
         .subscribe(&[&format!("edgewise/{}/reply/#", t.gateway.id)]);
-    let outcome_of = |id: &str| {
-        let got = replies.collect_until(WAIT, |r| {
-            r.iter().any(|(topic, p)| {
-                topic.ends_with(&format!("/{id}"))
-                    && ["refused", "failed", "done"]
-                        .iter()
-                        .any(|state| p.contains(&format!("\"state\":\"{state}\"")))
-            })
-        });
-        got.into_iter()
-            .filter(|(topic, _)| topic.ends_with(&format!("/{id}")))
-            .map(|(_, p)| p)
-            .collect::<Vec<_>>()
-            .join("\n")
-    };
     let now = now_ms();
     t.send(&t.command("today", now, now, now + 60_000));
-    let refused = outcome_of("today");
+    let refused = outcome(&replies, "today");
     assert!(refused.contains("expired"), "{refused}");
 
     let nonce = t.status()["trust"]["reset-nonce"]
@@ -750,7 +738,7 @@ fn a_gateway_whose_clock_was_wrong_is_reset_by_a_root_threshold_once() {
         };
         t.broker
             .publish(&topic, reset(nonce).sign(&signers).as_bytes(), 1);
-        let answer = outcome_of("trust-reset");
+        let answer = outcome(&replies, "trust-reset");
         assert!(
             answer.contains("\"refused\"") && answer.contains(reason),
             "{why}: {answer}"
@@ -786,7 +774,7 @@ fn a_gateway_whose_clock_was_wrong_is_reset_by_a_root_threshold_once() {
     );
     let later = now_ms();
     t.send(&t.command("after", later, later, later + 60_000));
-    let done = outcome_of("after");
+    let done = outcome(&replies, "after");
     assert!(done.contains("\"state\":\"done\""), "{done}");
 
     // The same nonce again: used.

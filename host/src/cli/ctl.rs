@@ -185,10 +185,7 @@ fn send(gateway: &str, action: Action, connection: &Connection) -> anyhow::Resul
         action,
     };
     let signed = command.sign(&key);
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
+    let runtime = current_thread_runtime()?;
     let timeout = Duration::from_secs(connection.timeout);
     runtime.block_on(async move {
         let (client, mut eventloop) = client(connection, "edgewise-ctl")?;
@@ -290,10 +287,7 @@ fn publish_desired(
     added: Option<(String, String, Vec<u8>)>,
 ) -> anyhow::Result<DesiredState> {
     let key = operator_key(connection)?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
+    let runtime = current_thread_runtime()?;
     let desired_topic = namespace::desired(group);
     runtime.block_on(async move {
         let (client, mut eventloop) = client(connection, "edgewise-push")?;
@@ -360,10 +354,7 @@ pub(crate) fn publish_retained(
     topic: &str,
     payload: Vec<u8>,
 ) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
+    let runtime = current_thread_runtime()?;
     runtime.block_on(async move {
         let (client, mut eventloop) = client(connection, "edgewise-upload")?;
         client
@@ -384,10 +375,7 @@ pub(crate) fn upload_bundle(
     digest: &str,
     bytes: Vec<u8>,
 ) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
+    let runtime = current_thread_runtime()?;
     runtime.block_on(async move {
         let (client, mut eventloop) = client(connection, "edgewise-upload")?;
         upload_chunks(&client, &mut eventloop, digest, bytes).await
@@ -483,10 +471,7 @@ pub fn fleet(command: FleetCommand) -> anyhow::Result<ExitCode> {
     if tls {
         bail!("`fleet status` connects without TLS for now: give an mqtt:// broker");
     }
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
+    let runtime = current_thread_runtime()?;
     runtime.block_on(async move {
         let options = MqttOptions::new(format!("edgewise-fleet-{}", now_ms()), host, port);
         let (client, mut eventloop) = AsyncClient::new(options, 16);
@@ -551,6 +536,14 @@ fn operator_key(connection: &Connection) -> anyhow::Result<SecretKey> {
     let pem = std::fs::read_to_string(key_file)
         .with_context(|| format!("reading {}", key_file.display()))?;
     SecretKey::from_pem(&pem).with_context(|| key_file.display().to_string())
+}
+
+/// A runtime on this thread for one exchange with the broker.
+pub(crate) fn current_thread_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
 }
 
 pub(crate) fn client(

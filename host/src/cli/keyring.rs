@@ -14,7 +14,7 @@ use edgewise_signing::{Keyring, PayloadType, SecretKey, namespace};
 
 use rumqttc::{Event, Packet, QoS};
 
-use super::ctl::{Connection, client, publish_retained};
+use super::ctl::{Connection, client, current_thread_runtime, publish_retained};
 use crate::clock::now_ms;
 use crate::config::Config;
 use crate::management::store::write_atomically;
@@ -172,10 +172,7 @@ fn read_keys(paths: &[PathBuf]) -> anyhow::Result<Vec<SecretKey>> {
 fn reset(gateway: &str, keys: &[SecretKey], connection: &Connection) -> anyhow::Result<ExitCode> {
     let status_topic = namespace::status(gateway);
     let reply_topic = namespace::reply(gateway, "trust-reset");
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
+    let runtime = current_thread_runtime()?;
     runtime.block_on(async move {
         let (client, mut eventloop) = client(connection, "edgewise-trust-reset")?;
         client.subscribe(&reply_topic, QoS::AtLeastOnce).await?;
