@@ -228,7 +228,9 @@ fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D:
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct MetricsConfig {
-    /// Address to serve Prometheus scrapes on, e.g. `127.0.0.1:9464` (default: none).
+    /// Address to serve Prometheus scrapes on, e.g. `127.0.0.1:9464` or `localhost:9464`
+    /// (default: none).
+    #[serde(default, deserialize_with = "listen_address")]
     pub listen: Option<std::net::SocketAddr>,
     /// Seconds between publishes on `edgewise/<gateway>/metrics`; 0 turns them off (default 60).
     #[serde(default = "default_metrics_interval")]
@@ -242,6 +244,30 @@ impl Default for MetricsConfig {
             publish_interval_s: default_metrics_interval(),
         }
     }
+}
+
+/// `host:port`: an IP address, or a name resolved once, at start (IPv4 preferred, so that
+/// `localhost` means 127.0.0.1 as scrapers expect).
+fn listen_address<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<std::net::SocketAddr>, D::Error> {
+    use std::net::ToSocketAddrs;
+    let text = String::deserialize(d)?;
+    let expected =
+        "expected HOST:PORT, such as `127.0.0.1:9464`, `0.0.0.0:9464` or `localhost:9464`";
+    let addrs: Vec<std::net::SocketAddr> = text
+        .to_socket_addrs()
+        .map_err(|e| serde::de::Error::custom(format!("`{text}`: {e}; {expected}")))?
+        .collect();
+    addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or(addrs.first())
+        .copied()
+        .map(Some)
+        .ok_or_else(|| {
+            serde::de::Error::custom(format!("`{text}` resolves to nothing; {expected}"))
+        })
 }
 
 fn default_metrics_interval() -> u64 {
@@ -851,6 +877,33 @@ mod tests {
             .map(|e| e.to_string())
             .unwrap_or_default();
         assert!(err.contains("drop-some") && err.contains("block"), "{err}");
+    }
+
+    #[test]
+    fn the_metrics_address_takes_a_host_name_and_says_the_form_when_wrong() {
+        let with = |listen: &str| {
+            parse(&format!("{GOOD}\n[metrics]\nlisten = \"{listen}\"\n"))
+                .map(|c| c.metrics.listen)
+                .map_err(|e| e.to_string())
+        };
+        assert_eq!(
+            with("localhost:9464"),
+            Ok(Some(
+                "127.0.0.1:9464".parse().unwrap_or_else(|e| panic!("{e}"))
+            ))
+        );
+        assert_eq!(
+            with("0.0.0.0:9464"),
+            Ok(Some(
+                "0.0.0.0:9464".parse().unwrap_or_else(|e| panic!("{e}"))
+            ))
+        );
+        let err = with("9464").err().unwrap_or_default();
+        assert!(
+            err.contains("metrics.listen") || err.contains("listen"),
+            "names the key: {err}"
+        );
+        assert!(err.contains("HOST:PORT, such as `127.0.0.1:9464`"), "{err}");
     }
 
     #[test]

@@ -29,15 +29,35 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::{ClientConfig, RootCertStore};
 
+/// Why a gateway is offline, as its status says.
+#[derive(Debug, Clone, Copy)]
+pub enum Offline {
+    /// The broker lost the connection and published the last will (set at connect time, so
+    /// with no time of its own).
+    ConnectionLost,
+    /// The gateway stopped cleanly, at this time (ms since the epoch).
+    Stopped(u64),
+}
+
 /// The status the broker publishes for us if we vanish (the last will), and that a clean
-/// shutdown leaves: offline, with who and which fleet group, so a fleet summary can count it.
-pub fn offline_status(config: &Config) -> String {
-    serde_json::json!({
+/// shutdown leaves: offline, why and when, with who and which fleet group, so a fleet summary
+/// can count it.
+pub fn offline_status(config: &Config, why: Offline) -> String {
+    let mut status = serde_json::json!({
         "state": "offline",
         "gateway": config.gateway_id,
         "fleet": { "group": config.group },
-    })
-    .to_string()
+    });
+    match why {
+        Offline::ConnectionLost => {
+            status["reason"] = "connection lost (the broker published the last will)".into();
+        }
+        Offline::Stopped(at_ms) => {
+            status["reason"] = "stopped".into();
+            status["at_ms"] = at_ms.into();
+        }
+    }
+    status.to_string()
 }
 
 /// A request the client could not queue for the event loop.
@@ -238,7 +258,7 @@ fn options_v4(config: &Config, endpoint: &Endpoint, tls: Option<Arc<ClientConfig
         .set_manual_acks(true)
         .set_last_will(LastWill::new(
             config.status_topic(),
-            offline_status(config),
+            offline_status(config, Offline::ConnectionLost),
             QoS::AtLeastOnce,
             true,
         ));
@@ -268,7 +288,7 @@ fn options_v5(
         .set_manual_acks(true)
         .set_last_will(v5::mqttbytes::v5::LastWill::new(
             config.status_topic(),
-            offline_status(config),
+            offline_status(config, Offline::ConnectionLost),
             v5::mqttbytes::QoS::AtLeastOnce,
             true,
             None,
@@ -519,6 +539,8 @@ pub enum Event {
     /// The broker has outbox entry `key` (its PUBACK or PUBCOMP arrived; at QoS 0, it was
     /// sent).
     Delivered(u64),
+    /// The broker acknowledged one of our UNSUBSCRIBEs.
+    Unsubscribed,
     /// Our disconnect request went out.
     DisconnectSent,
     /// Anything else (acknowledgements, pings).
@@ -604,6 +626,7 @@ impl Connection {
                 Ok(rumqttc::Event::Outgoing(Outgoing::Publish(pkid))) => self.sent(pkid),
                 Ok(rumqttc::Event::Incoming(Packet::PubAck(ack))) => self.acknowledged(ack.pkid),
                 Ok(rumqttc::Event::Incoming(Packet::PubComp(ack))) => self.acknowledged(ack.pkid),
+                Ok(rumqttc::Event::Incoming(Packet::UnsubAck(_))) => Event::Unsubscribed,
                 Ok(rumqttc::Event::Outgoing(Outgoing::Disconnect)) => Event::DisconnectSent,
                 Ok(_) => Event::Other,
                 Err(e) => return Err(e.to_string()),
@@ -637,6 +660,7 @@ impl Connection {
                 Ok(v5::Event::Outgoing(Outgoing::Publish(pkid))) => self.sent(pkid),
                 Ok(v5::Event::Incoming(v5::Incoming::PubAck(ack))) => self.acknowledged(ack.pkid),
                 Ok(v5::Event::Incoming(v5::Incoming::PubComp(ack))) => self.acknowledged(ack.pkid),
+                Ok(v5::Event::Incoming(v5::Incoming::UnsubAck(_))) => Event::Unsubscribed,
                 Ok(v5::Event::Outgoing(Outgoing::Disconnect)) => Event::DisconnectSent,
                 Ok(_) => Event::Other,
                 Err(e) => return Err(e.to_string()),

@@ -72,12 +72,17 @@ pub enum Action {
     List,
     /// The gateway's status document.
     Status,
-    /// Change a plugin's settings (a hot swap to the same bundle with the new settings).
+    /// Change a plugin's settings (a hot swap to the same bundle with the new settings). Every
+    /// key must be one the plugin's manifest declares.
     Config {
         /// The plugin.
         plugin: String,
         /// The settings to change.
+        #[serde(default)]
         settings: BTreeMap<String, Setting>,
+        /// Settings whose override to drop: back to the gateway's or the manifest's value.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        unset: Vec<String>,
     },
     /// Go back to the plugin's last-known-good bundle; or, naming a bundle digest, to that
     /// bundle (in the store, or retained in chunks under `edgewise/bundles/<digest>`): the only way a bundle

@@ -167,6 +167,11 @@ impl SecretKey {
 
     /// From a PKCS#8 PEM file's text.
     pub fn from_pem(text: &str) -> Result<Self, KeyError> {
+        if PublicKey::parse(text.trim()).is_ok() {
+            return Err(KeyError::Private(
+                "this is a public key (NAME.pub from `edgewise keygen`); signing takes the private one, NAME.key".into(),
+            ));
+        }
         SigningKey::from_pkcs8_pem(text)
             .map(Self)
             .map_err(|e| KeyError::Private(e.to_string()))
@@ -207,6 +212,19 @@ impl fmt::Debug for SecretKey {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_public_key_given_for_signing_is_named_as_such() {
+        let key = SecretKey::from_seed([7; 32]);
+        let err = SecretKey::from_pem(&format!("{}\n", key.public()))
+            .map(|_| ())
+            .map_err(|e| e.to_string());
+        assert!(
+            err.as_ref()
+                .is_err_and(|e| e.contains("this is a public key")),
+            "{err:?}"
+        );
+    }
 
     #[test]
     fn the_signed_bytes_are_dsse_pae() {

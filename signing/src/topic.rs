@@ -141,6 +141,55 @@ impl TopicFilter {
         }
         their_levels.next().is_none()
     }
+
+    /// Whether some topic matches both this filter and `other`. Two filters that overlap
+    /// without one covering the other bring a broker that copies per subscription to send the
+    /// topics they share twice; [`TopicFilter::join`] gives one filter for both. A shared
+    /// subscription overlaps only itself (its messages are split between subscribers).
+    pub fn overlaps(&self, other: &TopicFilter) -> bool {
+        if self.filter_start > 0 || other.filter_start > 0 {
+            return self == other;
+        }
+        let (mine, theirs) = (self.raw.as_str(), other.raw.as_str());
+        if mine.starts_with('$') != theirs.starts_with('$')
+            && (mine.starts_with(['+', '#']) || theirs.starts_with(['+', '#']))
+        {
+            // A leading wildcard never matches a `$` topic.
+            return false;
+        }
+        let (mut a, mut b) = (mine.split('/'), theirs.split('/'));
+        loop {
+            match (a.next(), b.next()) {
+                (Some("#"), _) | (_, Some("#")) | (None, None) => return true,
+                (Some(x), Some(y)) if x == y || x == "+" || y == "+" => {}
+                _ => return false,
+            }
+        }
+    }
+
+    /// The narrowest filter this module can write that covers both this one and `other`: equal
+    /// levels kept, differing ones `+`, and `#` from where either has it. `None` for a shared
+    /// subscription, which is never joined, or for filters of different depths without a `#`
+    /// (they never overlap).
+    pub fn join(&self, other: &TopicFilter) -> Option<TopicFilter> {
+        if self.filter_start > 0 || other.filter_start > 0 {
+            return (self == other).then(|| self.clone());
+        }
+        let (mut a, mut b) = (self.raw.split('/'), other.raw.split('/'));
+        let mut levels = Vec::new();
+        loop {
+            match (a.next(), b.next()) {
+                (None, None) => break,
+                (Some("#"), _) | (_, Some("#")) => {
+                    levels.push("#");
+                    break;
+                }
+                (Some(x), Some(y)) => levels.push(if x == y { x } else { "+" }),
+                _ => return None,
+            }
+        }
+        TopicFilter::parse(&levels.join("/")).ok()
+    }
 }
 
 impl fmt::Display for TopicFilter {
@@ -206,6 +255,40 @@ mod tests {
         );
         assert!(!covers("sensors/#", "$share/g/sensors/x"));
         assert!(covers("$share/g/sensors/#", "$share/g/sensors/#"));
+    }
+
+    #[test]
+    fn filters_overlap_when_some_topic_matches_both() {
+        let overlap = |a: &str, b: &str| f(a).overlaps(&f(b)) && f(b).overlaps(&f(a));
+        assert!(overlap("sensors/+/reading", "sensors/kitchen/+"));
+        assert!(overlap("a/b/#", "+/b/c"));
+        assert!(overlap("a/#", "a"), "`a/#` matches its parent level");
+        assert!(overlap("a/+", "a/b"));
+        assert!(!overlap("a/+", "a"));
+        assert!(!overlap("a/b", "a/b/c"));
+        assert!(!overlap("a/+/c", "a/+/d"));
+        assert!(
+            !overlap("+/x", "$SYS/x"),
+            "a leading wildcard skips `$` topics"
+        );
+        assert!(overlap("$app/+", "$app/x"));
+        assert!(!overlap("$share/g/a/+", "a/b"));
+    }
+
+    #[test]
+    fn the_join_of_two_filters_covers_both() {
+        let join = |a: &str, b: &str| f(a).join(&f(b)).map(|j| j.as_str().to_owned());
+        for (a, b, joined) in [
+            ("sensors/+/reading", "sensors/kitchen/+", "sensors/+/+"),
+            ("a/b/#", "+/b/c", "+/b/#"),
+            ("a/#", "a", "a/#"),
+            ("a/b/c", "a/x/c", "a/+/c"),
+        ] {
+            assert_eq!(join(a, b).as_deref(), Some(joined), "{a} ∨ {b}");
+            assert!(f(joined).covers(&f(a)) && f(joined).covers(&f(b)));
+        }
+        assert_eq!(join("a/b", "a/b/c"), None);
+        assert_eq!(join("$share/g/a", "a"), None);
     }
 
     #[test]

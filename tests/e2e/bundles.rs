@@ -370,6 +370,74 @@ fn the_store_refuses_rollbacks_accepts_a_signed_rollback_and_ignores_a_repeat() 
     let listed = store.list().expect("list");
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].2, 2, "the highest release seen stays 2");
+
+    // Release 2 offered again after the rollback (a fleet re-pushing it): the same content, so
+    // not a conflict; release 2 with other content still is.
+    assert!(matches!(
+        install(&r2),
+        Ok(Installed::Activated { release: 2, .. })
+    ));
+    store.rollback("threshold").expect("back to release 1");
+    assert!(matches!(
+        install(&r2_other),
+        Err(StoreError::Conflict { release: 2, .. })
+    ));
+    assert!(matches!(
+        install(&r2),
+        Ok(Installed::Activated { release: 2, .. })
+    ));
+}
+
+#[test]
+fn install_by_root_into_a_service_users_store_leaves_files_that_user_owns() {
+    // Regression: `sudo edgewise install` left a root-owned state.json, and the gateway,
+    // running as its own user, failed at its next change of the store.
+    use std::os::unix::fs::MetadataExt;
+    let trust = Trust::new();
+    let keyring = trust.keyring(false);
+    let store = trust.dir.path().join("store");
+    std::fs::create_dir(&store).expect("store folder");
+    const SERVICE: u32 = 65534; // nobody
+    if std::os::unix::fs::chown(&store, Some(SERVICE), Some(SERVICE)).is_err() {
+        eprintln!("skipped: only root can make a store another user owns");
+        return;
+    }
+    let config = trust.dir.path().join("gateway.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "gateway-id = \"x\"\nplugins = \"plugins\"\nstore = \"{}\"\nkeyring = \"{}\"\n\n[broker]\nurl = \"mqtt://127.0.0.1:1\"\n",
+            store.display(),
+            keyring.display()
+        ),
+    )
+    .expect("gateway.toml");
+    let bundle = trust.dir.path().join("threshold.ewb");
+    std::fs::write(&bundle, packed("threshold", &trust.release, &[], false)).expect("bundle");
+    let out = cli(&[
+        "install",
+        &bundle.to_string_lossy(),
+        "--config",
+        &config.to_string_lossy(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    for entry in walk(&store) {
+        let owner = std::fs::metadata(&entry).expect("metadata").uid();
+        assert_eq!(owner, SERVICE, "{} is owned by {owner}", entry.display());
+    }
+}
+
+/// Every file and folder under `root`.
+fn walk(root: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(root).expect("read folder").flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            found.extend(walk(&path));
+        }
+        found.push(path);
+    }
+    found
 }
 
 #[test]
@@ -640,6 +708,13 @@ fn a_release_key_rotation_needs_a_threshold_of_root_keys_and_revokes_the_old_bun
     let first = head(1) + &roots() + &entry("old", "release", false);
     std::fs::write(&keyring, &first).expect("keyring");
     gw.signed_only(&keyring);
+    // Relative, as an operator writes it: resolved against the configuration's folder.
+    edgewise_tests::edit(
+        gw.dir(),
+        "gateway.toml",
+        &format!("keyring = \"{}\"", keyring.display()),
+        "keyring = \"keyring.toml\"",
+    );
     let config = gw.dir().join("gateway.toml").to_string_lossy().into_owned();
 
     let plugin = copy_plugin("threshold");
@@ -704,7 +779,14 @@ fn a_release_key_rotation_needs_a_threshold_of_root_keys_and_revokes_the_old_bun
 
     let both = path("both.json");
     sign(&["root-a", "root-b"], &both);
-    let applied = cli(&["keyring", "apply", &both, "--config", &config]);
+    // From the gateway's folder with the default `--config gateway.toml` (regression: the
+    // keyring was replaced, then the command failed syncing the directory of `keyring.toml`).
+    let applied = Command::new(edgewise())
+        .args(["keyring", "apply", &both])
+        .current_dir(gw.dir())
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("edgewise runs");
     assert!(applied.status.success(), "{}", text(&applied.stderr));
     assert!(
         text(&applied.stdout).contains("version 2 (4 keys, 1 revoked)"),

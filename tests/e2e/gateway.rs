@@ -31,6 +31,29 @@ on_both_brokers! {
         assert_eq!(sub.next(Duration::from_millis(500)), None);
     }
 
+    fn plugins_whose_filters_share_some_topics_get_each_message_once(broker: Broker) {
+        // threshold's `sensors/+/reading` and template's `sensors/oven/+` share
+        // `sensors/oven/reading`: subscribed as two filters, a broker that copies per
+        // subscription (rumqttd) would send it twice, and template would echo it twice.
+        let mut gw = Gateway::prepare(&broker, "overlap", &["threshold", "template"], "");
+        let template = gw.dir().join("plugins/template");
+        edgewise_tests::edit(&template, "plugin.toml", "\"sensors/#\"", "\"sensors/oven/+\"");
+        gw.launch(&broker);
+        let sub = broker.subscribe(&["alerts/#", "echo/#"]);
+        // Matches the joined filter `sensors/+/+` but neither plugin: acknowledged, dropped.
+        broker.publish("sensors/hall/humidity", b"55", 1);
+        let readings: Vec<String> = (0..20).map(|i| format!(r#"{{"value": {}}}"#, 70 + i)).collect();
+        broker.publish_lines("sensors/oven/reading", &readings);
+        broker.publish("sensors/oven/door", b"open", 1);
+        let got = sub.collect_until(WAIT, |got| got.len() >= readings.len() + 2);
+        assert_eq!(sub.next(Duration::from_millis(500)), None, "nothing twice: {got:?}");
+        let count = |topic: &str| got.iter().filter(|(t, _)| t == topic).count();
+        assert_eq!(count("echo/sensors/oven/reading"), readings.len(), "{got:?}");
+        assert_eq!(count("echo/sensors/oven/door"), 1, "{got:?}");
+        assert_eq!(count("alerts/oven"), 1, "one crossing of the limit: {got:?}");
+        assert!(gw.log().contains("plugins' filters overlap"), "{}", gw.log());
+    }
+
     fn a_shared_subscription_splits_one_topic_between_gateways_without_duplicates(broker: Broker) {
         // Each gateway's template republishes under its own prefix, so the outputs say who did what.
         let _gateways: Vec<Gateway> = ["a", "b"]
@@ -143,13 +166,16 @@ on_both_brokers! {
     fn sigterm_finishes_publishes_offline_status_and_exits_zero(broker: Broker) {
         let mut gw = Gateway::start(&broker, "polite", &["template"], "");
         assert!(gw.terminate(), "exit status 0; log:\n{}", gw.log());
-        let status = broker
+        let status: serde_json::Value = broker
             .retained("edgewise/polite/status", WAIT)
+            .and_then(|s| serde_json::from_str(&s).ok())
             .unwrap_or_default();
         assert_eq!(
-            status,
-            r#"{"state":"offline","gateway":"polite","fleet":{"group":null}}"#
+            (&status["state"], &status["gateway"], &status["reason"]),
+            (&"offline".into(), &"polite".into(), &"stopped".into()),
+            "{status}"
         );
+        assert!(status["at_ms"].as_u64().is_some_and(|t| t > 1_700_000_000_000), "when: {status}");
         assert!(gw.log().contains("gateway stopped"));
     }
 
@@ -437,9 +463,33 @@ fn a_filter_an_earlier_run_left_in_the_broker_session_is_unsubscribed() {
     assert!(
         gateway
             .log()
-            .contains("unsubscribing from what an earlier run left in the broker session"),
+            .contains("unsubscribing from what the broker session holds and nobody wants"),
         "{}",
         gateway.log()
+    );
+}
+
+#[test]
+fn a_gateway_stopped_while_the_broker_is_away_exits_without_waiting_for_it() {
+    // Regression: SIGTERM with the broker down waited the whole shutdown timeout (30 s, past a
+    // container's stop grace) for deliveries that could not happen, logging all the while.
+    let mut broker = Broker::start();
+    let mut gw = Gateway::start(&broker, "away", &["template"], "");
+    gw.expect_reconnects();
+    broker.stop();
+    gw.wait_for_log("broker connection:");
+    assert!(gw.terminate(), "exits 0:\n{}", gw.log());
+    let log = gw.log();
+    let shutdown = log.split("shutting down").nth(1).unwrap_or_default();
+    assert!(
+        shutdown.contains("the broker is unreachable"),
+        "says why it did not wait:\n{log}"
+    );
+    assert!(!shutdown.contains("gave up waiting"), "{log}");
+    let warnings = shutdown.lines().filter(|l| l.contains("WARN")).count();
+    assert!(
+        warnings <= 2,
+        "{warnings} warnings while shutting down:\n{log}"
     );
 }
 

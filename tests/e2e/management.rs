@@ -480,6 +480,108 @@ fn stop_start_config_and_rollback_by_command() {
 }
 
 #[test]
+fn a_setting_the_plugin_refuses_or_does_not_declare_changes_nothing() {
+    let mut m = Managed::start("settings", "threshold", &[], "");
+    let refused = |out: Output, why: &str| {
+        let stdout = text(&out.stdout);
+        assert!(!out.status.success(), "refused: {stdout}");
+        assert!(stdout.contains(why), "{why}: {stdout}");
+    };
+    // threshold cannot read `hot` as a number: the new version does not start, nothing is saved.
+    refused(
+        m.ctl(&["config", "threshold", "--set", "limit=hot"]),
+        "failed to start",
+    );
+    refused(
+        m.ctl(&[
+            "config",
+            "threshold",
+            "--set",
+            "colour=red",
+            "--unset",
+            "shade",
+        ]),
+        "`threshold` has no setting `colour`, `shade`; its manifest declares `hysteresis`, `limit`",
+    );
+    // After a restart the plugin runs with what it had: nothing was saved.
+    assert!(m.gateway.terminate(), "{}", m.gateway.log());
+    m.gateway.launch(&m.broker);
+    let listed = text(&m.ctl(&["list"]).stdout);
+    assert!(
+        listed.contains("\"state\":\"running\""),
+        "{listed}\n{}",
+        m.gateway.log()
+    );
+
+    let sub = m.broker.subscribe(&["alerts/#"]);
+    let ok = |out: Output| assert!(out.status.success(), "{}", text(&out.stdout));
+    ok(m.ctl(&["config", "threshold", "--set", "limit=99"]));
+    m.broker
+        .publish("sensors/kiln/reading", br#"{"value": 95}"#, 1);
+    // Unset: back to the manifest's limit (80), under which 95 is an alert.
+    ok(m.ctl(&["config", "threshold", "--unset", "limit"]));
+    m.broker
+        .publish("sensors/oven/reading", br#"{"value": 95}"#, 1);
+    let (topic, _) = sub.next(WAIT).expect("an alert");
+    assert_eq!(topic, "alerts/oven", "none for the kiln under limit 99");
+}
+
+#[test]
+fn ctl_says_soon_when_no_such_gateway_is_on_the_broker_and_when_the_gateway_is_offline() {
+    // Regression: a mistyped id waited the whole timeout (60 s) and said only "no outcome".
+    let mut m = Managed::start("present", "threshold", &[], "");
+    let out = m.cli(&["ctl", "absent", "list"]);
+    assert!(!out.status.success());
+    let said = text(&out.stderr);
+    assert!(
+        said.contains("no gateway `absent`") && said.contains("edgewise/absent/status"),
+        "{said}"
+    );
+    assert!(
+        !said.contains("no outcome"),
+        "it did not wait for the timeout: {said}"
+    );
+
+    // Killed, the gateway's last will says it is offline and why; a command says so and
+    // waits for it, and is answered when it is back.
+    m.gateway.kill();
+    let mut ctl = Command::new(edgewise())
+        .args(["ctl", "present", "list", "--timeout", "60", "--key"])
+        .arg(m.work.path().join("ops.key"))
+        .args(&m.connection)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("edgewise runs");
+    let mut stderr = std::io::BufReader::new(ctl.stderr.take().expect("stderr"));
+    let mut said = String::new();
+    // The broker may still hold the online status for a moment: lines until the will's.
+    while !said.contains("is offline") {
+        let mut line = String::new();
+        if std::io::BufRead::read_line(&mut stderr, &mut line).unwrap_or(0) == 0 {
+            break;
+        }
+        said.push_str(&line);
+    }
+    assert!(
+        said.contains("present is offline (connection lost"),
+        "{said}"
+    );
+    m.gateway.launch(&m.broker);
+    let out = ctl.wait_with_output().expect("ctl ends");
+    assert!(
+        out.status.success(),
+        "answered once back: {}",
+        text(&out.stdout)
+    );
+    assert!(
+        text(&out.stdout).contains("threshold"),
+        "{}",
+        text(&out.stdout)
+    );
+}
+
+#[test]
 fn two_gateways_of_a_group_converge_on_a_new_desired_state_one_of_them_after_being_offline() {
     let broker = Broker::start();
     let key = || SecretKey::generate().expect("random key");

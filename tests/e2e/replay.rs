@@ -48,10 +48,11 @@ fn plugin_stdout_becomes_log_lines_tagged_with_its_name() {
 }
 
 #[test]
-fn a_trap_is_logged_with_the_plugin_and_topic_and_the_replay_goes_on() {
+fn a_trap_is_logged_with_the_plugin_and_topic_and_the_replay_goes_on_to_a_failed_exit() {
     let input = [line("panic"), line("count")].join("\n");
     let run = replay(&plugin_dir("hostile"), &input, &[]);
-    assert!(run.success, "{}", run.log);
+    assert!(!run.success, "a failed message fails the run: {}", run.log);
+    assert!(run.log.contains("1 of 2 messages failed"), "{}", run.log);
     let logged = run
         .log
         .lines()

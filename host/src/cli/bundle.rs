@@ -1,5 +1,6 @@
 //! The bundle commands: `pack` (author), `verify` and `inspect` (anyone), `install` (operator).
 
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -121,23 +122,32 @@ pub fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
 pub fn inspect(args: InspectArgs) -> anyhow::Result<ExitCode> {
     let bytes = bundle::read_capped(&args.bundle, DEFAULT_MAX_BYTES)?;
     let parsed = Bundle::parse(&bytes).with_context(|| args.bundle.display().to_string())?;
-    println!(
+    // Written, not printed: a reader that stops early (`| head`) is an error to return, not a
+    // panic (the caller treats a broken pipe as the end).
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
         "bundle {} (NOT verified: use `edgewise verify`)",
         args.bundle.display()
-    );
-    println!("digest {} (SHA-256 of the manifest)", parsed.digest());
+    )?;
+    writeln!(out, "digest {} (SHA-256 of the manifest)", parsed.digest())?;
     for s in &parsed.signatures {
-        println!("signature by key {} ({})", s.key.id(), s.key);
+        writeln!(out, "signature by key {} ({})", s.key.id(), s.key)?;
     }
-    println!("files:");
+    writeln!(out, "files:")?;
     for (path, content) in &parsed.files {
-        println!(
+        writeln!(
+            out,
             "  {path}  {} bytes  sha256 {}",
             content.len(),
             bundle::sha256_hex(content)
-        );
+        )?;
     }
-    println!("manifest:\n{}", String::from_utf8_lossy(&parsed.manifest));
+    writeln!(
+        out,
+        "manifest:\n{}",
+        String::from_utf8_lossy(&parsed.manifest)
+    )?;
     Ok(ExitCode::SUCCESS)
 }
 

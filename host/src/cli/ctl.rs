@@ -15,6 +15,10 @@ use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS};
 
 use crate::clock::now_ms;
 
+/// How long `ctl` waits for a gateway's retained status before saying there is no such
+/// gateway.
+const UNKNOWN_GATEWAY_AFTER: Duration = Duration::from_secs(5);
+
 /// Where and as whom to send commands.
 #[derive(clap::Args)]
 pub struct Connection {
@@ -80,11 +84,25 @@ enum CtlAction {
         #[arg(long)]
         to: Option<String>,
     },
-    /// Change a plugin's settings: `--set key=value`, repeatable.
+    /// Change a plugin's settings (a hot swap with the new values). Keys must be settings the
+    /// plugin's manifest declares; if the plugin does not start with the new values, nothing
+    /// changes.
+    #[command(
+        after_help = "Examples:\n  edgewise ctl gw-1 config threshold --set limit=75 --set hysteresis=1.5 --key operator.key\n  edgewise ctl gw-1 config threshold --unset limit --key operator.key"
+    )]
     Config {
+        /// The plugin.
         plugin: String,
-        #[arg(long = "set", value_name = "KEY=VALUE", required = true)]
+        /// A setting to change, as KEY=VALUE; repeatable.
+        #[arg(
+            long = "set",
+            value_name = "KEY=VALUE",
+            required_unless_present = "unset"
+        )]
         settings: Vec<String>,
+        /// A setting to put back to the gateway's or the manifest's value; repeatable.
+        #[arg(long, value_name = "KEY")]
+        unset: Vec<String>,
     },
 }
 
@@ -129,7 +147,11 @@ pub fn ctl(args: CtlArgs) -> anyhow::Result<ExitCode> {
         CtlAction::Stop { plugin } => Action::Stop { plugin },
         CtlAction::Remove { plugin } => Action::Remove { plugin },
         CtlAction::Rollback { plugin, to } => Action::Rollback { plugin, digest: to },
-        CtlAction::Config { plugin, settings } => {
+        CtlAction::Config {
+            plugin,
+            settings,
+            unset,
+        } => {
             let mut parsed = BTreeMap::new();
             for pair in settings {
                 let (k, v) = pair
@@ -140,6 +162,7 @@ pub fn ctl(args: CtlArgs) -> anyhow::Result<ExitCode> {
             Action::Config {
                 plugin,
                 settings: parsed,
+                unset,
             }
         }
     };
@@ -190,10 +213,40 @@ fn send(gateway: &str, action: Action, connection: &Connection) -> anyhow::Resul
     runtime.block_on(async move {
         let (client, mut eventloop) = client(connection, "edgewise-ctl")?;
         let reply_topic = namespace::reply(gateway, &command.id);
-        client.subscribe(&reply_topic, QoS::AtLeastOnce).await?;
+        // The gateway's retained status says it exists (and whether it is online): without
+        // one, the id is wrong or the gateway never came up on this broker, and waiting the
+        // whole timeout for a reply would only hide that.
+        let status_topic = namespace::status(gateway);
+        client
+            .subscribe_many([&reply_topic, &status_topic].map(|topic| {
+                rumqttc::SubscribeFilter::new(topic.clone(), QoS::AtLeastOnce)
+            }))
+            .await?;
+        let (mut known, mut told_offline) = (false, false);
+        let unknown_after = tokio::time::sleep(UNKNOWN_GATEWAY_AFTER);
+        tokio::pin!(unknown_after);
         let outcome = tokio::time::timeout(timeout, async {
             loop {
-                match eventloop.poll().await {
+                let event = tokio::select! {
+                    event = eventloop.poll() => event,
+                    () = &mut unknown_after, if !known => bail!(
+                        "no gateway `{gateway}` on {}: nothing is retained on {status_topic} (check the id; `edgewise fleet status` lists the gateways it sees)",
+                        connection.broker
+                    ),
+                };
+                match event {
+                    Ok(Event::Incoming(Packet::Publish(p))) if p.topic == status_topic => {
+                        known = true;
+                        let status: serde_json::Value =
+                            serde_json::from_slice(&p.payload).unwrap_or_default();
+                        if status["state"] == "offline" && !std::mem::replace(&mut told_offline, true) {
+                            eprintln!(
+                                "{gateway} is offline ({}): the command waits for it until it expires in {} s",
+                                status["reason"].as_str().unwrap_or("no reason given"),
+                                timeout.as_secs()
+                            );
+                        }
+                    }
                     Ok(Event::Incoming(Packet::SubAck(_))) => {
                         client
                             .publish(

@@ -1,7 +1,8 @@
 //! The `edgewise` command line: argument parsing, logging set-up, exit codes.
 //!
 //! One file per subcommand. This is the only place `anyhow` is used: library errors get their
-//! context here and every error becomes exit code 1, printed once with its causes.
+//! context here and every error becomes exit code 1, printed once with its causes (each said
+//! once), and a hint where the cause is a permission.
 
 mod bundle;
 mod ctl;
@@ -13,6 +14,7 @@ mod run;
 
 pub(crate) use run::shutdown_signal;
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -28,7 +30,7 @@ const DEFAULT_LOG: &str = "info,wasmtime_wasi_nn=off,rumqttd=off";
 
 /// Edgewise: a WebAssembly plugin host for IoT edge gateways.
 #[derive(Parser)]
-#[command(version, about)]
+#[command(name = "edgewise", version, about)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -55,7 +57,13 @@ enum Command {
 /// Parses arguments, runs the subcommand, and turns its outcome into an exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let logging = Logging::init();
+    let logging = match Logging::init() {
+        Ok(logging) => logging,
+        Err(err) => {
+            eprintln!("error: {err}");
+            return ExitCode::from(2);
+        }
+    };
     let result = match cli.command {
         Command::Run(args) => run::run(args, &logging),
         Command::Demo(args) => demo::run(args),
@@ -72,11 +80,47 @@ pub fn main() -> ExitCode {
     };
     match result {
         Ok(code) => code,
+        // The reader of our output went away (`edgewise inspect b.ewb | head`): done.
+        Err(err) if is_broken_pipe(&err) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("error: {err:#}");
+            eprintln!("error: {}", describe(&err));
+            if err.chain().any(|cause| {
+                cause
+                    .downcast_ref::<std::io::Error>()
+                    .is_some_and(|e| e.kind() == std::io::ErrorKind::PermissionDenied)
+            }) {
+                eprintln!(
+                    "hint: check the owner and mode of the file named above: edgewise runs as the user that owns its store and configuration"
+                );
+            }
             ExitCode::FAILURE
         }
     }
+}
+
+/// An error and its causes on one line, each said once: many errors name their cause in
+/// their own text as well as giving it as their source.
+fn describe(err: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in err.chain() {
+        let part = cause.to_string();
+        if text.contains(&part) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&part);
+    }
+    text
+}
+
+fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }
 
 /// The log filter: `EDGEWISE_LOG` if set, else the config file's `log` once it is read, else
@@ -87,19 +131,32 @@ pub(crate) struct Logging {
 }
 
 impl Logging {
-    fn init() -> Self {
-        let from_env = EnvFilter::try_from_env("EDGEWISE_LOG").ok();
+    /// Logs to standard error, in colour only when that is a terminal (never into a file, a
+    /// pipe or the journal) and `NO_COLOR` is not set. An `EDGEWISE_LOG` that is not a valid
+    /// filter is an error, not a silent fallback.
+    fn init() -> Result<Self, String> {
+        let from_env = match std::env::var("EDGEWISE_LOG") {
+            Ok(text) => Some(EnvFilter::try_new(&text).map_err(|e| {
+                format!("EDGEWISE_LOG=`{text}` is not a log filter ({e}); for example `info,edgewise_host=debug`")
+            })?),
+            Err(_) => None,
+        };
         let from_env_set = from_env.is_some();
         let (filter, handle) =
             reload::Layer::new(from_env.unwrap_or_else(|| EnvFilter::new(DEFAULT_LOG)));
+        let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
         tracing_subscriber::registry()
             .with(filter)
-            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(std::io::stderr)
+                    .with_ansi(colour),
+            )
             .init();
-        Self {
+        Ok(Self {
             from_env: from_env_set,
             filter: handle,
-        }
+        })
     }
 
     /// Switches to the config file's filter (already validated), unless `EDGEWISE_LOG` is set.
@@ -110,5 +167,26 @@ impl Logging {
         {
             tracing::warn!("cannot apply the configured log filter: {e}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cause_an_error_already_names_is_not_said_twice() {
+        let io = std::io::Error::from(std::io::ErrorKind::PermissionDenied);
+        let store = crate::management::store::StoreError::Io {
+            path: "/var/lib/edgewise/state.json".into(),
+            source: io,
+        };
+        let err = anyhow::Error::new(store).context("installing");
+        let text = describe(&err);
+        assert_eq!(text.matches("permission denied").count(), 1, "{text}");
+        assert!(
+            text.starts_with("installing: store: /var/lib/edgewise/state.json"),
+            "{text}"
+        );
     }
 }

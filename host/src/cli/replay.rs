@@ -16,7 +16,13 @@ use crate::worker::Worker;
 use crate::worker::supervisor::RestartPolicy;
 
 /// Run one plugin over a JSON Lines file of messages and print what it publishes, no broker.
+///
+/// Every message is tried; the exit status is 1 if any line could not be read or any message
+/// failed (a trap, a timeout, an error the plugin returned), so replay can gate a CI job.
 #[derive(clap::Args)]
+#[command(
+    after_help = "Examples:\n  edgewise replay plugins/threshold messages.jsonl\n  echo '{\"topic\":\"sensors/oven/reading\",\"payload\":{\"value\":91}}' | edgewise replay plugins/threshold --set limit=90"
+)]
 pub struct Args {
     /// The plugin directory (holding plugin.toml, the component and the models).
     plugin: PathBuf,
@@ -70,6 +76,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     );
     if malformed > 0 {
         bail!("{malformed} input line(s) could not be read (see above)");
+    }
+    // Every message was tried; a failed one is still a failed run, so that `replay` can gate
+    // an author's CI.
+    if stats.failed > 0 {
+        bail!(
+            "{} of {} messages failed (see above; each would be a dead letter on a gateway)",
+            stats.failed,
+            stats.handled + stats.failed
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

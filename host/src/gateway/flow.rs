@@ -5,8 +5,8 @@
 //! (the event loop is idle, the batch is full, or it is `commit-interval-ms` old), every
 //! message in it is durable, and only then is each acknowledged to the broker, in the order
 //! they arrived (MQTT-4.6.0-2). Each plugin then has its own backlog in the journal; a few of
-//! its messages at a time ([`WINDOW`]) are in its thread's mailbox, and each one it finishes
-//! ([`Done`]) lets the next one in. A slow or stuck plugin only grows its own backlog: with
+//! its messages at a time ([`WINDOW`]) are in its thread's mailbox, and as it finishes them
+//! ([`Done`]) the next ones follow, half a window at a time. A slow or stuck plugin only grows its own backlog: with
 //! `drop-oldest` or `drop-newest` bounded by `queue.depth`, with `block` by the journal's
 //! size; a full journal stops the gateway taking messages (the broker holds them).
 //!
@@ -259,7 +259,7 @@ impl Flow {
         let entry = Entry {
             seq,
             topic: delivery.topic,
-            payload: delivery.payload.to_vec(),
+            payload: delivery.payload,
             received_at_ms: crate::clock::now_ms(),
             hops,
         };
@@ -341,12 +341,17 @@ impl Flow {
                 .outputs
                 .push((plugin.to_string(), topic, payload, qos));
         }
-        if let Some(lane) = self.lanes.get_mut(&plugin) {
-            lane.queued = lane.queued.saturating_sub(1);
-        }
         self.batch_started.get_or_insert_with(Instant::now);
-        // Its next message need not wait for this to be committed, only for its own commit.
-        self.refill(&plugin, false);
+        let Some(lane) = self.lanes.get_mut(&plugin) else {
+            return;
+        };
+        lane.queued = lane.queued.saturating_sub(1);
+        // Its next messages need not wait for this to be committed, only for their own
+        // commit. Refilled half a window at a time: one journal read and at most one wake-up
+        // for many messages, while the other half keeps the plugin busy.
+        if lane.queued <= lane.window / 2 {
+            self.refill(&plugin, false);
+        }
     }
 
     /// The broker has output `key`.
@@ -454,7 +459,7 @@ impl Flow {
             true => 0,
             false => lane.window.saturating_sub(lane.queued),
         };
-        let mut from_disk = Vec::new();
+        let (mut from_disk, mut jobs) = (Vec::new(), Vec::new());
         while room > 0
             && let Some(&seq) = lane.waiting.front()
         {
@@ -463,7 +468,7 @@ impl Flow {
                 if !committed || !from_disk.is_empty() {
                     break;
                 }
-                push(lane, entry);
+                jobs.push(job(entry));
             } else {
                 from_disk.push(seq);
             }
@@ -472,7 +477,7 @@ impl Flow {
         }
         if !from_disk.is_empty() {
             match self.journal.read(name, &from_disk) {
-                Ok(entries) => entries.iter().for_each(|e| push(lane, e)),
+                Ok(entries) => jobs.extend(entries.iter().map(job)),
                 Err(e) => {
                     tracing::error!(
                         plugin = name,
@@ -484,6 +489,8 @@ impl Flow {
                 }
             }
         }
+        lane.queued += jobs.len();
+        lane.mailbox.push_all(jobs);
         lane.metrics.queue_depth.set(lane.backlog() as i64);
     }
 
@@ -536,18 +543,18 @@ impl Flow {
     }
 }
 
-fn push(lane: &mut Lane, entry: &Entry) {
-    let msg = Message {
-        topic: entry.topic.clone(),
-        payload: entry.payload.clone(),
-        received_at_ms: entry.received_at_ms,
-    };
-    lane.mailbox.push(Job::Message {
-        msg,
+/// The job that hands `entry` to a plugin: the plugin's own copy of the payload, the one
+/// thing it gets to keep.
+fn job(entry: &Entry) -> Job {
+    Job::Message {
+        msg: Message {
+            topic: entry.topic.clone(),
+            payload: entry.payload.to_vec(),
+            received_at_ms: entry.received_at_ms,
+        },
         seq: entry.seq,
         hops: entry.hops,
-    });
-    lane.queued += 1;
+    }
 }
 
 fn content_hash(delivery: &Delivery) -> u64 {

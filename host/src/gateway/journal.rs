@@ -16,6 +16,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 
 /// `(plugin, seq)` → `(topic, payload, received_at_ms, hops)`: a message a plugin still has to
@@ -69,8 +70,9 @@ pub struct Entry {
     pub seq: u64,
     /// Its topic.
     pub topic: String,
-    /// Its payload.
-    pub payload: Vec<u8>,
+    /// Its payload, shared (not copied) between the batch, the plugins' mailboxes and the
+    /// broker's read buffer it came in.
+    pub payload: Bytes,
     /// When the gateway received it.
     pub received_at_ms: u64,
     /// Plugins its chain of messages has passed through before.
@@ -307,7 +309,7 @@ impl Journal {
             for (entry, plugins) in &batch.arrived {
                 let value = (
                     entry.topic.as_str(),
-                    entry.payload.as_slice(),
+                    entry.payload.as_ref(),
                     entry.received_at_ms,
                     entry.hops,
                 );
@@ -393,7 +395,7 @@ impl Journal {
                 entries.push(Entry {
                     seq,
                     topic: topic.to_owned(),
-                    payload: payload.to_vec(),
+                    payload: Bytes::copy_from_slice(payload),
                     received_at_ms,
                     hops,
                 });
@@ -440,7 +442,7 @@ mod tests {
         Entry {
             seq: journal.next_seq(),
             topic: topic.into(),
-            payload: payload.as_bytes().to_vec(),
+            payload: Bytes::copy_from_slice(payload.as_bytes()),
             received_at_ms: 7,
             hops: 0,
         }

@@ -15,6 +15,9 @@
 //! waits for a plugin; each plugin thread reports its [`Vitals`](crate::worker::vitals), which
 //! become its entry in the [`status`].
 //!
+//! The router's filters, and the gateway's own, are what the broker session is subscribed to;
+//! [`subscriptions`] keeps that set, and what is being let go, across connections and runs.
+//!
 //! A plugin's outputs are recognised when the broker hands them back ([`echoes`]): they are not
 //! routed to the plugin that published them, and a chain longer than [`MAX_HOPS`] is a cycle,
 //! broken with a dead letter. A hot swap reaches the plugin's thread through its mailbox, in
@@ -31,6 +34,7 @@ pub mod outbox;
 pub mod router;
 pub mod slot;
 pub mod status;
+pub mod subscriptions;
 
 use std::collections::BTreeSet;
 use std::future::Future;
@@ -55,12 +59,13 @@ use self::router::Router;
 pub use self::slot::Options;
 use self::slot::{Slot, load_plugin, plugin_sources};
 use self::status::Status;
+use self::subscriptions::Subscriptions;
 use crate::config::Config;
 use crate::management::store::StoreError;
 use crate::management::trust::Trust;
 use crate::management::{Change, Manager, Replier, Request};
 use crate::metrics::Metrics;
-use crate::mqtt::{Backoff, Connection, Delivery, Event, Link, offline_status};
+use crate::mqtt::{Backoff, Connection, Delivery, Event, Link, Offline, offline_status};
 use crate::runtime::cache::Cache;
 use crate::runtime::{Compiler, Runtime, RuntimeError};
 use crate::worker::Worker;
@@ -121,13 +126,8 @@ pub struct Gateway {
     router: Router,
     control: Control,
     echoes: Echoes,
-    /// The plugins' filters subscribed to: the router's covering set.
-    routed: BTreeSet<String>,
-    /// The gateway's own subscriptions: its control topics, and bundles the manager awaits.
-    subscriptions: BTreeSet<String>,
-    /// Filters an earlier process left subscribed in the broker session that this one does
-    /// not want: unsubscribed at the first connection.
-    leftover: Vec<String>,
+    /// What the broker session is subscribed to, and what it is letting go.
+    subscriptions: Subscriptions,
     /// What every plugin thread is given.
     shared: Shared,
     /// To the manager thread.
@@ -252,11 +252,15 @@ impl Gateway {
         }
         let router = route_table(&slots);
         let routed: BTreeSet<String> = router.subscriptions().into_iter().collect();
-        let subscriptions: BTreeSet<String> = control.subscriptions().into_iter().collect();
-        let leftover = subscribed
-            .into_iter()
-            .filter(|f| !routed.contains(f) && !subscriptions.contains(f))
-            .collect();
+        log_joined(&router, &routed);
+        let own = control.subscriptions().into_iter().collect();
+        let subscriptions = Subscriptions::new(subscribed.clone(), routed, own);
+        // What this run will subscribe to is part of the session from its first connection on.
+        if subscriptions.session() != subscribed
+            && let Err(e) = flow.record_subscriptions(&subscriptions.session())
+        {
+            tracing::warn!("{e}: the next start may not unsubscribe from what this one drops");
+        }
         let (first_delay, longest_delay) = config.reconnect();
         tracing::info!(
             gateway = config.gateway_id,
@@ -273,9 +277,7 @@ impl Gateway {
             router,
             control,
             echoes: Echoes::default(),
-            routed,
             subscriptions,
-            leftover,
             shared,
             requests,
             reports,
@@ -333,6 +335,11 @@ impl Gateway {
                 self.flow.delivered(key);
                 self.send_due();
             }
+            Event::Unsubscribed => {
+                if self.subscriptions.unsubscribed() {
+                    self.record_subscriptions();
+                }
+            }
             Event::DisconnectSent | Event::Other => self.send_due(),
         }
     }
@@ -343,22 +350,15 @@ impl Gateway {
         self.established = true;
         tracing::info!(broker = self.link.endpoint(), "connected to the broker");
         let (client, generation) = self.link.client();
-        if !self.leftover.is_empty() {
+        let (unsubscribe, subscribe) = self.subscriptions.connected();
+        if !unsubscribe.is_empty() {
             tracing::info!(
-                filters = ?self.leftover,
-                "unsubscribing from what an earlier run left in the broker session"
+                filters = ?unsubscribe,
+                "unsubscribing from what the broker session holds and nobody wants"
             );
-            if let Err(e) = client.try_unsubscribe(&std::mem::take(&mut self.leftover)) {
-                tracing::error!("unsubscribing: {e}");
-            }
+            self.send_unsubscribe(&unsubscribe);
         }
-        let filters: Vec<String> = self.routed.union(&self.subscriptions).cloned().collect();
-        if !filters.is_empty()
-            && let Err(e) = client.try_subscribe(&filters)
-        {
-            tracing::error!("subscribing: {e}");
-        }
-        self.record_subscriptions();
+        self.send_subscribe(&subscribe);
         let status_topic = self.config.status_topic();
         if let Err(e) =
             client.try_publish(&status_topic, QoS::AtLeastOnce, true, self.status.render())
@@ -485,13 +485,16 @@ impl Gateway {
 
     fn on_report(&mut self, report: Report) {
         match report {
-            Report::Done(done) => {
-                // Recorded before they can be published, so their echo is known when it comes.
-                let hops = done.hops.saturating_add(1);
-                for (topic, payload) in &done.outputs {
-                    self.echoes.record(topic, payload, &done.plugin, hops);
+            Report::Done(dones) => {
+                for done in dones {
+                    // Recorded before they can be published, so their echo is known when it
+                    // comes.
+                    let hops = done.hops.saturating_add(1);
+                    for (topic, payload) in &done.outputs {
+                        self.echoes.record(topic, payload, &done.plugin, hops);
+                    }
+                    self.flow.done(done);
                 }
-                self.flow.done(done);
                 if self.flow.batch_due() {
                     self.commit();
                 }
@@ -665,59 +668,61 @@ impl Gateway {
     fn reroute(&mut self) {
         self.router = route_table(&self.slots);
         let wanted: BTreeSet<String> = self.router.subscriptions().into_iter().collect();
-        let added: Vec<String> = wanted.difference(&self.routed).cloned().collect();
-        let stale: Vec<String> = self.routed.difference(&wanted).cloned().collect();
-        let (client, _) = self.link.client();
-        if !added.is_empty()
-            && let Err(e) = client.try_subscribe(&added)
-        {
-            tracing::error!("subscribing: {e}");
-        }
-        if !stale.is_empty()
-            && let Err(e) = client.try_unsubscribe(&stale)
-        {
-            tracing::error!("unsubscribing: {e}");
-        }
-        self.routed = wanted;
+        let (added, stale) = self.subscriptions.route(wanted);
+        log_joined(&self.router, &added);
+        self.send_subscribe(&added);
+        self.send_unsubscribe(&stale);
         self.record_subscriptions();
     }
 
-    /// Keeps what the broker session is subscribed to in the journal, for the next process.
+    /// Keeps what the broker session may be subscribed to in the journal, for the next process.
     fn record_subscriptions(&mut self) {
-        let all = self.routed.union(&self.subscriptions).cloned().collect();
-        if let Err(e) = self.flow.record_subscriptions(&all) {
+        if let Err(e) = self
+            .flow
+            .record_subscriptions(&self.subscriptions.session())
+        {
             tracing::warn!("{e}: the next start may not unsubscribe from what this one drops");
         }
     }
 
     /// Subscribes to gateway topics the manager asks for (bundles it awaits).
     fn subscribe(&mut self, topics: Vec<String>) {
-        if topics.is_empty() {
-            return;
-        }
-        let (client, _) = self.link.client();
-        if let Err(e) = client.try_subscribe(&topics) {
-            tracing::error!("subscribing: {e}");
-        }
-        self.subscriptions.extend(topics);
+        let added = self.subscriptions.add_own(topics);
+        self.send_subscribe(&added);
         self.record_subscriptions();
     }
 
     /// Unsubscribes from gateway topics the manager no longer needs (a bundle it has).
     fn unsubscribe(&mut self, topics: Vec<String>) {
-        let topics: Vec<String> = topics
-            .into_iter()
-            .filter(|t| self.subscriptions.remove(t))
-            .collect();
-        if topics.is_empty() {
-            return;
+        let stale = self.subscriptions.remove_own(topics);
+        if !stale.is_empty() {
+            tracing::info!(filters = ?stale, "unsubscribed: no longer awaited");
+            self.send_unsubscribe(&stale);
+            self.record_subscriptions();
         }
+    }
+
+    fn send_subscribe(&self, filters: &[String]) {
+        if !filters.is_empty()
+            && let Err(e) = self.link.client().0.try_subscribe(filters)
+        {
+            tracing::error!("subscribing: {e}");
+        }
+    }
+
+    /// Sends one UNSUBSCRIBE a filter; what does not fit the request queue goes at the next
+    /// connection (the session keeps the filter until the broker acknowledges).
+    fn send_unsubscribe(&mut self, filters: &[String]) {
         let (client, _) = self.link.client();
-        match client.try_unsubscribe(&topics) {
-            Ok(()) => tracing::info!(filters = ?topics, "unsubscribed: no longer awaited"),
-            Err(e) => tracing::error!("unsubscribing: {e}"),
+        for filter in filters {
+            match client.try_unsubscribe(std::slice::from_ref(filter)) {
+                Ok(()) => self.subscriptions.unsubscribe_sent(filter),
+                Err(e) => {
+                    tracing::warn!(filter, "unsubscribing: {e}; again at the next connection");
+                    break;
+                }
+            }
         }
-        self.record_subscriptions();
     }
 
     // ---- what the gateway publishes of itself
@@ -759,8 +764,8 @@ impl Gateway {
         loop {
             tokio::select! {
                 Some(report) = self.reports.recv() => {
-                    if let Report::Done(done) = report {
-                        self.flow.done(done);
+                    if let Report::Done(dones) = report {
+                        dones.into_iter().for_each(|done| self.flow.done(done));
                     }
                 }
                 _ = poll_threads.tick(), if !goodbye_said => {
@@ -769,6 +774,16 @@ impl Gateway {
                         .slots
                         .iter()
                         .all(|s| s.thread.as_ref().is_none_or(JoinHandle::is_finished));
+                    if finished && !self.established {
+                        // No broker to wait for: what it has not got is in the journal, and
+                        // its last will says the gateway is offline.
+                        let outputs = self.flow.undelivered();
+                        tracing::info!(
+                            outputs,
+                            "shutdown: the broker is unreachable; outputs left in the journal are sent at the next start"
+                        );
+                        break;
+                    }
                     if finished && self.flow.undelivered() == 0 {
                         self.say_goodbye();
                         goodbye_said = true;
@@ -797,12 +812,14 @@ impl Gateway {
                     break;
                 }
                 event = self.connection.poll() => match event {
+                    Ok(Event::Connected) => self.established = true,
                     Ok(Event::DisconnectSent) => disconnect_sent = true,
                     Ok(Event::Delivered(key)) => self.flow.delivered(key),
                     Ok(_) => {}
                     Err(_) if disconnect_sent => break,
                     Err(e) => {
                         tracing::debug!("broker connection while shutting down: {e}");
+                        self.established = false;
                         tokio::time::sleep(Duration::from_millis(200)).await;
                     }
                 },
@@ -819,7 +836,7 @@ impl Gateway {
             &self.config.status_topic(),
             QoS::AtLeastOnce,
             true,
-            offline_status(&self.config),
+            offline_status(&self.config, Offline::Stopped(crate::clock::now_ms())),
         );
         let _ = client.try_disconnect();
     }
@@ -862,6 +879,16 @@ fn open_flow(config: &Config, metrics: &Metrics) -> Result<Opened, GatewayError>
         "journal open"
     );
     Ok((flow, recovered.backlogs, recovered.subscribed))
+}
+
+/// Says which subscriptions the gateway made up to cover plugins' overlapping filters.
+fn log_joined<'a>(router: &Router, filters: impl IntoIterator<Item = &'a String>) {
+    for filter in filters.into_iter().filter(|f| !router.is_asked_for(f)) {
+        tracing::info!(
+            filter,
+            "plugins' filters overlap: subscribed to one filter that covers them, so that a broker copying per subscription sends each message once; what no plugin asked for is dropped"
+        );
+    }
 }
 
 /// The routing table of the slots that take messages.

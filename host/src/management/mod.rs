@@ -32,6 +32,7 @@ use std::sync::mpsc::RecvTimeoutError;
 use std::time::{Duration, Instant};
 
 use edgewise_signing::command::{Action, Command};
+use edgewise_signing::manifest::Setting;
 use edgewise_signing::{VerifiedBundle, namespace};
 use serde_json::{Value, json};
 use tokio::sync::mpsc::UnboundedSender;
@@ -279,19 +280,11 @@ impl Manager {
     fn run(&mut self, command: Command, reply: Replier, received: Instant) {
         let change = match command.action {
             Action::Update { digest } => self.await_bundle(digest, &reply, received, None),
-            Action::Config { plugin, settings } => {
-                let settings = settings
-                    .iter()
-                    .map(|(k, v)| (k.clone(), v.to_string()))
-                    .collect();
-                self.store
-                    .set_settings(&plugin, &settings)
-                    .map_err(|e| e.to_string())
-                    .and_then(|_| self.store.active(&plugin).map_err(|e| e.to_string()))
-                    .and_then(|(bundle, overrides)| {
-                        self.prepare(&bundle, &overrides, false, &reply, received)
-                    })
-            }
+            Action::Config {
+                plugin,
+                settings,
+                unset,
+            } => self.configure(&plugin, &settings, &unset, &reply, received),
             Action::Rollback {
                 plugin,
                 digest: Some(digest),
@@ -482,6 +475,48 @@ impl Manager {
     }
 
     /// Compiles `bundle` with its settings and runs its `init`.
+    /// Changes `plugin`'s setting overrides: `set` over the ones it has, less `unset`. Every
+    /// key must be one its manifest declares, and the plugin must start with the result; only
+    /// then is it saved, so a refused change leaves the overrides as they were.
+    fn configure(
+        &self,
+        plugin: &str,
+        set: &BTreeMap<String, Setting>,
+        unset: &[String],
+        reply: &Replier,
+        received: Instant,
+    ) -> Result<Change, String> {
+        let (bundle, mut overrides) = self.store.active(plugin).map_err(|e| e.to_string())?;
+        let declared = &bundle.manifest.settings;
+        let unknown: Vec<&str> = set
+            .keys()
+            .chain(unset)
+            .filter(|key| !declared.contains_key(*key))
+            .map(String::as_str)
+            .collect();
+        if !unknown.is_empty() {
+            let known: Vec<&str> = declared.keys().map(String::as_str).collect();
+            return Err(format!(
+                "`{plugin}` has no setting {}; its manifest declares {}",
+                quoted(&unknown),
+                if known.is_empty() {
+                    "none".to_owned()
+                } else {
+                    quoted(&known)
+                }
+            ));
+        }
+        for key in unset {
+            overrides.remove(key);
+        }
+        overrides.extend(set.iter().map(|(k, v)| (k.clone(), v.to_string())));
+        let change = self.prepare(&bundle, &overrides, false, reply, received)?;
+        self.store
+            .set_settings(plugin, &overrides)
+            .map_err(|e| e.to_string())?;
+        Ok(change)
+    }
+
     fn prepare(
         &self,
         bundle: &VerifiedBundle,
@@ -514,6 +549,15 @@ impl Manager {
             received,
         })
     }
+}
+
+/// `a`, `b` as `` `a`, `b` ``.
+fn quoted(names: &[&str]) -> String {
+    names
+        .iter()
+        .map(|n| format!("`{n}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// A bundle as status entries and replies show it.

@@ -137,6 +137,10 @@ struct PluginState {
     active: String,
     last_known_good: Option<String>,
     highest_release: u64,
+    /// The bundle accepted at `highest_release`: offered again (after a rollback), it is the
+    /// same content, not a conflict. Absent in stores written before it was kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    highest_digest: Option<String>,
     /// Stopped by an operator: installed, not running.
     #[serde(default)]
     stopped: bool,
@@ -287,25 +291,33 @@ impl Store {
                     digest: verified.digest.clone(),
                 });
             }
-            if release < p.highest_release && !manifest.rollback {
-                return Err(StoreError::Rollback {
-                    plugin,
-                    offered: release,
-                    highest: p.highest_release,
-                });
-            }
-            if release == p.highest_release && !manifest.rollback {
-                return Err(StoreError::Conflict { plugin, release });
-            }
-            // A rollback bundle is valid forever once signed: it steps back only when an
-            // operator names it now.
-            if release <= p.highest_release && admit != Admit::Rollback(&verified.digest) {
-                return Err(StoreError::RollbackNotAsked {
-                    plugin,
-                    digest: verified.digest.clone(),
-                    offered: release,
-                    highest: p.highest_release,
-                });
+            // The newest release, rolled back from and offered again: the operator tries it
+            // once more (a fleet re-pushing it, say); nothing older comes in this way.
+            let again = release == p.highest_release
+                && [&p.highest_digest, &p.last_known_good]
+                    .iter()
+                    .any(|d| d.as_deref() == Some(verified.digest.as_str()));
+            if !again {
+                if release < p.highest_release && !manifest.rollback {
+                    return Err(StoreError::Rollback {
+                        plugin,
+                        offered: release,
+                        highest: p.highest_release,
+                    });
+                }
+                if release == p.highest_release && !manifest.rollback {
+                    return Err(StoreError::Conflict { plugin, release });
+                }
+                // A rollback bundle is valid forever once signed: it steps back only when an
+                // operator names it now.
+                if release <= p.highest_release && admit != Admit::Rollback(&verified.digest) {
+                    return Err(StoreError::RollbackNotAsked {
+                        plugin,
+                        digest: verified.digest.clone(),
+                        offered: release,
+                        highest: p.highest_release,
+                    });
+                }
             }
         }
         let target = self.bundle_path(&verified.digest);
@@ -313,9 +325,13 @@ impl Store {
             path: target.clone(),
             source,
         })?;
-        let highest = previous
-            .as_ref()
-            .map_or(release, |p| p.highest_release.max(release));
+        let (highest, highest_digest) = match &previous {
+            Some(p) if p.highest_release >= release && p.highest_digest.is_some() => {
+                (p.highest_release, p.highest_digest.clone())
+            }
+            Some(p) if p.highest_release > release => (p.highest_release, None),
+            _ => (release, Some(verified.digest.clone())),
+        };
         let (stopped, settings) = previous
             .as_ref()
             .map(|p| (p.stopped, p.settings.clone()))
@@ -326,6 +342,7 @@ impl Store {
                 active: verified.digest.clone(),
                 last_known_good: previous.map(|p| p.active),
                 highest_release: highest,
+                highest_digest,
                 stopped,
                 settings,
             },
@@ -421,21 +438,20 @@ impl Store {
         self.save(&state)
     }
 
-    /// Records an operator's setting overrides (merged over earlier ones).
+    /// Records an operator's setting overrides for `plugin`: the whole set, replacing the
+    /// earlier one.
     pub fn set_settings(
         &self,
         plugin: &str,
         settings: &BTreeMap<String, String>,
-    ) -> Result<BTreeMap<String, String>, StoreError> {
+    ) -> Result<(), StoreError> {
         let mut state = self.state()?;
-        let entry = state
+        state
             .plugins
             .get_mut(plugin)
-            .ok_or_else(|| self.unknown(plugin))?;
-        entry.settings.extend(settings.clone());
-        let merged = entry.settings.clone();
-        self.save(&state)?;
-        Ok(merged)
+            .ok_or_else(|| self.unknown(plugin))?
+            .settings = settings.clone();
+        self.save(&state)
     }
 
     /// Uninstalls `plugin`: forgets it and deletes its bundles. Its highest release is

@@ -2,7 +2,9 @@
 //!
 //! The gateway task pushes (never waiting: how many messages a plugin gets at once is bounded
 //! by `flow`, which keeps the rest of its backlog in the journal); the plugin's worker thread
-//! pops, blocking until a job arrives or the mailbox is closed and drained.
+//! pops, blocking until a job arrives or the mailbox is closed and drained. A push wakes the
+//! thread only if it is asleep: under a stream the thread finds the next job queued, and the
+//! gateway makes no system call to hand it over.
 
 use std::collections::VecDeque;
 use std::sync::{Condvar, Mutex, MutexGuard};
@@ -16,6 +18,8 @@ pub struct Mailbox<T> {
 struct State<T> {
     queue: VecDeque<T>,
     closed: bool,
+    /// The worker waits for a push.
+    asleep: bool,
 }
 
 impl<T> Default for Mailbox<T> {
@@ -31,6 +35,7 @@ impl<T> Mailbox<T> {
             state: Mutex::new(State {
                 queue: VecDeque::new(),
                 closed: false,
+                asleep: false,
             }),
             arrived: Condvar::new(),
         }
@@ -45,8 +50,18 @@ impl<T> Mailbox<T> {
 
     /// Queues `item` behind what is there.
     pub fn push(&self, item: T) {
-        self.lock().queue.push_back(item);
-        self.arrived.notify_one();
+        self.push_all([item]);
+    }
+
+    /// Queues `items` behind what is there, in order, with at most one wake-up.
+    pub fn push_all(&self, items: impl IntoIterator<Item = T>) {
+        let mut state = self.lock();
+        state.queue.extend(items);
+        let wake = state.asleep && !state.queue.is_empty();
+        drop(state);
+        if wake {
+            self.arrived.notify_one();
+        }
     }
 
     /// Takes the next item, blocking the calling thread; `None` once closed and empty.
@@ -59,11 +74,23 @@ impl<T> Mailbox<T> {
             if state.closed {
                 return None;
             }
+            state.asleep = true;
             state = self
                 .arrived
                 .wait(state)
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
+            state.asleep = false;
         }
+    }
+
+    /// Takes the next item if one is queued, without waiting.
+    pub fn try_pop(&self) -> Option<T> {
+        self.lock().queue.pop_front()
+    }
+
+    /// Whether an item is queued.
+    pub fn has_queued(&self) -> bool {
+        !self.lock().queue.is_empty()
     }
 
     /// Lets the worker finish what is queued and then stop.
@@ -95,5 +122,21 @@ mod tests {
         };
         m.push(7);
         assert_eq!(worker.join().ok().flatten(), Some(7));
+    }
+
+    #[test]
+    fn a_worker_asleep_before_a_batch_is_woken_and_takes_it_in_order() {
+        let m = std::sync::Arc::new(Mailbox::new());
+        let worker = {
+            let m = m.clone();
+            std::thread::spawn(move || std::iter::from_fn(|| m.pop()).collect::<Vec<_>>())
+        };
+        // Whether the worker is asleep yet or not, it must get every item, then the close.
+        m.push_all([1, 2, 3]);
+        m.push_all(Vec::new());
+        m.push(4);
+        m.close();
+        assert_eq!(worker.join().ok(), Some(vec![1, 2, 3, 4]));
+        assert_eq!(m.try_pop(), None);
     }
 }

@@ -2,7 +2,7 @@
 //! message to the [`Worker`].
 //!
 //! Each message's outputs (or, if it failed, its dead letter) go back to the gateway task as a
-//! [`Done`], which writes them to the journal's outbox in the same transaction that takes the
+//! [`Done`] (those of a burst of quick messages together, see [`Held`]), which writes them to the journal's outbox in the same transaction that takes the
 //! message off the plugin's backlog, and publishes them from there. A hot swap arrives as a
 //! [`Job::Swap`] between two messages: every message before it is handled by the old version,
 //! every one after by the new; during [`probation`] the old version stays ready, and if the new
@@ -14,7 +14,7 @@
 //! [`probation`]: super::probation
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -79,8 +79,8 @@ pub struct Done {
 
 /// What a plugin's thread tells the gateway task.
 pub enum Report {
-    /// It is done with one message.
-    Done(Done),
+    /// It is done with these messages, in order.
+    Done(Vec<Done>),
     /// A new version kept trapping on probation; the thread went back to the previous one.
     RolledBack {
         /// The plugin.
@@ -99,6 +99,50 @@ pub struct Shared {
     pub reports: UnboundedSender<Report>,
     /// How new versions are watched.
     pub probation: Probation,
+}
+
+/// Most [`Done`]s held back to go up together.
+const HOLD_MAX: usize = 32;
+
+/// Longest a [`Done`] is held back.
+const HOLD_FOR: Duration = Duration::from_millis(1);
+
+/// A call shorter than this makes the next one likely short too: its [`Done`] may wait for it.
+const QUICK_CALL: Duration = Duration::from_micros(200);
+
+/// The [`Done`]s of a burst of quick messages, held back to go up to the gateway task as one
+/// report: one wake-up of the task per burst instead of one per message. A `Done` is held only
+/// while more messages are queued, the calls are quick, and for at most [`HOLD_FOR`]; a slow
+/// plugin, or the last message of a burst, reports at once.
+#[derive(Default)]
+struct Held {
+    dones: Vec<Done>,
+    since: Option<Instant>,
+}
+
+impl Held {
+    /// Holds `done`, or sends everything held if it should go now (`more_queued` and
+    /// `call` say whether the next call is likely to follow soon). False if the gateway task
+    /// is gone.
+    fn add(&mut self, done: Done, call: Duration, more_queued: bool, shared: &Shared) -> bool {
+        self.dones.push(done);
+        let since = *self.since.get_or_insert_with(Instant::now);
+        let hold = more_queued
+            && call < QUICK_CALL
+            && self.dones.len() < HOLD_MAX
+            && since.elapsed() < HOLD_FOR;
+        hold || self.send(shared)
+    }
+
+    /// Sends what is held. False if the gateway task is gone.
+    fn send(&mut self, shared: &Shared) -> bool {
+        self.since = None;
+        if self.dones.is_empty() {
+            return true;
+        }
+        let dones = std::mem::take(&mut self.dones);
+        shared.reports.send(Report::Done(dones)).is_ok()
+    }
 }
 
 /// A new version on probation, with the old one kept ready.
@@ -127,7 +171,21 @@ pub fn serve(
     vitals.left_call(&worker);
     let origin: Arc<str> = worker.plugin().name().into();
     let mut probation: Option<OnProbation> = None;
-    while let Some(job) = mailbox.pop() {
+    let mut held = Held::default();
+    loop {
+        let job = match mailbox.try_pop() {
+            Some(job) => job,
+            None => {
+                // Nothing queued: what is held goes up before the thread waits.
+                if !held.send(shared) {
+                    return;
+                }
+                match mailbox.pop() {
+                    Some(job) => job,
+                    None => return,
+                }
+            }
+        };
         let (msg, seq, hops) = match job {
             Job::Message { msg, seq, hops } => (msg, seq, hops),
             Job::Revive => {
@@ -174,6 +232,8 @@ pub fn serve(
                     "new version trapped on probation ({reason}): rolling back"
                 );
                 worker = p.previous;
+                // The messages before this one were the new version's: they report first.
+                held.send(shared);
                 let _ = shared.reports.send(Report::RolledBack {
                     plugin: worker.plugin().name().to_owned(),
                     reason: format!("the new version trapped on probation: {reason}"),
@@ -182,7 +242,8 @@ pub fn serve(
                 handled = worker.handle(&msg);
             }
         }
-        observe(&metrics.handling, started.elapsed());
+        let call = started.elapsed();
+        observe(&metrics.handling, call);
         vitals.left_call(&worker);
         let outputs = match handled {
             Ok(published) => {
@@ -217,7 +278,7 @@ pub fn serve(
             outputs,
             qos: worker.plugin().manifest().publish_qos,
         };
-        if shared.reports.send(Report::Done(done)).is_err() {
+        if !held.add(done, call, mailbox.has_queued(), shared) {
             // The gateway task is gone (shutting down): the message stays in the journal.
             return;
         }
