@@ -470,6 +470,48 @@ fn a_filter_an_earlier_run_left_in_the_broker_session_is_unsubscribed() {
 }
 
 #[test]
+fn the_readmes_run_a_gateway_block_pasted_as_one_piece_prints_the_alert() {
+    // Regression: the block published before the gateway had subscribed, and started its
+    // subscriber in the background, so pasted whole it printed nothing.
+    let broker = Broker::start();
+    let readme = std::fs::read_to_string(edgewise_tests::repo().join("README.md")).expect("README");
+    let block = readme
+        .split("## Run a gateway")
+        .nth(1)
+        .and_then(|rest| rest.split("```sh\n").nth(1))
+        .and_then(|rest| rest.split("```").next())
+        .expect("the README's `Run a gateway` block");
+    let port = broker.port.to_string();
+    let script = block
+        .replace(
+            "E=target/release/edgewise",
+            &format!("E={}", edgewise_tests::edgewise().display()),
+        )
+        .replace(
+            "plugins/threshold",
+            &edgewise_tests::plugin_dir("threshold").to_string_lossy(),
+        )
+        .replace("127.0.0.1:1883", &format!("127.0.0.1:{port}"))
+        .replace("mosquitto_sub ", &format!("mosquitto_sub -p {port} "))
+        .replace("mosquitto_rr ", &format!("mosquitto_rr -p {port} "));
+    let work = tempfile::tempdir().expect("temporary directory");
+    // `timeout`: a gateway that never comes online must fail the test, not hang it.
+    let out = std::process::Command::new("timeout")
+        .args(["60", "bash", "-c"])
+        .arg(format!("set -e\n{script}\nkill %1; wait"))
+        .current_dir(work.path())
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("bash runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(r#"{"sensor":"oven","state":"high","value":91.0,"limit":80.0}"#),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
 fn a_gateway_stopped_while_the_broker_is_away_exits_without_waiting_for_it() {
     // Regression: SIGTERM with the broker down waited the whole shutdown timeout (30 s, past a
     // container's stop grace) for deliveries that could not happen, logging all the while.

@@ -621,6 +621,26 @@ fn two_gateways_of_a_group_converge_on_a_new_desired_state_one_of_them_after_bei
             gw
         })
         .collect();
+    let broker_url = format!("mqtt://127.0.0.1:{}", broker.port);
+    let fleet_status = || {
+        let out = Command::new(edgewise())
+            .args([
+                "fleet",
+                "status",
+                "--group",
+                "line",
+                "--broker",
+                &broker_url,
+            ])
+            .output()
+            .expect("edgewise runs");
+        text(&out.stdout)
+    };
+    // Listed before any desired state reached them (regression: a gateway of a group was
+    // missing from `fleet status` until the first `push --group`).
+    let before = fleet_status();
+    assert!(before.contains("group line: 2 gateways"), "{before}");
+    assert_eq!(before.matches("waiting").count(), 2, "{before}");
     gateways[1].kill(); // line-b is away during the roll-out
 
     let v2 = work.path().join("template-v2.ewb");
@@ -638,7 +658,6 @@ fn two_gateways_of_a_group_converge_on_a_new_desired_state_one_of_them_after_bei
     )
     .expect("bundle");
     std::fs::write(work.path().join("ops.key"), operator.to_pem().expect("PEM")).expect("key");
-    let broker_url = format!("mqtt://127.0.0.1:{}", broker.port);
     let pushed = Command::new(edgewise())
         .args([
             "push",
@@ -676,18 +695,7 @@ fn two_gateways_of_a_group_converge_on_a_new_desired_state_one_of_them_after_bei
     gateways[1].restart(&broker);
     converged("line-b", &gateways[1]);
 
-    let summary = Command::new(edgewise())
-        .args([
-            "fleet",
-            "status",
-            "--group",
-            "line",
-            "--broker",
-            &broker_url,
-        ])
-        .output()
-        .expect("edgewise runs");
-    let out = text(&summary.stdout);
+    let out = fleet_status();
     assert!(out.contains("group line: 2 gateways"), "{out}");
     assert_eq!(out.matches("converged").count(), 2, "{out}");
     assert_eq!(out.matches("template 0.2.0 (running)").count(), 2, "{out}");
@@ -895,6 +903,14 @@ fn the_operator_tools_speak_tls_with_a_password_and_a_client_certificate() {
     let listed = m.ctl(&["list"]);
     assert!(listed.status.success(), "{}", text(&listed.stderr));
     assert!(text(&listed.stdout).contains("\"name\":\"threshold\""));
+    // `fleet status` too (it refused TLS before): it reads the retained statuses.
+    let fleet = m.cli(&["fleet", "status", "--group", "nobody"]);
+    assert!(fleet.status.success(), "{}", text(&fleet.stderr));
+    assert!(
+        text(&fleet.stdout).contains("group nobody: 0 gateways"),
+        "{}",
+        text(&fleet.stdout)
+    );
 }
 
 /// Sets the gateway's `response-prefix` (a top-level key: before the `[broker]` table).

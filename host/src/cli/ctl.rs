@@ -485,22 +485,25 @@ pub enum FleetCommand {
         #[command(flatten)]
         connection: Connection,
     },
-    /// Summarise what every gateway of a group reports in its status.
+    /// Summarise what every gateway of a group reports in its retained status (a gateway
+    /// of the group is listed from its first connection, before any desired state).
+    #[command(
+        after_help = "Example:\n  edgewise fleet status --group line --broker mqtts://broker:8883 --ca-file ca.pem --username ops"
+    )]
     Status {
         /// The group.
         #[arg(long)]
         group: String,
-        /// The broker: mqtt://host[:port].
-        #[arg(long, default_value = "mqtt://127.0.0.1:1883")]
-        broker: String,
         /// Seconds to collect statuses for.
         #[arg(long, default_value_t = 2)]
         seconds: u64,
+        #[command(flatten)]
+        connection: Connection,
     },
 }
 
 pub fn fleet(command: FleetCommand) -> anyhow::Result<ExitCode> {
-    let (group, broker, seconds) = match command {
+    let (group, connection, seconds) = match command {
         FleetCommand::Refresh {
             group,
             valid_days,
@@ -516,18 +519,13 @@ pub fn fleet(command: FleetCommand) -> anyhow::Result<ExitCode> {
         }
         FleetCommand::Status {
             group,
-            broker,
             seconds,
-        } => (group, broker, seconds),
+            connection,
+        } => (group, connection, seconds),
     };
-    let (host, port, tls) = broker_address(&broker)?;
-    if tls {
-        bail!("`fleet status` connects without TLS for now: give an mqtt:// broker");
-    }
     let runtime = current_thread_runtime()?;
     runtime.block_on(async move {
-        let options = MqttOptions::new(format!("edgewise-fleet-{}", now_ms()), host, port);
-        let (client, mut eventloop) = AsyncClient::new(options, 16);
+        let (client, mut eventloop) = client(&connection, "edgewise-fleet")?;
         client
             .subscribe(namespace::EVERY_STATUS, QoS::AtLeastOnce)
             .await?;

@@ -24,6 +24,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .build()
         .context("starting the async runtime")?;
     let seconds = args.seconds;
+    if !args.plugins.join("threshold").join("plugin.toml").is_file() {
+        anyhow::bail!(
+            "{} holds no built example plugins (threshold, ...): run the demo from the repository's root after `scripts/build-plugins`, or give --plugins <the repository>/plugins",
+            args.plugins.display()
+        );
+    }
     runtime.block_on(crate::demo::run(&args.plugins, async move {
         match seconds {
             Some(s) => tokio::time::sleep(Duration::from_secs(s)).await,

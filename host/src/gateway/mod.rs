@@ -201,7 +201,12 @@ impl Gateway {
         };
         let (mut flow, mut backlogs, subscribed) = open_flow(&config, &metrics)?;
         let control = Control::new(&config, managed, requests.clone());
-        let mut status = Status::new(&config.gateway_id, control.instance(), refused);
+        let mut status = Status::new(
+            &config.gateway_id,
+            config.group.as_deref(),
+            control.instance(),
+            refused,
+        );
 
         let mut slots: Vec<Slot> = Vec::new();
         for (source, stopped) in sources {

@@ -268,7 +268,12 @@ pub fn load_plugin(
             entry.entry(k).or_insert(v);
         }
     }
-    tracing::info!(plugin = name, version, "plugin loaded");
+    // Whether it starts is its thread's to say, after this line: "plugin started" or the error.
+    tracing::info!(
+        plugin = name,
+        version,
+        "plugin compiled; starting it on its own thread"
+    );
     Ok((worker, entry))
 }
 

@@ -27,15 +27,24 @@ pub struct Status {
 }
 
 impl Status {
-    /// The status of gateway `gateway` as this process (`instance`), with the entries of
-    /// plugins refused before loading.
-    pub fn new(gateway: &str, instance: &str, plugins: BTreeMap<String, Value>) -> Self {
+    /// The status of gateway `gateway` of fleet `group` as this process (`instance`), with the
+    /// entries of plugins refused before loading. A gateway of a group says so from the start,
+    /// before any desired state has reached it, so that `fleet status` counts it.
+    pub fn new(
+        gateway: &str,
+        group: Option<&str>,
+        instance: &str,
+        plugins: BTreeMap<String, Value>,
+    ) -> Self {
         Self {
             gateway: gateway.to_owned(),
             instance: instance.to_owned(),
             started_at_ms: crate::clock::now_ms(),
             plugins,
-            fleet: Value::Null,
+            fleet: group.map_or(
+                Value::Null,
+                |group| json!({ "group": group, "version": null, "state": "waiting" }),
+            ),
             trust: Value::Null,
         }
     }

@@ -165,8 +165,9 @@ pub fn serve(
     vitals: &Vitals,
 ) {
     vitals.entering_call();
-    if let Err(failure) = worker.start() {
-        tracing::error!(plugin = worker.plugin().name(), "{failure}");
+    match worker.start() {
+        Ok(()) => tracing::info!(plugin = worker.plugin().name(), "plugin started"),
+        Err(failure) => tracing::error!(plugin = worker.plugin().name(), "{failure}"),
     }
     vitals.left_call(&worker);
     let origin: Arc<str> = worker.plugin().name().into();
