@@ -33,6 +33,7 @@ pub mod config;
 pub mod demo;
 pub mod durable_file;
 pub mod gateway;
+pub mod http;
 pub mod management;
 pub mod metrics;
 pub mod mqtt;

@@ -2,8 +2,9 @@
 //!
 //! One [`Metrics`] per gateway; each plugin gets a [`PluginMetrics`] of cheap cloned handles,
 //! updated by the message path (drops, queue depth, dropped outputs) and the plugin's worker
-//! thread (everything else); the message path keeps the [`JournalMetrics`]. [`serve`] answers HTTP scrapes on the configured address; the gateway also publishes
-//! the same text over MQTT. Never blocks the message path: updates are atomic adds.
+//! thread (everything else); the message path keeps the [`JournalMetrics`], the gateway task
+//! its [`GatewayMetrics`] (connection, reconnects, store size). `crate::http` answers scrapes
+//! on the configured address; the gateway also publishes the same text over MQTT. Never blocks the message path: updates are atomic adds.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,8 +15,6 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
 
 use crate::capability::log::HostCounters;
 use crate::runtime::plugin::CompiledPlugin;
@@ -33,6 +32,11 @@ struct JournalPart {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Document {
     document: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Build {
+    version: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -71,6 +75,18 @@ pub struct Metrics {
     journal_bytes: Family<JournalPart, Gauge>,
     outputs_waiting: Gauge,
     trust_stale: Family<Document, Gauge>,
+    gateway: GatewayMetrics,
+}
+
+/// The whole gateway's own gauges, kept by the gateway task.
+#[derive(Clone, Default)]
+pub struct GatewayMetrics {
+    /// 1 while connected to a broker.
+    pub connected: Gauge,
+    /// Connections lost (or refused) since the start.
+    pub reconnects: Counter,
+    /// Bytes the store's files take.
+    pub store_bytes: Gauge,
 }
 
 /// The journal's gauges, and the count of outputs its outbox dropped.
@@ -140,8 +156,47 @@ impl Metrics {
             state: Family::default(),
             handling: Family::new_with_constructor(seconds),
             inference: Family::new_with_constructor(seconds),
+            gateway: GatewayMetrics::default(),
             registry: Registry::default(),
         };
+        let build: Family<Build, Gauge> = Family::default();
+        build
+            .get_or_create(&Build {
+                version: env!("CARGO_PKG_VERSION"),
+            })
+            .set(1);
+        registry.register(
+            "build_info",
+            "The edgewise version (label version); always 1",
+            build,
+        );
+        let started = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        started.set(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_secs_f64(),
+        );
+        registry.register(
+            "start_time_seconds",
+            "When the gateway process started, in seconds since the epoch (uptime: time() minus this)",
+            started,
+        );
+        registry.register(
+            "broker_connected",
+            "1 while the gateway is connected to a broker",
+            m.gateway.connected.clone(),
+        );
+        registry.register(
+            "reconnects",
+            "Broker connections lost or refused since the gateway started",
+            m.gateway.reconnects.clone(),
+        );
+        registry.register(
+            "store_bytes",
+            "Bytes the gateway's store takes on disk (bundles, journal, compiled cache)",
+            m.gateway.store_bytes.clone(),
+        );
         registry.register(
             "messages_in",
             "Messages handed to a plugin",
@@ -239,6 +294,11 @@ impl Metrics {
         }
     }
 
+    /// The gateway task's handles.
+    pub fn gateway(&self) -> GatewayMetrics {
+        self.gateway.clone()
+    }
+
     /// The journal's handles.
     pub fn journal(&self) -> JournalMetrics {
         // One at a time: `get_or_create` holds the family's lock until its guard is dropped.
@@ -299,34 +359,6 @@ impl Metrics {
 /// Records `elapsed` in seconds.
 pub fn observe(histogram: &Histogram, elapsed: Duration) {
     histogram.observe(elapsed.as_secs_f64());
-}
-
-/// Answers every HTTP request on `listener` with the metrics; runs until dropped.
-pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>) {
-    loop {
-        let Ok((mut socket, _)) = listener.accept().await else {
-            continue;
-        };
-        let metrics = metrics.clone();
-        tokio::spawn(async move {
-            // Read the request head (bounded); any path gets the metrics.
-            let mut head = Vec::with_capacity(1024);
-            let mut buf = [0u8; 1024];
-            while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 16 * 1024 {
-                match socket.read(&mut buf).await {
-                    Ok(0) | Err(_) => return,
-                    Ok(n) => head.extend_from_slice(&buf[..n]),
-                }
-            }
-            let body = metrics.render();
-            let response = format!(
-                "HTTP/1.1 200 OK\r\nContent-Type: application/openmetrics-text; version=1.0.0; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            let _ = socket.write_all(response.as_bytes()).await;
-            let _ = socket.shutdown().await;
-        });
-    }
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use edgewise_tests::mqtt::{
-    Broker, Certificates, Gateway, Security, Subscriber, free_port, http_get, metric,
+    Broker, Certificates, Gateway, Security, Subscriber, free_port, http_get, http_request, metric,
 };
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -509,6 +509,47 @@ fn the_readmes_run_a_gateway_block_pasted_as_one_piece_prints_the_alert() {
         "{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+#[test]
+fn health_and_readiness_answer_on_the_metrics_listener_with_their_reasons() {
+    // Regression: every path answered 200 with the metrics, so nothing could tell a gateway
+    // cut off from its broker from a healthy one.
+    let mut broker = Broker::start();
+    let port = free_port();
+    let extra = format!("[metrics]\nlisten = \"localhost:{port}\"\npublish-interval-s = 0\n");
+    let mut gw = Gateway::start(&broker, "checked", &["threshold"], &extra);
+    gw.expect_reconnects();
+    assert_eq!(http_request(port, "/healthz"), (200, "ok\n".to_owned()));
+    assert_eq!(http_request(port, "/readyz"), (200, "ready\n".to_owned()));
+    assert_eq!(http_request(port, "/nowhere").0, 404);
+    let text = http_get(port, "/metrics");
+    for line in [
+        "edgewise_broker_connected 1",
+        "edgewise_reconnects_total 0",
+        &format!(
+            "edgewise_build_info{{version=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        ),
+        "edgewise_start_time_seconds ",
+    ] {
+        assert!(text.contains(line), "{line} in:\n{text}");
+    }
+
+    broker.stop();
+    let deadline = std::time::Instant::now() + WAIT;
+    let (code, body) = loop {
+        let (code, body) = http_request(port, "/readyz");
+        if code != 200 || std::time::Instant::now() > deadline {
+            break (code, body);
+        }
+    };
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("not connected to a broker"), "{body}");
+    assert_eq!(http_request(port, "/healthz").0, 200, "alive all the same");
+    let text = http_get(port, "/metrics");
+    assert!(text.contains("edgewise_broker_connected 0"), "{text}");
+    assert!(!text.contains("edgewise_reconnects_total 0"), "{text}");
 }
 
 #[test]

@@ -34,6 +34,11 @@ pub fn free_port() -> u16 {
 
 /// The body of an HTTP GET of `path` on 127.0.0.1:`port`, waiting up to 10 s for the port.
 pub fn http_get(port: u16, path: &str) -> String {
+    http_request(port, path).1
+}
+
+/// `GET path` from 127.0.0.1:`port`: the status code and the body.
+pub fn http_request(port: u16, path: &str) -> (u16, String) {
     use std::io::{Read, Write};
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut stream = loop {
@@ -43,13 +48,23 @@ pub fn http_get(port: u16, path: &str) -> String {
         }
         std::thread::yield_now();
     };
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").expect("request sent");
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .expect("request sent");
     let mut response = String::new();
     stream.read_to_string(&mut response).expect("response read");
-    response
+    let status = response
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0);
+    let body = response
         .split_once("\r\n\r\n")
         .map(|(_, body)| body.to_owned())
-        .unwrap_or_default()
+        .unwrap_or_default();
+    (status, body)
 }
 
 /// How clients must connect to a broker: TLS files and credentials.

@@ -537,6 +537,11 @@ impl Flow {
             .collect()
     }
 
+    /// Whether the journal is full: new messages wait at the broker.
+    pub fn is_full(&self) -> bool {
+        self.journal.is_full()
+    }
+
     /// Outputs the broker does not have yet.
     pub fn undelivered(&self) -> usize {
         self.outbox.undelivered()

@@ -61,10 +61,11 @@ use self::slot::{Slot, load_plugin, plugin_sources};
 use self::status::Status;
 use self::subscriptions::Subscriptions;
 use crate::config::Config;
+use crate::http::Health;
 use crate::management::store::StoreError;
 use crate::management::trust::Trust;
 use crate::management::{Change, Manager, Replier, Request};
-use crate::metrics::Metrics;
+use crate::metrics::{GatewayMetrics, Metrics};
 use crate::mqtt::{Backoff, Connection, Delivery, Event, Link, Offline, offline_status};
 use crate::runtime::cache::Cache;
 use crate::runtime::{Compiler, Runtime, RuntimeError};
@@ -111,6 +112,9 @@ pub enum GatewayError {
 /// How often the plugins' vitals are read into the status document.
 const VITALS_PERIOD: Duration = Duration::from_millis(250);
 
+/// How often the store's size is measured for `edgewise_store_bytes`.
+const STORE_MEASURE_PERIOD: Duration = Duration::from_secs(30);
+
 /// The gateway task: everything between the broker and the plugins' threads.
 pub struct Gateway {
     config: Config,
@@ -118,6 +122,12 @@ pub struct Gateway {
     /// The event loop; polled by this task only.
     connection: Connection,
     metrics: Arc<Metrics>,
+    /// The whole gateway's gauges: connection, reconnects, store size.
+    gauges: GatewayMetrics,
+    /// When the store's size was last measured.
+    store_measured: Option<Instant>,
+    /// What `/readyz` says.
+    health: Arc<Health>,
     /// Every plugin started since the gateway started (a removed one stays, marked, so that
     /// the router's indices hold).
     slots: Vec<Slot>,
@@ -150,12 +160,17 @@ impl Gateway {
             (sources.len() as u32 * 2).max(16),
         )?);
         let metrics = Metrics::new();
+        let health = Arc::new(Health::default());
         if let Some(addr) = config.metrics.listen {
             let listener = TcpListener::bind(addr)
                 .await
                 .map_err(|source| GatewayError::Metrics { addr, source })?;
-            tokio::spawn(crate::metrics::serve(listener, metrics.clone()));
-            tracing::info!(%addr, "serving metrics");
+            tokio::spawn(crate::http::serve(
+                listener,
+                metrics.clone(),
+                health.clone(),
+            ));
+            tracing::info!(%addr, "serving /metrics, /healthz and /readyz");
         }
 
         // Compiled components of signed bundles; without a store (unsigned development
@@ -275,6 +290,9 @@ impl Gateway {
         Ok(Gateway {
             link,
             connection,
+            gauges: metrics.gateway(),
+            store_measured: None,
+            health,
             metrics,
             slots,
             status,
@@ -353,6 +371,8 @@ impl Gateway {
     fn on_connected(&mut self) {
         self.backoff.reset();
         self.established = true;
+        self.health.set_connected(true);
+        self.gauges.connected.set(1);
         tracing::info!(broker = self.link.endpoint(), "connected to the broker");
         let (client, generation) = self.link.client();
         let (unsubscribe, subscribe) = self.subscriptions.connected();
@@ -395,6 +415,9 @@ impl Gateway {
     /// session), or the next broker of the list; returns how long to wait first.
     fn on_connection_lost(&mut self, error: &str) -> Duration {
         let broker = self.link.endpoint();
+        self.health.set_connected(false);
+        self.gauges.connected.set(0);
+        self.gauges.reconnects.inc();
         if std::mem::take(&mut self.established) {
             self.connection = self.link.renew();
         } else {
@@ -478,6 +501,7 @@ impl Gateway {
             );
             self.connection = self.link.renew();
         }
+        self.health.set_journal_full(self.flow.is_full());
     }
 
     /// Sends what is due: acknowledgements, then outputs, while the client takes them.
@@ -521,6 +545,15 @@ impl Gateway {
     fn on_checkup(&mut self) {
         if self.status.read_vitals(&self.slots, &self.metrics) {
             self.publish_status();
+        }
+        self.health.set_failed(self.status.failed_plugins());
+        if self
+            .store_measured
+            .is_none_or(|at| at.elapsed() >= STORE_MEASURE_PERIOD)
+        {
+            self.store_measured = Some(Instant::now());
+            let bytes = crate::management::store::bytes_on_disk(&self.config.store);
+            self.gauges.store_bytes.set(bytes as i64);
         }
     }
 

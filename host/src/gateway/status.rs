@@ -64,6 +64,15 @@ impl Status {
         .to_string()
     }
 
+    /// The plugins in state `failed` (for good, or at load).
+    pub fn failed_plugins(&self) -> std::collections::BTreeSet<String> {
+        self.plugins
+            .iter()
+            .filter(|(_, entry)| entry["state"] == "failed")
+            .map(|(name, _)| name.clone())
+            .collect()
+    }
+
     /// Sets plugin `name`'s state.
     pub fn set_state(&mut self, name: &str, state: &str) {
         if let Some(entry) = self.plugins.get_mut(name).and_then(Value::as_object_mut) {

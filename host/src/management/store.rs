@@ -547,6 +547,22 @@ pub fn incoming_dir(root: &Path) -> PathBuf {
     root.join("incoming")
 }
 
+/// Bytes the files under `root` take (the store: bundles, journal, compiled cache), for the
+/// `edgewise_store_bytes` gauge; what cannot be read counts as nothing.
+pub fn bytes_on_disk(root: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|entry| match entry.file_type() {
+            Ok(t) if t.is_dir() => bytes_on_disk(&entry.path()),
+            Ok(t) if t.is_file() => entry.metadata().map_or(0, |m| m.len()),
+            _ => 0,
+        })
+        .sum()
+}
+
 /// [`durable_file::write_atomically`], with the file named in the error.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
     durable_file::write_atomically(path, bytes).map_err(|source| StoreError::Io {
