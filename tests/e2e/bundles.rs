@@ -427,6 +427,57 @@ fn install_by_root_into_a_service_users_store_leaves_files_that_user_owns() {
     }
 }
 
+#[test]
+fn a_corrupt_state_file_is_taken_from_its_copy_or_rebuilt_from_the_bundles() {
+    // Regression: an empty or corrupt store/state.json stopped every plugin, with no way back.
+    let trust = Trust::new();
+    let root = tempfile::tempdir().expect("temporary directory");
+    let open = || Store::open(root.path(), trust.parsed(false), DEFAULT_MAX_BYTES).expect("store");
+    let r1 = packed("threshold", &trust.release, &[], false);
+    let r2 = packed(
+        "threshold",
+        &trust.release,
+        &[
+            ("release = 1", "release = 2"),
+            ("version = \"0.1.0\"", "version = \"0.2.0\""),
+        ],
+        false,
+    );
+    let store = open();
+    for bytes in [&r1, &r2] {
+        store
+            .install(bytes, Path::new("t.ewb"), Admit::Update)
+            .expect("installs");
+    }
+    let state = root.path().join("state.json");
+    let written = std::fs::read_to_string(&state).expect("state");
+
+    // Emptied: its copy has the same content, and the state file is written again from it.
+    std::fs::write(&state, "").expect("empty it");
+    let listed = store.list().expect("listed from the copy");
+    assert_eq!((listed.len(), listed[0].2), (1, 2), "{listed:?}");
+    assert_eq!(std::fs::read_to_string(&state).expect("state"), written);
+
+    // Both corrupt: rebuilt from the bundles, the newest release active, the other behind it.
+    std::fs::write(&state, "{ not json").expect("corrupt it");
+    std::fs::write(root.path().join("state.json.bak"), "\0\0\0").expect("corrupt the copy");
+    let listed = store.list().expect("listed from the bundles");
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0].2, 2, "the highest release is the newest bundle's");
+    let r2_digest = Bundle::parse(&r2).expect("bundle").digest();
+    assert_eq!(listed[0].1, r2_digest, "release 2 is active");
+    store
+        .rollback("threshold")
+        .expect("release 1 is its last-known-good");
+    assert!(
+        matches!(
+            store.install(&r1, Path::new("t.ewb"), Admit::Update),
+            Ok(Installed::AlreadyActive { .. })
+        ),
+        "release 1 active after the rollback"
+    );
+}
+
 /// Every file and folder under `root`.
 fn walk(root: &Path) -> Vec<PathBuf> {
     let mut found = Vec::new();

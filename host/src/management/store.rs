@@ -520,24 +520,110 @@ impl Store {
         self.root.join("state.json")
     }
 
-    fn state(&self) -> Result<State, StoreError> {
-        let path = self.state_path();
-        match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| StoreError::State {
-                path,
-                problem: e.to_string(),
-            }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(State::default()),
-            Err(source) => Err(StoreError::Io { path, source }),
-        }
+    fn backup_path(&self) -> PathBuf {
+        self.root.join("state.json.bak")
     }
 
+    /// The store's state: `state.json`; if that is missing or corrupt, its copy
+    /// `state.json.bak` (written after it, with the same content); if that fails too, rebuilt
+    /// from the bundles in the store. Either way a gateway keeps running its plugins, the log
+    /// says what happened, and the state file is written again.
+    fn state(&self) -> Result<State, StoreError> {
+        let (path, backup) = (self.state_path(), self.backup_path());
+        let problem = match read_state(&path) {
+            Ok(Some(state)) => return Ok(state),
+            Ok(None) if !backup.exists() => return Ok(State::default()),
+            Ok(None) => "missing".to_owned(),
+            Err(problem) => problem,
+        };
+        let state = match read_state(&backup) {
+            Ok(Some(state)) => {
+                tracing::warn!(
+                    "{}: {problem}; using its copy {}",
+                    path.display(),
+                    backup.display()
+                );
+                state
+            }
+            other => {
+                let why = match other {
+                    Err(p) => p,
+                    _ => "missing".to_owned(),
+                };
+                let state = self.rebuild();
+                tracing::error!(
+                    plugins = state.plugins.len(),
+                    "{}: {problem}, and its copy: {why}; rebuilt from the bundles in the store (operators' setting overrides and stops are lost; the highest release is that of the newest bundle)",
+                    path.display()
+                );
+                state
+            }
+        };
+        self.save(&state)?;
+        Ok(state)
+    }
+
+    /// A state from the bundles in the store: for each plugin, its verified bundle of the
+    /// highest release active, the next one its last-known-good.
+    fn rebuild(&self) -> State {
+        let mut found: BTreeMap<String, Vec<(u64, String)>> = BTreeMap::new();
+        let bundles = std::fs::read_dir(self.root.join("bundles"))
+            .into_iter()
+            .flatten();
+        for entry in bundles.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some(digest) = name.strip_suffix(&format!(".{EXTENSION}")) else {
+                continue;
+            };
+            match self.load(digest) {
+                Ok(bundle) => found
+                    .entry(bundle.manifest.name.clone())
+                    .or_default()
+                    .push((
+                        bundle.manifest.release.unwrap_or_default(),
+                        digest.to_owned(),
+                    )),
+                Err(e) => tracing::warn!("not taken into the rebuilt state: {e}"),
+            }
+        }
+        let plugins = found
+            .into_iter()
+            .map(|(plugin, mut bundles)| {
+                bundles.sort();
+                let (release, active) = bundles.pop().unwrap_or_default();
+                let state = PluginState {
+                    last_known_good: bundles.pop().map(|(_, digest)| digest),
+                    highest_release: release,
+                    highest_digest: Some(active.clone()),
+                    active,
+                    stopped: false,
+                    settings: BTreeMap::new(),
+                };
+                (plugin, state)
+            })
+            .collect();
+        State { plugins }
+    }
+
+    /// Writes the state, then the same as its copy.
     fn save(&self, state: &State) -> Result<(), StoreError> {
         let bytes = serde_json::to_vec_pretty(state).map_err(|e| StoreError::State {
             path: self.state_path(),
             problem: e.to_string(),
         })?;
-        write_atomically(&self.state_path(), &bytes)
+        write_atomically(&self.state_path(), &bytes)?;
+        write_atomically(&self.backup_path(), &bytes)
+    }
+}
+
+/// The state in `path`: `None` if there is no such file, the problem if it does not parse.
+fn read_state(path: &Path) -> Result<Option<State>, String> {
+    match std::fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| format!("corrupt ({e})")),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e.to_string()),
     }
 }
 
