@@ -14,6 +14,9 @@ use crate::management::store::{Admit, Installed, Store};
 
 /// Pack a plugin directory into a signed bundle.
 #[derive(clap::Args)]
+#[command(
+    after_help = "Examples:\n  edgewise pack plugins/threshold --key release.key              # threshold-0.1.0.ewb\n  edgewise pack plugins/threshold --key release.key --rollback -o threshold-back.ewb"
+)]
 pub struct PackArgs {
     /// The plugin directory (with plugin.toml).
     dir: PathBuf,
@@ -30,6 +33,7 @@ pub struct PackArgs {
 
 /// Check a bundle's signature and files against a keyring.
 #[derive(clap::Args)]
+#[command(after_help = "Example:\n  edgewise verify threshold-0.1.0.ewb --keyring keyring.toml")]
 pub struct VerifyArgs {
     /// The bundle.
     bundle: PathBuf,
@@ -40,6 +44,7 @@ pub struct VerifyArgs {
 
 /// Show a bundle's manifest, files, digests and signers, without trusting it.
 #[derive(clap::Args)]
+#[command(after_help = "Example:\n  edgewise inspect threshold-0.1.0.ewb | head")]
 pub struct InspectArgs {
     /// The bundle.
     bundle: PathBuf,
@@ -47,6 +52,9 @@ pub struct InspectArgs {
 
 /// Install a bundle into a gateway's store (verified with the gateway's keyring).
 #[derive(clap::Args)]
+#[command(
+    after_help = "Example:\n  sudo -u edgewise edgewise install threshold-0.1.0.ewb --config /etc/edgewise/gateway.toml\n\nA running gateway takes it at its next start; `edgewise push` hot-swaps it instead."
+)]
 pub struct InstallArgs {
     /// The bundle.
     bundle: PathBuf,

@@ -55,6 +55,9 @@ pub struct Connection {
 
 /// Send a signed command to a gateway and print its replies.
 #[derive(clap::Args)]
+#[command(
+    after_help = "Examples:\n  edgewise ctl line-7 list --key ops.key --broker mqtt://broker:1883\n  edgewise ctl line-7 stop threshold --key ops.key\n  edgewise ctl line-7 rollback threshold --key ops.key\n\nExit status: 0 on `done` or `live`, 1 on `failed`, `refused` or `rolled-back`, or when no answer comes within --timeout."
+)]
 pub struct CtlArgs {
     /// The gateway's id.
     gateway: String,
@@ -71,14 +74,24 @@ enum CtlAction {
     /// The gateway's status document.
     Status,
     /// Start a stopped plugin.
-    Start { plugin: String },
+    Start {
+        /// The plugin's name, as `list` shows it.
+        plugin: String,
+    },
     /// Stop a plugin (it stays installed).
-    Stop { plugin: String },
+    Stop {
+        /// The plugin's name, as `list` shows it.
+        plugin: String,
+    },
     /// Uninstall a plugin.
-    Remove { plugin: String },
+    Remove {
+        /// The plugin's name, as `list` shows it.
+        plugin: String,
+    },
     /// Go back to a plugin's last-known-good bundle, or to the bundle `--to` names (in the
     /// gateway's store, or retained on its topic by `edgewise push --rollback`).
     Rollback {
+        /// The plugin's name, as `list` shows it.
         plugin: String,
         /// The digest of the bundle to go back to.
         #[arg(long)]
@@ -109,6 +122,9 @@ enum CtlAction {
 /// Install or update a plugin on a gateway (a hot swap when it runs already), or on every
 /// gateway of a fleet group (through its retained desired state).
 #[derive(clap::Args)]
+#[command(
+    after_help = "Examples:\n  edgewise push threshold-0.2.0.ewb --gateway line-7 --key ops.key --broker mqtt://broker:1883\n  edgewise push threshold-0.2.0.ewb --group line --key ops.key\n  edgewise push threshold-0.1.0.ewb --gateway line-7 --rollback --key ops.key"
+)]
 pub struct PushArgs {
     /// The signed bundle.
     bundle: PathBuf,

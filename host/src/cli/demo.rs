@@ -8,6 +8,9 @@ use anyhow::Context;
 
 /// Run the demo: an embedded broker, the gateway with the example plugins, simulated sensors.
 #[derive(clap::Args)]
+#[command(
+    after_help = "Examples (from the repository's root, after scripts/build-plugins):\n  edgewise demo\n  edgewise demo --seconds 30 --plugins ~/edgewise/plugins"
+)]
 pub struct Args {
     /// The directory of built plugin directories.
     #[arg(long, default_value = "plugins")]

@@ -9,6 +9,9 @@ use edgewise_signing::SecretKey;
 
 /// Make a key pair: <name>.key (private, PKCS#8 PEM, mode 0600) and <name>.pub (public, base64).
 #[derive(clap::Args)]
+#[command(
+    after_help = "Examples:\n  edgewise keygen release                   # release.key, release.pub\n  edgewise keygen keys/ops-anna --role operator"
+)]
 pub struct Args {
     /// Path prefix of the two files, e.g. `keys/release-2026`.
     name: PathBuf,

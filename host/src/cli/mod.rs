@@ -46,11 +46,19 @@ enum Command {
     Verify(bundle::VerifyArgs),
     Inspect(bundle::InspectArgs),
     Install(bundle::InstallArgs),
-    #[command(subcommand)]
+    /// Sign, apply, publish or reset a gateway's keyring.
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  edgewise keyring sign keyring-v2.toml --key root-a.key --key root-b.key -o keyring-v2.json\n  edgewise keyring push keyring-v2.json --group line --key ops.key\n  edgewise keyring apply keyring-v2.json --config /etc/edgewise/gateway.toml"
+    )]
     Keyring(keyring::Command),
     Ctl(ctl::CtlArgs),
     Push(ctl::PushArgs),
-    #[command(subcommand)]
+    /// A fleet group's desired state and the statuses of its gateways.
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  edgewise fleet status --group line --broker mqtt://broker:1883\n  edgewise fleet refresh --group line --key ops.key"
+    )]
     Fleet(ctl::FleetCommand),
 }
 
@@ -173,6 +181,42 @@ impl Logging {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_argument_is_described_and_every_command_shows_an_example() {
+        use clap::CommandFactory;
+        fn walk(cmd: &clap::Command, path: &str, undescribed: &mut Vec<String>) {
+            for arg in cmd.get_arguments() {
+                if !["help", "version"].contains(&arg.get_id().as_str()) && arg.get_help().is_none()
+                {
+                    undescribed.push(format!("{path} {}", arg.get_id()));
+                }
+            }
+            for sub in cmd.get_subcommands().filter(|s| s.get_name() != "help") {
+                walk(sub, &format!("{path} {}", sub.get_name()), undescribed);
+            }
+        }
+        let cli = Cli::command();
+        let mut undescribed = Vec::new();
+        walk(&cli, "edgewise", &mut undescribed);
+        assert!(
+            undescribed.is_empty(),
+            "arguments without help: {undescribed:?}"
+        );
+        let without: Vec<&str> = cli
+            .get_subcommands()
+            .filter(|c| c.get_name() != "help")
+            .filter(|c| {
+                !c.get_after_help()
+                    .is_some_and(|h| h.to_string().contains("Example"))
+            })
+            .map(|c| c.get_name())
+            .collect();
+        assert!(
+            without.is_empty(),
+            "commands without an example: {without:?}"
+        );
+    }
 
     #[test]
     fn a_cause_an_error_already_names_is_not_said_twice() {

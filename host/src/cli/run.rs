@@ -11,6 +11,9 @@ use crate::gateway;
 
 /// Run the gateway: connect to the broker, feed the plugins, publish what they produce.
 #[derive(clap::Args)]
+#[command(
+    after_help = "Examples:\n  edgewise run --config /etc/edgewise/gateway.toml\n  EDGEWISE_LOG=debug edgewise run --allow-unsigned     # development: plain plugin folders"
+)]
 pub struct Args {
     /// The gateway configuration (see docs/configuration.md).
     #[arg(long, short, default_value = "gateway.toml")]
