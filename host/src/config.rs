@@ -76,6 +76,10 @@ pub struct Config {
     /// The log filter, in `RUST_LOG` syntax (`info`, `warn,edgewise_host::gateway=debug`);
     /// the `EDGEWISE_LOG` environment variable overrides it.
     pub log: Option<String>,
+    /// How log lines are written: `text` (default) or `json` (one object a line, for a log
+    /// shipper); the `EDGEWISE_LOG_FORMAT` environment variable overrides it.
+    #[serde(default)]
+    pub log_format: LogFormat,
     /// Per-plugin message queues.
     #[serde(default)]
     pub queue: Queue,
@@ -222,6 +226,17 @@ fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D:
         OneOrMany::One(url) => vec![url],
         OneOrMany::Many(urls) => urls,
     })
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object a line: time, level, target, fields, message.
+    Json,
 }
 
 /// Where metrics go.
@@ -850,6 +865,25 @@ mod tests {
         assert_eq!(ports, [("a".into(), 1883), ("b".into(), 1999)]);
         assert_eq!(c.broker.protocol, Protocol::V5);
         assert_eq!(c.log.as_deref(), Some("warn,edgewise_host=debug"));
+    }
+
+    #[test]
+    fn the_log_format_is_text_or_json() {
+        let with = |format: &str| {
+            parse(&GOOD.replace(
+                "plugins = \"plugins\"",
+                &format!("plugins = \"plugins\"\nlog-format = \"{format}\""),
+            ))
+            .map(|c| c.log_format)
+            .map_err(|e| e.to_string())
+        };
+        assert_eq!(
+            parse(GOOD).map(|c| c.log_format).ok(),
+            Some(LogFormat::Text)
+        );
+        assert_eq!(with("json"), Ok(LogFormat::Json));
+        let err = with("xml").err().unwrap_or_default();
+        assert!(err.contains("xml") && err.contains("json"), "{err}");
     }
 
     #[test]

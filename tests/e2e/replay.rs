@@ -88,3 +88,63 @@ fn a_directory_without_a_plugin_is_an_error_exit_that_names_it() {
     assert!(!run.success);
     assert!(run.log.contains("plugin.toml"), "{}", run.log);
 }
+
+/// `edgewise replay` of one `count` message with `env` set (and `NO_COLOR` unset): its exit
+/// status and what it wrote to stderr.
+fn logged_with(env: &[(&str, &str)]) -> (Option<i32>, String) {
+    use std::io::Write;
+    let mut command = std::process::Command::new(edgewise_tests::edgewise());
+    command
+        .args(["replay", &plugin_dir("hostile").to_string_lossy(), "-"])
+        .env_remove("NO_COLOR")
+        .env_remove("EDGEWISE_LOG")
+        .env_remove("EDGEWISE_LOG_FORMAT")
+        .envs(env.iter().copied())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    let mut child = command.spawn().expect("edgewise starts");
+    if let Some(mut stdin) = child.stdin.take() {
+        let _ = writeln!(stdin, "{}", line("count"));
+    }
+    let out = child.wait_with_output().expect("edgewise ends");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn logs_into_a_pipe_have_no_colour_codes_and_can_be_json() {
+    // Regression: ANSI colour codes went into log files and pipes.
+    let (code, text) = logged_with(&[]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("replay finished"), "{text}");
+    assert!(!text.contains('\u{1b}'), "escape codes in a pipe: {text:?}");
+
+    let (code, json) = logged_with(&[("EDGEWISE_LOG_FORMAT", "json")]);
+    assert_eq!(code, Some(0), "{json}");
+    let lines: Vec<serde_json::Value> = json
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["level"] == "INFO" && l["fields"]["message"] == "replay finished"),
+        "{json}"
+    );
+}
+
+#[test]
+fn an_invalid_log_filter_or_format_in_the_environment_is_an_error_not_ignored() {
+    let (code, text) = logged_with(&[("EDGEWISE_LOG", "info,=x=")]);
+    assert_eq!(code, Some(2), "{text}");
+    assert!(
+        text.contains("EDGEWISE_LOG=`info,=x=` is not a log filter"),
+        "{text}"
+    );
+    let (code, text) = logged_with(&[("EDGEWISE_LOG_FORMAT", "xml")]);
+    assert_eq!(code, Some(2), "{text}");
+    assert!(text.contains("expected `text` or `json`"), "{text}");
+}

@@ -18,9 +18,11 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::layer::{Layered, SubscriberExt};
 use tracing_subscriber::util::SubscriberInitExt;
-use tracing_subscriber::{EnvFilter, Registry, reload};
+use tracing_subscriber::{EnvFilter, Layer, Registry, reload};
+
+use crate::config::LogFormat;
 
 /// The log filter when `EDGEWISE_LOG` is not set. wasmtime-wasi-nn logs every error it hands a
 /// plugin at error level without saying which plugin; the worker and the backends log those
@@ -131,17 +133,26 @@ fn is_broken_pipe(err: &anyhow::Error) -> bool {
     })
 }
 
-/// The log filter: `EDGEWISE_LOG` if set, else the config file's `log` once it is read, else
-/// [`DEFAULT_LOG`].
+/// The subscriber under the output layer: the registry and the (reloadable) filter.
+type Filtered = Layered<reload::Layer<EnvFilter, Registry>, Registry>;
+
+/// Where and how log lines are written: text or JSON, to stderr.
+type Output = Box<dyn Layer<Filtered> + Send + Sync>;
+
+/// The log filter and format: `EDGEWISE_LOG` and `EDGEWISE_LOG_FORMAT` if set, else the
+/// config file's `log` and `log-format` once it is read, else [`DEFAULT_LOG`] as text.
 pub(crate) struct Logging {
-    from_env: bool,
+    filter_from_env: bool,
+    format_from_env: bool,
     filter: reload::Handle<EnvFilter, Registry>,
+    output: reload::Handle<Output, Filtered>,
 }
 
 impl Logging {
     /// Logs to standard error, in colour only when that is a terminal (never into a file, a
     /// pipe or the journal) and `NO_COLOR` is not set. An `EDGEWISE_LOG` that is not a valid
-    /// filter is an error, not a silent fallback.
+    /// filter, or an `EDGEWISE_LOG_FORMAT` other than `text` or `json`, is an error, not a
+    /// silent fallback.
     fn init() -> Result<Self, String> {
         let from_env = match std::env::var("EDGEWISE_LOG") {
             Ok(text) => Some(EnvFilter::try_new(&text).map_err(|e| {
@@ -149,32 +160,63 @@ impl Logging {
             })?),
             Err(_) => None,
         };
-        let from_env_set = from_env.is_some();
-        let (filter, handle) =
+        let format = match std::env::var("EDGEWISE_LOG_FORMAT").as_deref() {
+            Ok("text") => Some(LogFormat::Text),
+            Ok("json") => Some(LogFormat::Json),
+            Ok(other) => {
+                return Err(format!(
+                    "EDGEWISE_LOG_FORMAT=`{other}`: expected `text` or `json`"
+                ));
+            }
+            Err(_) => None,
+        };
+        let filter_from_env = from_env.is_some();
+        let (filter, filter_handle) =
             reload::Layer::new(from_env.unwrap_or_else(|| EnvFilter::new(DEFAULT_LOG)));
-        let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+        let (output, output_handle) = reload::Layer::new(output(format.unwrap_or_default()));
         tracing_subscriber::registry()
             .with(filter)
-            .with(
-                tracing_subscriber::fmt::layer()
-                    .with_writer(std::io::stderr)
-                    .with_ansi(colour),
-            )
+            .with(output)
             .init();
         Ok(Self {
-            from_env: from_env_set,
-            filter: handle,
+            filter_from_env,
+            format_from_env: format.is_some(),
+            filter: filter_handle,
+            output: output_handle,
         })
     }
 
-    /// Switches to the config file's filter (already validated), unless `EDGEWISE_LOG` is set.
-    pub(crate) fn configure(&self, filter: Option<&str>) {
-        if let (false, Some(filter)) = (self.from_env, filter)
+    /// Switches to the config file's filter (already validated) and format, unless the
+    /// environment set them.
+    pub(crate) fn configure(&self, filter: Option<&str>, format: LogFormat) {
+        if let (false, Some(filter)) = (self.filter_from_env, filter)
             && let Ok(filter) = EnvFilter::try_new(filter)
             && let Err(e) = self.filter.reload(filter)
         {
             tracing::warn!("cannot apply the configured log filter: {e}");
         }
+        if !self.format_from_env
+            && format != LogFormat::Text
+            && let Err(e) = self.output.reload(output(format))
+        {
+            tracing::warn!("cannot apply the configured log format: {e}");
+        }
+    }
+}
+
+fn output(format: LogFormat) -> Output {
+    match format {
+        LogFormat::Text => {
+            let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(colour)
+                .boxed()
+        }
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .json()
+            .with_writer(std::io::stderr)
+            .boxed(),
     }
 }
 

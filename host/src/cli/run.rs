@@ -25,7 +25,7 @@ pub struct Args {
 
 pub fn run(args: Args, logging: &Logging) -> anyhow::Result<ExitCode> {
     let config = Config::from_file(&args.config)?;
-    logging.configure(config.log.as_deref());
+    logging.configure(config.log.as_deref(), config.log_format);
     // One thread for the async side (the MQTT event loop, metrics): plugins run on their own
     // threads, and a second async worker only added wake-ups between the two (measured: the
     // pass-through benchmark spent most of its time switching threads).
