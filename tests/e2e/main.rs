@@ -39,6 +39,7 @@ macro_rules! on_both_brokers {
     )*};
 }
 
+mod authoring;
 mod bundles;
 mod containment;
 mod examples;

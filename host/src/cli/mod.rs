@@ -4,6 +4,7 @@
 //! context here and every error becomes exit code 1, printed once with its causes (each said
 //! once), and a hint where the cause is a permission.
 
+mod author;
 mod bundle;
 mod ctl;
 mod demo;
@@ -43,6 +44,8 @@ enum Command {
     Run(run::Args),
     Demo(demo::Args),
     Replay(replay::Args),
+    New(author::NewArgs),
+    Build(author::BuildArgs),
     Keygen(keygen::Args),
     Pack(bundle::PackArgs),
     Verify(bundle::VerifyArgs),
@@ -78,6 +81,8 @@ pub fn main() -> ExitCode {
         Command::Run(args) => run::run(args, &logging),
         Command::Demo(args) => demo::run(args),
         Command::Replay(args) => replay::run(args),
+        Command::New(args) => author::new(args),
+        Command::Build(args) => author::build(args),
         Command::Keygen(args) => keygen::run(args),
         Command::Pack(args) => bundle::pack(args),
         Command::Verify(args) => bundle::verify(args),

@@ -1,0 +1,99 @@
+//! A plugin author's path from an empty folder outside this repository, as
+//! docs/plugin-authors.md tells it: `edgewise new`, the docs' code, `edgewise build`,
+//! `edgewise replay`, `edgewise pack`.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use edgewise_tests::{edgewise, repo};
+
+fn run(dir: &Path, args: &[&str]) -> Output {
+    let out = Command::new(edgewise())
+        .args(args)
+        .current_dir(dir)
+        .env("NO_COLOR", "1")
+        // Its own target directory: the SDK copy must never share build state with the
+        // repository's `edgewise-guest` (same name and version, other path).
+        .env("CARGO_TARGET_DIR", dir.join("target"))
+        .output()
+        .expect("edgewise runs");
+    assert!(
+        out.status.success(),
+        "edgewise {args:?}:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// The first fenced block of `lang` after `heading` in the author guide.
+fn docs_block(heading: &str, lang: &str) -> String {
+    let guide = std::fs::read_to_string(repo().join("docs/plugin-authors.md")).expect("guide");
+    guide
+        .split(heading)
+        .nth(1)
+        .and_then(|rest| rest.split(&format!("```{lang}\n")).nth(1))
+        .and_then(|rest| rest.split("```").next())
+        .unwrap_or_else(|| panic!("no {lang} block after {heading}"))
+        .to_owned()
+}
+
+#[test]
+fn the_author_guides_plugin_is_made_built_replayed_and_packed_from_an_empty_folder() {
+    let empty = tempfile::tempdir().expect("temporary directory");
+    run(empty.path(), &["new", "door-watch"]);
+    let plugin = empty.path().join("door-watch");
+
+    // The guide's code and grants, in the folder `new` wrote.
+    std::fs::write(
+        plugin.join("src/lib.rs"),
+        docs_block("## 3. The code", "rust"),
+    )
+    .expect("code");
+    let manifest = std::fs::read_to_string(plugin.join("plugin.toml")).expect("manifest");
+    let manifest = manifest
+        .replace(
+            "subscribe = [\"sensors/#\"]",
+            "subscribe = [\"home/+/door\"]",
+        )
+        .replace("publish = [\"echo/#\"]", "publish = [\"alarms/door\"]")
+        .replace("prefix = \"echo\"", "max-open-s = 60");
+    std::fs::write(plugin.join("plugin.toml"), manifest).expect("manifest");
+
+    let built = run(&plugin, &["build"]);
+    assert!(
+        String::from_utf8_lossy(&built.stdout).contains("built door-watch 0.1.0"),
+        "{}",
+        String::from_utf8_lossy(&built.stdout)
+    );
+    assert!(plugin.join("plugin.wasm").is_file());
+
+    // The guide's sample messages and replay line.
+    let sample = docs_block("## 5. Build and run it on sample data", "sh");
+    let messages = sample
+        .split("<<'JSON'\n")
+        .nth(1)
+        .and_then(|rest| rest.split("JSON\n").next())
+        .expect("the sample messages");
+    std::fs::write(plugin.join("door.jsonl"), messages).expect("messages");
+    let replayed = run(
+        &plugin,
+        &["replay", ".", "door.jsonl", "--set", "max-open-s=30"],
+    );
+    let published = String::from_utf8_lossy(&replayed.stdout);
+    assert!(
+        published.contains(
+            r#"{"topic":"alarms/door","payload":"{\"door\":\"back\",\"open_for_s\":94}"}"#
+        ),
+        "{published}"
+    );
+
+    let key = tempfile::tempdir().expect("key folder");
+    run(key.path(), &["keygen", "release"]);
+    let key_file = key.path().join("release.key");
+    run(
+        &plugin,
+        &["pack", ".", "--key", &key_file.to_string_lossy()],
+    );
+    assert!(plugin.join("door-watch-0.1.0.ewb").is_file());
+}
