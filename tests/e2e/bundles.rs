@@ -478,6 +478,56 @@ fn a_corrupt_state_file_is_taken_from_its_copy_or_rebuilt_from_the_bundles() {
     );
 }
 
+#[test]
+fn list_and_status_read_the_store_with_no_gateway_running() {
+    let trust = Trust::new();
+    let keyring = trust.keyring(false);
+    let config = trust.dir.path().join("gateway.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "gateway-id = \"offline-7\"\nplugins = \"plugins\"\nstore = \"store\"\nkeyring = \"{}\"\n\n[broker]\nurl = \"mqtt://127.0.0.1:1\"\n",
+            keyring.display()
+        ),
+    )
+    .expect("gateway.toml");
+    let bundle = trust.dir.path().join("threshold.ewb");
+    std::fs::write(&bundle, packed("threshold", &trust.release, &[], false)).expect("bundle");
+    let config = config.to_string_lossy().into_owned();
+    assert!(
+        cli(&["install", &bundle.to_string_lossy(), "-c", &config])
+            .status
+            .success()
+    );
+
+    let listed = cli(&["list", "-c", &config, "--json"]);
+    assert!(listed.status.success(), "{}", text(&listed.stderr));
+    let entry: serde_json::Value =
+        serde_json::from_str(text(&listed.stdout).trim()).expect("one JSON line");
+    assert_eq!(
+        (
+            &entry["name"],
+            &entry["version"],
+            &entry["release"],
+            &entry["stopped"]
+        ),
+        (
+            &"threshold".into(),
+            &"0.1.0".into(),
+            &1.into(),
+            &false.into()
+        ),
+        "{entry}"
+    );
+    let status = cli(&["status", "-c", &config]);
+    assert!(status.status.success(), "{}", text(&status.stderr));
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).expect("JSON");
+    assert_eq!(status["gateway"], "offline-7");
+    assert_eq!(status["plugins"][0]["name"], "threshold");
+    assert_eq!(status["keyring"]["version"], 1);
+    assert_eq!(status["journal"]["outputs-waiting"], 0, "{status}");
+}
+
 /// Every file and folder under `root`.
 fn walk(root: &Path) -> Vec<PathBuf> {
     let mut found = Vec::new();

@@ -8,6 +8,7 @@ mod author;
 mod bundle;
 mod ctl;
 mod demo;
+mod inventory;
 mod keygen;
 mod keyring;
 mod replay;
@@ -51,6 +52,8 @@ enum Command {
     Verify(bundle::VerifyArgs),
     Inspect(bundle::InspectArgs),
     Install(bundle::InstallArgs),
+    List(inventory::ListArgs),
+    Status(inventory::StatusArgs),
     /// Sign, apply, publish or reset a gateway's keyring.
     #[command(
         subcommand,
@@ -88,6 +91,8 @@ pub fn main() -> ExitCode {
         Command::Verify(args) => bundle::verify(args),
         Command::Inspect(args) => bundle::inspect(args),
         Command::Install(args) => bundle::install(args),
+        Command::List(args) => inventory::list(args),
+        Command::Status(args) => inventory::status(args),
         Command::Keyring(command) => keyring::run(command),
         Command::Ctl(args) => ctl::ctl(args),
         Command::Push(args) => ctl::push(args),

@@ -149,6 +149,32 @@ struct PluginState {
     settings: BTreeMap<String, String>,
 }
 
+/// One installed plugin as the store records it: what `edgewise list` and `edgewise status`
+/// show, read from disk with no gateway running.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Inventory {
+    /// The plugin.
+    pub name: String,
+    /// Its active bundle's version, if that bundle verifies.
+    pub version: Option<String>,
+    /// Its active bundle's release, if that bundle verifies.
+    pub release: Option<u64>,
+    /// The active bundle's digest.
+    pub digest: String,
+    /// The bundle a rollback goes back to.
+    pub last_known_good: Option<String>,
+    /// The highest release ever accepted.
+    pub highest_release: u64,
+    /// Stopped by an operator.
+    pub stopped: bool,
+    /// An operator's setting overrides.
+    pub settings: BTreeMap<String, String>,
+    /// Why the active bundle does not verify, if it does not (the gateway would fall back to
+    /// the last-known-good one, or not run the plugin).
+    pub problem: Option<String>,
+}
+
 /// A plugin's bundle as loaded from the store, or why it could not be.
 pub struct Loaded {
     /// The plugin's name.
@@ -391,6 +417,37 @@ impl Store {
             self.save(&state)?;
         }
         Ok(loaded)
+    }
+
+    /// Every installed plugin, its active bundle verified (without quarantining anything: a
+    /// read-only look).
+    pub fn inventory(&self) -> Result<Vec<Inventory>, StoreError> {
+        Ok(self
+            .state()?
+            .plugins
+            .into_iter()
+            .map(|(name, entry)| {
+                let (version, release, problem) = match self.load(&entry.active) {
+                    Ok(b) => (
+                        Some(b.manifest.version.to_string()),
+                        b.manifest.release,
+                        None,
+                    ),
+                    Err(e) => (None, None, Some(e.to_string())),
+                };
+                Inventory {
+                    name,
+                    version,
+                    release,
+                    digest: entry.active,
+                    last_known_good: entry.last_known_good,
+                    highest_release: entry.highest_release,
+                    stopped: entry.stopped,
+                    settings: entry.settings,
+                    problem,
+                }
+            })
+            .collect())
     }
 
     /// Makes `plugin`'s last-known-good bundle active again, keeping the one it replaces as the
