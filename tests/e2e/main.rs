@@ -41,6 +41,7 @@ macro_rules! on_both_brokers {
 
 mod authoring;
 mod bundles;
+mod cli;
 mod containment;
 mod examples;
 mod gateway;
