@@ -887,6 +887,17 @@ mod tests {
     }
 
     #[test]
+    fn the_packaged_configuration_parses() {
+        let c = Config::parse(
+            include_str!("../packaging/gateway.toml"),
+            Path::new("/etc/edgewise/gateway.toml"),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.store, Path::new("/var/lib/edgewise/store"));
+        assert_eq!(c.metrics.listen.map(|a| a.port()), Some(9464));
+    }
+
+    #[test]
     fn the_password_never_prints() {
         let c = parse(GOOD).unwrap_or_else(|e| panic!("{e}"));
         assert!(!format!("{c:?}").contains("hunter2"));

@@ -39,6 +39,7 @@ pub mod metrics;
 pub mod mqtt;
 pub mod replay;
 pub mod runtime;
+pub mod service;
 pub mod worker;
 
 /// Host-side bindings generated from `wit/`.

@@ -66,6 +66,12 @@ impl Trust {
     }
 }
 
+/// The manifest edits that make an example plugin's release 2 (version 0.2.0).
+const RELEASE_2: &[(&str, &str)] = &[
+    ("release = 1", "release = 2"),
+    ("version = \"0.1.0\"", "version = \"0.2.0\""),
+];
+
 fn packed(name: &str, key: &SecretKey, change: &[(&str, &str)], rollback: bool) -> Vec<u8> {
     edgewise_tests::pack_example(name, key, change, rollback)
 }
@@ -295,15 +301,7 @@ fn the_store_refuses_rollbacks_accepts_a_signed_rollback_and_ignores_a_repeat() 
     let root = tempfile::tempdir().expect("temporary directory");
     let store = Store::open(root.path(), trust.parsed(false), DEFAULT_MAX_BYTES).expect("store");
     let r1 = packed("threshold", &trust.release, &[], false);
-    let r2 = packed(
-        "threshold",
-        &trust.release,
-        &[
-            ("release = 1", "release = 2"),
-            ("version = \"0.1.0\"", "version = \"0.2.0\""),
-        ],
-        false,
-    );
+    let r2 = packed("threshold", &trust.release, RELEASE_2, false);
     let install = |bytes: &[u8]| store.install(bytes, Path::new("t.ewb"), Admit::Update);
     assert!(matches!(
         install(&r1),
@@ -434,15 +432,7 @@ fn a_corrupt_state_file_is_taken_from_its_copy_or_rebuilt_from_the_bundles() {
     let root = tempfile::tempdir().expect("temporary directory");
     let open = || Store::open(root.path(), trust.parsed(false), DEFAULT_MAX_BYTES).expect("store");
     let r1 = packed("threshold", &trust.release, &[], false);
-    let r2 = packed(
-        "threshold",
-        &trust.release,
-        &[
-            ("release = 1", "release = 2"),
-            ("version = \"0.1.0\"", "version = \"0.2.0\""),
-        ],
-        false,
-    );
+    let r2 = packed("threshold", &trust.release, RELEASE_2, false);
     let store = open();
     for bytes in [&r1, &r2] {
         store

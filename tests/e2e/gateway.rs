@@ -553,6 +553,39 @@ fn health_and_readiness_answer_on_the_metrics_listener_with_their_reasons() {
 }
 
 #[test]
+fn under_systemd_the_gateway_says_ready_pets_the_watchdog_and_says_stopping() {
+    use std::os::unix::net::UnixDatagram;
+    let broker = Broker::start();
+    let mut gw = Gateway::prepare(&broker, "notified", &["threshold"], "");
+    // The test is the service manager: a datagram socket named by NOTIFY_SOCKET.
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let path = dir.path().join("notify");
+    let systemd = UnixDatagram::bind(&path).expect("notify socket");
+    systemd.set_read_timeout(Some(WAIT)).expect("read timeout");
+    gw.set_env("NOTIFY_SOCKET", &path.to_string_lossy());
+    gw.set_env("WATCHDOG_USEC", "400000");
+    gw.launch(&broker);
+    let next = || {
+        let mut buf = [0u8; 512];
+        let n = systemd
+            .recv(&mut buf)
+            .expect("a notification within the wait");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    let first = next();
+    assert!(first.starts_with("READY=1\nSTATUS=1 plugins"), "{first}");
+    // Petted every half interval while the event loop turns.
+    let mut pets = 0;
+    while pets < 3 {
+        if next() == "WATCHDOG=1" {
+            pets += 1;
+        }
+    }
+    assert!(gw.terminate(), "{}", gw.log());
+    while !next().starts_with("STOPPING=1") {}
+}
+
+#[test]
 fn a_gateway_stopped_while_the_broker_is_away_exits_without_waiting_for_it() {
     // Regression: SIGTERM with the broker down waited the whole shutdown timeout (30 s, past a
     // container's stop grace) for deliveries that could not happen, logging all the while.

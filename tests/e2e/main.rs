@@ -49,6 +49,7 @@ mod loading;
 mod management;
 mod message_path;
 mod nn;
+mod packaging;
 mod replay;
 mod sandbox;
 mod trust;

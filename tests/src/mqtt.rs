@@ -612,6 +612,8 @@ pub struct Gateway {
     log: PathBuf,
     allow_unsigned: bool,
     reconnects_expected: bool,
+    /// Environment variables for the process.
+    env: Vec<(String, String)>,
 }
 
 impl Gateway {
@@ -647,6 +649,7 @@ impl Gateway {
             dir,
             child: None,
             allow_unsigned: true,
+            env: Vec::new(),
             reconnects_expected: false,
         }
     }
@@ -702,10 +705,16 @@ impl Gateway {
         }
         command
             .env("NO_COLOR", "1")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(log.try_clone().expect("log file"))
             .stderr(log)
             .spawn()
             .expect("edgewise starts")
+    }
+
+    /// Sets an environment variable for the process from its next launch.
+    pub fn set_env(&mut self, key: &str, value: &str) {
+        self.env.push((key.to_owned(), value.to_owned()));
     }
 
     /// Starts the process; returns once its status says online.

@@ -69,6 +69,7 @@ use crate::metrics::{GatewayMetrics, Metrics};
 use crate::mqtt::{Backoff, Connection, Delivery, Event, Link, Offline, offline_status};
 use crate::runtime::cache::Cache;
 use crate::runtime::{Compiler, Runtime, RuntimeError};
+use crate::service::ServiceManager;
 use crate::worker::Worker;
 use crate::worker::probation::Probation;
 use crate::worker::thread::{Job, Report, Shared, Swap, dead_letter};
@@ -128,6 +129,8 @@ pub struct Gateway {
     store_measured: Option<Instant>,
     /// What `/readyz` says.
     health: Arc<Health>,
+    /// systemd, when it runs the gateway as a `Type=notify` service.
+    service: ServiceManager,
     /// Every plugin started since the gateway started (a removed one stays, marked, so that
     /// the router's indices hold).
     slots: Vec<Slot>,
@@ -291,6 +294,7 @@ impl Gateway {
             link,
             connection,
             gauges: metrics.gateway(),
+            service: ServiceManager::from_env(),
             store_measured: None,
             health,
             metrics,
@@ -320,6 +324,11 @@ impl Gateway {
         let mut checkup = tokio::time::interval(VITALS_PERIOD);
         checkup.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tokio::pin!(shutdown);
+        let running = self.slots.iter().filter(|s| !s.removed).count();
+        self.service.ready(&format!(
+            "{running} plugins; connecting to {}",
+            self.link.endpoint()
+        ));
         loop {
             tokio::select! {
                 // Biased: the group commit waits, below, until the event loop has nothing ready.
@@ -373,6 +382,8 @@ impl Gateway {
         self.established = true;
         self.health.set_connected(true);
         self.gauges.connected.set(1);
+        self.service
+            .status(&format!("connected to {}", self.link.endpoint()));
         tracing::info!(broker = self.link.endpoint(), "connected to the broker");
         let (client, generation) = self.link.client();
         let (unsubscribe, subscribe) = self.subscriptions.connected();
@@ -417,6 +428,8 @@ impl Gateway {
         let broker = self.link.endpoint();
         self.health.set_connected(false);
         self.gauges.connected.set(0);
+        self.service
+            .status(&format!("broker {broker} lost; reconnecting"));
         self.gauges.reconnects.inc();
         if std::mem::take(&mut self.established) {
             self.connection = self.link.renew();
@@ -543,6 +556,7 @@ impl Gateway {
     }
 
     fn on_checkup(&mut self) {
+        self.service.keep_alive();
         if self.status.read_vitals(&self.slots, &self.metrics) {
             self.publish_status();
         }
@@ -784,6 +798,7 @@ impl Gateway {
     /// goodbye. What is not finished stays in the journal, and messages that arrive now are not
     /// acknowledged: the broker delivers them again next time.
     async fn shut_down(mut self) {
+        self.service.stopping();
         let grace = Duration::from_secs(self.config.shutdown_timeout_s);
         tracing::info!(
             "shutting down: finishing queued messages for up to {:.1} s",
