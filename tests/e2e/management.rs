@@ -702,6 +702,74 @@ fn two_gateways_of_a_group_converge_on_a_new_desired_state_one_of_them_after_bei
 }
 
 #[test]
+fn fleet_prune_clears_a_decommissioned_gateway_and_never_an_online_one() {
+    let broker = Broker::start();
+    let mut gateways: Vec<Gateway> = ["old-1", "new-1"]
+        .iter()
+        .map(|id| {
+            let mut gw = Gateway::prepare(&broker, id, &[], "");
+            edgewise_tests::edit(
+                gw.dir(),
+                "gateway.toml",
+                "plugins = \"plugins\"\n",
+                "plugins = \"plugins\"\ngroup = \"line\"\n",
+            );
+            gw.launch(&broker);
+            gw
+        })
+        .collect();
+    gateways[0].kill(); // decommissioned: its last will says offline
+    let deadline = std::time::Instant::now() + WAIT;
+    while !broker
+        .retained("edgewise/old-1/status", Duration::from_secs(1))
+        .is_some_and(|s| s.contains("offline"))
+    {
+        assert!(std::time::Instant::now() < deadline, "no last will");
+    }
+    let broker_url = format!("mqtt://127.0.0.1:{}", broker.port);
+    let fleet = |args: &[&str]| {
+        Command::new(edgewise())
+            .arg("fleet")
+            .args(args)
+            .args(["--broker", &broker_url])
+            .output()
+            .expect("edgewise runs")
+    };
+    let refused = fleet(&["prune", "--gateway", "new-1"]);
+    assert!(!refused.status.success());
+    assert!(
+        text(&refused.stderr).contains("is online"),
+        "{}",
+        text(&refused.stderr)
+    );
+
+    let pruned = fleet(&["prune", "--group", "line", "--offline"]);
+    assert!(pruned.status.success(), "{}", text(&pruned.stderr));
+    assert!(
+        text(&pruned.stdout).contains("cleared gateway old-1"),
+        "{}",
+        text(&pruned.stdout)
+    );
+    assert_eq!(
+        broker.retained("edgewise/old-1/status", Duration::from_secs(1)),
+        None,
+        "its status is gone"
+    );
+    assert!(
+        broker
+            .retained("edgewise/new-1/status", Duration::from_secs(5))
+            .is_some_and(|s| s.contains("online")),
+        "the online one's stays"
+    );
+    let listed = fleet(&["status", "--group", "line"]);
+    assert!(
+        text(&listed.stdout).contains("group line: 1 gateways"),
+        "{}",
+        text(&listed.stdout)
+    );
+}
+
+#[test]
 fn a_gateway_killed_during_an_update_runs_one_complete_version_after_restart_and_says_which() {
     // Killed as soon as each progress reply is seen: the update may have gone a little further
     // by then, but whatever it reached, the restarted gateway must run the old version or the

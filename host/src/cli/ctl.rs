@@ -516,6 +516,103 @@ pub enum FleetCommand {
         #[command(flatten)]
         connection: Connection,
     },
+    /// Clear what the broker retains for decommissioned gateways (status, keyring update):
+    /// one named gateway, or every offline gateway of a group. An online gateway is never
+    /// touched.
+    #[command(
+        after_help = "Examples:\n  edgewise fleet prune --gateway line-7\n  edgewise fleet prune --group line --offline"
+    )]
+    Prune {
+        /// The gateway to clear.
+        #[arg(long, required_unless_present = "group", conflicts_with = "group")]
+        gateway: Option<String>,
+        /// The group whose offline gateways to clear (with --offline).
+        #[arg(long, requires = "offline")]
+        group: Option<String>,
+        /// With --group: every gateway of the group whose status says offline.
+        #[arg(long)]
+        offline: bool,
+        /// Seconds to collect statuses for.
+        #[arg(long, default_value_t = 2)]
+        seconds: u64,
+        #[command(flatten)]
+        connection: Connection,
+    },
+}
+
+/// The retained statuses on the broker, by gateway id, collected for `seconds`.
+async fn statuses(
+    client: &AsyncClient,
+    eventloop: &mut EventLoop,
+    seconds: u64,
+) -> anyhow::Result<BTreeMap<String, serde_json::Value>> {
+    client
+        .subscribe(namespace::EVERY_STATUS, QoS::AtLeastOnce)
+        .await?;
+    let mut statuses = BTreeMap::new();
+    let collect = tokio::time::sleep(Duration::from_secs(seconds));
+    tokio::pin!(collect);
+    loop {
+        tokio::select! {
+            () = &mut collect => return Ok(statuses),
+            event = eventloop.poll() => {
+                if let Event::Incoming(Packet::Publish(p)) = event?
+                    && let Ok(status) = serde_json::from_slice::<serde_json::Value>(&p.payload)
+                    && let Some(id) = p.topic.strip_prefix("edgewise/").and_then(|t| t.strip_suffix("/status"))
+                {
+                    statuses.insert(id.to_owned(), status);
+                }
+            }
+        }
+    }
+}
+
+/// `fleet prune`: empty retained messages on every retained topic of the gateways chosen.
+fn prune(
+    gateway: Option<String>,
+    group: Option<String>,
+    seconds: u64,
+    connection: &Connection,
+) -> anyhow::Result<ExitCode> {
+    let runtime = current_thread_runtime()?;
+    runtime.block_on(async move {
+        let (client, mut eventloop) = client(connection, "edgewise-fleet")?;
+        let statuses = statuses(&client, &mut eventloop, seconds).await?;
+        let chosen: Vec<String> = match (&gateway, &group) {
+            (Some(id), _) => {
+                match statuses.get(id).map(|s| s["state"].as_str()) {
+                    None => bail!("no gateway `{id}` has a status on {}", connection.broker),
+                    Some(Some("offline")) => {}
+                    Some(_) => bail!("gateway `{id}` is online: stop it first (`systemctl disable --now edgewise` on it)"),
+                }
+                vec![id.clone()]
+            }
+            (None, Some(group)) => statuses
+                .iter()
+                .filter(|(_, s)| s["fleet"]["group"].as_str() == Some(group) && s["state"] == "offline")
+                .map(|(id, _)| id.clone())
+                .collect(),
+            (None, None) => bail!("give --gateway, or --group with --offline"),
+        };
+        let mut cleared = 0;
+        for id in &chosen {
+            for topic in [namespace::status(id), namespace::keyring(id)] {
+                client.publish(topic, QoS::AtLeastOnce, true, Vec::new()).await?;
+                cleared += 1;
+            }
+            println!("cleared gateway {id}: its status and keyring update");
+        }
+        let mut acked = 0;
+        while acked < cleared {
+            if let Event::Incoming(Packet::PubAck(_)) = eventloop.poll().await? {
+                acked += 1;
+            }
+        }
+        if chosen.is_empty() {
+            println!("nothing to clear");
+        }
+        Ok(ExitCode::SUCCESS)
+    })
 }
 
 pub fn fleet(command: FleetCommand) -> anyhow::Result<ExitCode> {
@@ -538,28 +635,18 @@ pub fn fleet(command: FleetCommand) -> anyhow::Result<ExitCode> {
             seconds,
             connection,
         } => (group, connection, seconds),
+        FleetCommand::Prune {
+            gateway,
+            group,
+            seconds,
+            connection,
+            ..
+        } => return prune(gateway, group, seconds, &connection),
     };
     let runtime = current_thread_runtime()?;
     runtime.block_on(async move {
         let (client, mut eventloop) = client(&connection, "edgewise-fleet")?;
-        client
-            .subscribe(namespace::EVERY_STATUS, QoS::AtLeastOnce)
-            .await?;
-        let mut statuses = BTreeMap::new();
-        let collect = tokio::time::sleep(Duration::from_secs(seconds));
-        tokio::pin!(collect);
-        loop {
-            tokio::select! {
-                () = &mut collect => break,
-                event = eventloop.poll() => {
-                    if let Event::Incoming(Packet::Publish(p)) = event?
-                        && let Ok(status) = serde_json::from_slice::<serde_json::Value>(&p.payload)
-                    {
-                        statuses.insert(p.topic.clone(), status);
-                    }
-                }
-            }
-        }
+        let statuses = statuses(&client, &mut eventloop, seconds).await?;
         let members: Vec<&serde_json::Value> = statuses
             .values()
             .filter(|s| s["fleet"]["group"].as_str() == Some(group.as_str()))
