@@ -702,6 +702,53 @@ fn two_gateways_of_a_group_converge_on_a_new_desired_state_one_of_them_after_bei
 }
 
 #[test]
+fn fleet_status_watch_shows_a_gateway_that_comes_online() {
+    use std::io::BufRead;
+    let broker = Broker::start();
+    let mut watch = Command::new(edgewise())
+        .args([
+            "fleet",
+            "status",
+            "--group",
+            "line",
+            "--watch",
+            "--seconds",
+            "1",
+        ])
+        .args(["--broker", &format!("mqtt://127.0.0.1:{}", broker.port)])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("edgewise runs");
+    let mut lines = std::io::BufReader::new(watch.stdout.take().expect("stdout")).lines();
+    let mut next = || lines.next().and_then(Result::ok).unwrap_or_default();
+    assert_eq!(next(), "group line: 0 gateways");
+    let mut gw = Gateway::prepare(&broker, "watched-1", &[], "");
+    edgewise_tests::edit(
+        gw.dir(),
+        "gateway.toml",
+        "plugins = \"plugins\"\n",
+        "plugins = \"plugins\"\ngroup = \"line\"\n",
+    );
+    gw.launch(&broker);
+    // The table is printed again at the status: the gateway in it, online.
+    loop {
+        let line = next();
+        assert!(
+            !line.is_empty() || watch.try_wait().ok().flatten().is_none(),
+            "watch ended"
+        );
+        if line.contains("watched-1") && line.contains("online") {
+            break;
+        }
+    }
+    let _ = Command::new("kill").arg(watch.id().to_string()).status();
+    assert!(
+        watch.wait().is_ok_and(|s| s.success()),
+        "Ctrl-C or SIGTERM ends it cleanly"
+    );
+}
+
+#[test]
 fn fleet_prune_clears_a_decommissioned_gateway_and_never_an_online_one() {
     let broker = Broker::start();
     let mut gateways: Vec<Gateway> = ["old-1", "new-1"]

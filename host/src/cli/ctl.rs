@@ -504,7 +504,7 @@ pub enum FleetCommand {
     /// Summarise what every gateway of a group reports in its retained status (a gateway
     /// of the group is listed from its first connection, before any desired state).
     #[command(
-        after_help = "Example:\n  edgewise fleet status --group line --broker mqtts://broker:8883 --ca-file ca.pem --username ops"
+        after_help = "Example:\n  edgewise fleet status --group line --broker mqtts://broker:8883 --ca-file ca.pem --username ops\n  edgewise fleet status --group line --watch"
     )]
     Status {
         /// The group.
@@ -513,6 +513,9 @@ pub enum FleetCommand {
         /// Seconds to collect statuses for.
         #[arg(long, default_value_t = 2)]
         seconds: u64,
+        /// Keep watching: the table again whenever a gateway's status changes, until Ctrl-C.
+        #[arg(long)]
+        watch: bool,
         #[command(flatten)]
         connection: Connection,
     },
@@ -616,7 +619,7 @@ fn prune(
 }
 
 pub fn fleet(command: FleetCommand) -> anyhow::Result<ExitCode> {
-    let (group, connection, seconds) = match command {
+    let (group, connection, seconds, watch) = match command {
         FleetCommand::Refresh {
             group,
             valid_days,
@@ -633,8 +636,9 @@ pub fn fleet(command: FleetCommand) -> anyhow::Result<ExitCode> {
         FleetCommand::Status {
             group,
             seconds,
+            watch,
             connection,
-        } => (group, connection, seconds),
+        } => (group, connection, seconds, watch),
         FleetCommand::Prune {
             gateway,
             group,
@@ -647,42 +651,81 @@ pub fn fleet(command: FleetCommand) -> anyhow::Result<ExitCode> {
     runtime.block_on(async move {
         let (client, mut eventloop) = client(&connection, "edgewise-fleet")?;
         let statuses = statuses(&client, &mut eventloop, seconds).await?;
-        let members: Vec<&serde_json::Value> = statuses
-            .values()
-            .filter(|s| s["fleet"]["group"].as_str() == Some(group.as_str()))
-            .collect();
-        println!("group {group}: {} gateways", members.len());
-        for s in members {
-            let plugins: Vec<String> = s["plugins"]
-                .as_array()
-                .map(|ps| {
-                    ps.iter()
-                        .map(|p| {
-                            format!(
-                                "{} {} ({})",
-                                p["name"].as_str().unwrap_or("?"),
-                                p["version"].as_str().unwrap_or("?"),
-                                p["state"].as_str().unwrap_or("?")
-                            )
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
-            println!(
-                "  {:<20} {:<8} desired v{} {}{}  {}",
-                s["gateway"].as_str().unwrap_or("?"),
-                s["state"].as_str().unwrap_or("?"),
-                s["fleet"]["version"],
-                s["fleet"]["state"].as_str().unwrap_or("-"),
-                s["fleet"]["error"]
-                    .as_str()
-                    .map(|e| format!(" ({e})"))
-                    .unwrap_or_default(),
-                plugins.join(", ")
-            );
+        print!("{}", fleet_table(&group, &statuses));
+        if !watch {
+            return Ok(ExitCode::SUCCESS);
         }
-        Ok(ExitCode::SUCCESS)
+        // Live: the table again whenever a status changes, until Ctrl-C.
+        let mut statuses = statuses;
+        let terminal = std::io::IsTerminal::is_terminal(&std::io::stdout());
+        let stop = super::shutdown_signal();
+        tokio::pin!(stop);
+        loop {
+            let event = tokio::select! {
+                () = &mut stop => return Ok(ExitCode::SUCCESS),
+                event = eventloop.poll() => event?,
+            };
+            if let Event::Incoming(Packet::Publish(p)) = event
+                && let Some(id) = p
+                    .topic
+                    .strip_prefix("edgewise/")
+                    .and_then(|t| t.strip_suffix("/status"))
+            {
+                match serde_json::from_slice::<serde_json::Value>(&p.payload) {
+                    Ok(status) => statuses.insert(id.to_owned(), status),
+                    Err(_) => statuses.remove(id), // cleared (pruned)
+                };
+                let table = fleet_table(&group, &statuses);
+                if terminal {
+                    print!("\x1b[2J\x1b[H{table}");
+                } else {
+                    print!("\n{table}");
+                }
+                use std::io::Write as _;
+                std::io::stdout().flush()?;
+            }
+        }
     })
+}
+
+/// The members of `group` among `statuses`, a line each: id, state, desired-state progress,
+/// plugins with versions and states.
+fn fleet_table(group: &str, statuses: &BTreeMap<String, serde_json::Value>) -> String {
+    let members: Vec<&serde_json::Value> = statuses
+        .values()
+        .filter(|s| s["fleet"]["group"].as_str() == Some(group))
+        .collect();
+    let mut table = format!("group {group}: {} gateways\n", members.len());
+    for s in members {
+        let plugins: Vec<String> = s["plugins"]
+            .as_array()
+            .map(|ps| {
+                ps.iter()
+                    .map(|p| {
+                        format!(
+                            "{} {} ({})",
+                            p["name"].as_str().unwrap_or("?"),
+                            p["version"].as_str().unwrap_or("?"),
+                            p["state"].as_str().unwrap_or("?")
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        table.push_str(&format!(
+            "  {:<20} {:<8} desired v{} {}{}  {}\n",
+            s["gateway"].as_str().unwrap_or("?"),
+            s["state"].as_str().unwrap_or("?"),
+            s["fleet"]["version"],
+            s["fleet"]["state"].as_str().unwrap_or("-"),
+            s["fleet"]["error"]
+                .as_str()
+                .map(|e| format!(" ({e})"))
+                .unwrap_or_default(),
+            plugins.join(", ")
+        ));
+    }
+    table
 }
 
 fn operator_key(connection: &Connection) -> anyhow::Result<SecretKey> {
