@@ -366,6 +366,45 @@ mod tests {
     use super::*;
 
     #[test]
+    fn every_metric_the_grafana_dashboard_queries_is_one_the_gateway_serves() {
+        let metrics = Metrics::new();
+        let plugin = metrics.plugin("p");
+        observe(&plugin.handling, Duration::from_micros(40));
+        observe(&plugin.inference, Duration::from_micros(40));
+        let journal = metrics.journal();
+        journal.output_dropped("p");
+        metrics.set_state("p", "running");
+        metrics.set_stale("keyring", false);
+        let served = metrics.render();
+        let dashboard: serde_json::Value =
+            serde_json::from_str(include_str!("../../docs/grafana-dashboard.json"))
+                .unwrap_or_else(|e| panic!("docs/grafana-dashboard.json: {e}"));
+        let mut queried = Vec::new();
+        for panel in dashboard["panels"].as_array().into_iter().flatten() {
+            for target in panel["targets"].as_array().into_iter().flatten() {
+                let expr = target["expr"].as_str().unwrap_or_default();
+                for (at, _) in expr.match_indices("edgewise_") {
+                    let name: String = expr[at..]
+                        .chars()
+                        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                        .collect();
+                    queried.push(name);
+                }
+            }
+        }
+        assert!(queried.len() > 10, "{queried:?}");
+        for name in queried {
+            assert!(
+                served
+                    .lines()
+                    .any(|l| l.starts_with(&format!("{name}{{"))
+                        || l.starts_with(&format!("{name} "))),
+                "the dashboard queries {name}, which /metrics does not serve:\n{served}"
+            );
+        }
+    }
+
+    #[test]
     fn counters_render_per_plugin() {
         let metrics = Metrics::new();
         let a = metrics.plugin("threshold");
