@@ -8,6 +8,7 @@ mod author;
 mod bundle;
 mod ctl;
 mod demo;
+mod fleet;
 mod inventory;
 mod keygen;
 mod keyring;
@@ -67,7 +68,7 @@ enum Command {
         subcommand,
         after_help = "Examples:\n  edgewise fleet status --group line --broker mqtt://broker:1883\n  edgewise fleet refresh --group line --key ops.key"
     )]
-    Fleet(ctl::FleetCommand),
+    Fleet(fleet::FleetCommand),
 }
 
 /// Parses arguments, runs the subcommand, and turns its outcome into an exit code.
@@ -96,7 +97,7 @@ pub fn main() -> ExitCode {
         Command::Keyring(command) => keyring::run(command),
         Command::Ctl(args) => ctl::ctl(args),
         Command::Push(args) => ctl::push(args),
-        Command::Fleet(command) => ctl::fleet(command),
+        Command::Fleet(command) => fleet::fleet(command),
     };
     match result {
         Ok(code) => code,
