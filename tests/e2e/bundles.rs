@@ -509,6 +509,16 @@ fn list_and_status_read_the_store_with_no_gateway_running() {
         ),
         "{entry}"
     );
+    // Into a reader that hangs up at once (`| head -0`): it ends quietly.
+    let mut hung_up = Command::new(edgewise())
+        .args(["list", "-c", &config])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("edgewise runs");
+    drop(hung_up.stdout.take());
+    let out = hung_up.wait_with_output().expect("it ends");
+    assert!(out.status.success(), "{}", text(&out.stderr));
     let status = cli(&["status", "-c", &config]);
     assert!(status.status.success(), "{}", text(&status.stderr));
     let status: serde_json::Value = serde_json::from_slice(&status.stdout).expect("JSON");

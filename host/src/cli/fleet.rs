@@ -3,6 +3,7 @@
 //! retained (`prune`). Pushing to a group is `edgewise push --group` (ctl.rs).
 
 use std::collections::BTreeMap;
+use std::io::Write as _;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -178,7 +179,12 @@ pub fn fleet(command: FleetCommand) -> anyhow::Result<ExitCode> {
     runtime.block_on(async move {
         let (client, mut eventloop) = client(&connection, "edgewise-fleet")?;
         let statuses = statuses(&client, &mut eventloop, seconds).await?;
-        print!("{}", fleet_table(&group, &statuses));
+        // Written, not printed: `| head` ends the output, not the process with a panic.
+        write!(
+            std::io::stdout().lock(),
+            "{}",
+            fleet_table(&group, &statuses)
+        )?;
         if !watch {
             return Ok(ExitCode::SUCCESS);
         }
@@ -203,13 +209,13 @@ pub fn fleet(command: FleetCommand) -> anyhow::Result<ExitCode> {
                     Err(_) => statuses.remove(id), // cleared (pruned)
                 };
                 let table = fleet_table(&group, &statuses);
+                let mut out = std::io::stdout().lock();
                 if terminal {
-                    print!("\x1b[2J\x1b[H{table}");
+                    write!(out, "\x1b[2J\x1b[H{table}")?;
                 } else {
-                    print!("\n{table}");
+                    write!(out, "\n{table}")?;
                 }
-                use std::io::Write as _;
-                std::io::stdout().flush()?;
+                out.flush()?;
             }
         }
     })

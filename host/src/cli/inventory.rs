@@ -2,6 +2,7 @@
 //! without the gateway running (for a box whose broker is away, or a gateway that will not
 //! start). The running gateway's own view is its retained status (`edgewise ctl <id> status`).
 
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -53,18 +54,22 @@ pub fn list(args: ListArgs) -> anyhow::Result<ExitCode> {
     let config = Config::from_file(&args.config)?;
     let (store, _) = open(&config, &args.config)?;
     let plugins = store.inventory()?;
+    // Written, not printed: `| head` ends the output, not the process with a panic.
+    let mut out = std::io::stdout().lock();
     if args.json {
         for plugin in &plugins {
-            println!("{}", serde_json::to_string(plugin)?);
+            writeln!(out, "{}", serde_json::to_string(plugin)?)?;
         }
         return Ok(ExitCode::SUCCESS);
     }
-    println!(
+    writeln!(
+        out,
         "{:<20} {:<10} {:>7}  {:<8} {:<14} problem",
         "plugin", "version", "release", "state", "digest"
-    );
+    )?;
     for p in &plugins {
-        println!(
+        writeln!(
+            out,
             "{:<20} {:<10} {:>7}  {:<8} {:<14} {}",
             p.name,
             p.version.as_deref().unwrap_or("?"),
@@ -72,7 +77,7 @@ pub fn list(args: ListArgs) -> anyhow::Result<ExitCode> {
             if p.stopped { "stopped" } else { "enabled" },
             &p.digest[..p.digest.len().min(12)],
             p.problem.as_deref().unwrap_or("")
-        );
+        )?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -112,6 +117,10 @@ pub fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
         "journal": journal,
         "store-bytes": crate::management::store::bytes_on_disk(&config.store),
     });
-    println!("{}", serde_json::to_string_pretty(&document)?);
+    writeln!(
+        std::io::stdout().lock(),
+        "{}",
+        serde_json::to_string_pretty(&document)?
+    )?;
     Ok(ExitCode::SUCCESS)
 }
