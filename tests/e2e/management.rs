@@ -603,12 +603,7 @@ fn two_gateways_of_a_group_converge_on_a_new_desired_state_one_of_them_after_bei
         .map(|id| {
             let mut gw = Gateway::prepare(&broker, id, &[], "");
             gw.signed_only(&keyring);
-            edgewise_tests::edit(
-                gw.dir(),
-                "gateway.toml",
-                "plugins = \"plugins\"\n",
-                "plugins = \"plugins\"\ngroup = \"line\"\n",
-            );
+            join_group(&gw, "line");
             Store::open(
                 &gw.dir().join("store"),
                 edgewise_signing::Keyring::from_file(&keyring).expect("keyring"),
@@ -723,12 +718,7 @@ fn fleet_status_watch_shows_a_gateway_that_comes_online() {
     let mut next = || lines.next().and_then(Result::ok).unwrap_or_default();
     assert_eq!(next(), "group line: 0 gateways");
     let mut gw = Gateway::prepare(&broker, "watched-1", &[], "");
-    edgewise_tests::edit(
-        gw.dir(),
-        "gateway.toml",
-        "plugins = \"plugins\"\n",
-        "plugins = \"plugins\"\ngroup = \"line\"\n",
-    );
+    join_group(&gw, "line");
     gw.launch(&broker);
     // The table is printed again at the status: the gateway in it, online.
     loop {
@@ -755,12 +745,7 @@ fn fleet_prune_clears_a_decommissioned_gateway_and_never_an_online_one() {
         .iter()
         .map(|id| {
             let mut gw = Gateway::prepare(&broker, id, &[], "");
-            edgewise_tests::edit(
-                gw.dir(),
-                "gateway.toml",
-                "plugins = \"plugins\"\n",
-                "plugins = \"plugins\"\ngroup = \"line\"\n",
-            );
+            join_group(&gw, "line");
             gw.launch(&broker);
             gw
         })
@@ -1025,6 +1010,16 @@ fn the_operator_tools_speak_tls_with_a_password_and_a_client_certificate() {
         text(&fleet.stdout).contains("group nobody: 0 gateways"),
         "{}",
         text(&fleet.stdout)
+    );
+}
+
+/// Puts the gateway in fleet group `group` (a top-level key: before the `[broker]` table).
+fn join_group(gateway: &Gateway, group: &str) {
+    edgewise_tests::edit(
+        gateway.dir(),
+        "gateway.toml",
+        "plugins = \"plugins\"\n",
+        &format!("plugins = \"plugins\"\ngroup = \"{group}\"\n"),
     );
 }
 
