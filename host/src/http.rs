@@ -16,22 +16,28 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
+use prometheus_client::metrics::gauge::Gauge;
 use tokio::net::TcpListener;
 
 use crate::metrics::Metrics;
 
 /// What `/readyz` reports, as the gateway task last set it.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Health {
-    connected: AtomicBool,
+    /// `edgewise_broker_connected`: the one record of the connection.
+    connected: Gauge,
     journal_full: AtomicBool,
     failed: Mutex<BTreeSet<String>>,
 }
 
 impl Health {
-    /// Whether the gateway is connected to a broker.
-    pub fn set_connected(&self, connected: bool) {
-        self.connected.store(connected, Ordering::Relaxed);
+    /// Readiness over the connection gauge the gateway keeps (`GatewayMetrics::connected`).
+    pub fn new(connected: Gauge) -> Self {
+        Self {
+            connected,
+            journal_full: AtomicBool::new(false),
+            failed: Mutex::new(BTreeSet::new()),
+        }
     }
 
     /// Whether the journal is full (the gateway takes no new messages).
@@ -47,7 +53,7 @@ impl Health {
     /// Why the gateway is not ready; empty when it is.
     pub fn problems(&self) -> Vec<String> {
         let mut problems = Vec::new();
-        if !self.connected.load(Ordering::Relaxed) {
+        if self.connected.get() != 1 {
             problems.push("not connected to a broker".to_owned());
         }
         if self.journal_full.load(Ordering::Relaxed) {
@@ -106,9 +112,10 @@ mod tests {
 
     #[test]
     fn ready_only_when_connected_with_room_and_no_failed_plugin() {
-        let health = Health::default();
+        let connected = Gauge::default();
+        let health = Health::new(connected.clone());
         assert_eq!(health.problems(), ["not connected to a broker"]);
-        health.set_connected(true);
+        connected.set(1);
         assert!(health.problems().is_empty());
         health.set_journal_full(true);
         health.set_failed(BTreeSet::from(["vad".to_owned()]));

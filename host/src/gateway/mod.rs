@@ -163,7 +163,7 @@ impl Gateway {
             (sources.len() as u32 * 2).max(16),
         )?);
         let metrics = Metrics::new();
-        let health = Arc::new(Health::default());
+        let health = Arc::new(Health::new(metrics.gateway().connected));
         if let Some(addr) = config.metrics.listen {
             let listener = TcpListener::bind(addr)
                 .await
@@ -380,7 +380,6 @@ impl Gateway {
     fn on_connected(&mut self) {
         self.backoff.reset();
         self.established = true;
-        self.health.set_connected(true);
         self.gauges.connected.set(1);
         self.service
             .status(&format!("connected to {}", self.link.endpoint()));
@@ -426,7 +425,6 @@ impl Gateway {
     /// session), or the next broker of the list; returns how long to wait first.
     fn on_connection_lost(&mut self, error: &str) -> Duration {
         let broker = self.link.endpoint();
-        self.health.set_connected(false);
         self.gauges.connected.set(0);
         self.service
             .status(&format!("broker {broker} lost; reconnecting"));
