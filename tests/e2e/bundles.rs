@@ -15,7 +15,7 @@ use edgewise_signing::bundle::DEFAULT_MAX_BYTES;
 use edgewise_signing::signature::signed_bytes;
 use edgewise_signing::{Bundle, Keyring, PayloadType, SecretKey};
 use edgewise_tests::mqtt::{Broker, Gateway};
-use edgewise_tests::{copy_plugin, edgewise, message, runtime};
+use edgewise_tests::{copy_plugin, edgewise, message, runtime, text};
 
 fn cli(args: &[&str]) -> Output {
     Command::new(edgewise())
@@ -23,10 +23,6 @@ fn cli(args: &[&str]) -> Output {
         .env("NO_COLOR", "1")
         .output()
         .expect("edgewise runs")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
 }
 
 /// Keys and a keyring trusting `release` for bundles and `operator` for commands.

@@ -2,11 +2,7 @@
 
 use std::process::{Command, Stdio};
 
-use edgewise_tests::{edgewise, pack_example};
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
+use edgewise_tests::{edgewise, pack_example, text};
 
 #[test]
 fn version_names_the_command() {

@@ -537,13 +537,11 @@ fn health_and_readiness_answer_on_the_metrics_listener_with_their_reasons() {
     }
 
     broker.stop();
-    let deadline = std::time::Instant::now() + WAIT;
-    let (code, body) = loop {
-        let (code, body) = http_request(port, "/readyz");
-        if code != 200 || std::time::Instant::now() > deadline {
-            break (code, body);
-        }
-    };
+    let (code, body) =
+        edgewise_tests::eventually(WAIT, "not ready", || match http_request(port, "/readyz") {
+            (200, body) => Err(body),
+            answer => Ok(answer),
+        });
     assert_eq!(code, 503, "{body}");
     assert!(body.contains("not connected to a broker"), "{body}");
     assert_eq!(http_request(port, "/healthz").0, 200, "alive all the same");

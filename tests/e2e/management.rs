@@ -10,7 +10,7 @@ use edgewise_signing::SecretKey;
 use edgewise_signing::bundle::DEFAULT_MAX_BYTES;
 use edgewise_signing::command::{Action, Command as Cmd};
 use edgewise_tests::mqtt::{Broker, Gateway, Subscriber};
-use edgewise_tests::{edgewise, pack_example};
+use edgewise_tests::{edgewise, pack_example, text};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -157,10 +157,6 @@ fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
 }
 
 /// Publishes `lines` on `topic` from a thread, in batches of 10, while the test goes on.
@@ -751,13 +747,12 @@ fn fleet_prune_clears_a_decommissioned_gateway_and_never_an_online_one() {
         })
         .collect();
     gateways[0].kill(); // decommissioned: its last will says offline
-    let deadline = std::time::Instant::now() + WAIT;
-    while !broker
-        .retained("edgewise/old-1/status", Duration::from_secs(1))
-        .is_some_and(|s| s.contains("offline"))
-    {
-        assert!(std::time::Instant::now() < deadline, "no last will");
-    }
+    edgewise_tests::eventually(WAIT, "the last will", || {
+        match broker.retained("edgewise/old-1/status", Duration::from_secs(1)) {
+            Some(status) if status.contains("offline") => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    });
     let broker_url = format!("mqtt://127.0.0.1:{}", broker.port);
     let fleet = |args: &[&str]| {
         Command::new(edgewise())

@@ -4,11 +4,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use edgewise_tests::{edgewise, repo};
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
+use edgewise_tests::{edgewise, repo, text};
 
 #[test]
 fn the_amd64_package_holds_a_working_binary_a_conffile_and_a_hardened_unit_systemd_accepts() {

@@ -14,7 +14,7 @@ use edgewise_signing::command::{Action, Command as Cmd, DesiredState};
 use edgewise_signing::envelope::Envelope;
 use edgewise_signing::{Bundle, Keyring, PayloadType, SecretKey};
 use edgewise_tests::mqtt::{Broker, Gateway, Subscriber, free_port, http_get, sample};
-use edgewise_tests::{edgewise, eventually, pack_example};
+use edgewise_tests::{edgewise, eventually, pack_example, text};
 use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -216,10 +216,6 @@ fn outcome(replies: &Subscriber, id: &str) -> String {
         .map(|(_, p)| p)
         .collect::<Vec<_>>()
         .join("\n")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
 }
 
 #[test]

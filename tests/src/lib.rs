@@ -18,6 +18,11 @@ use edgewise_host::runtime::{Runtime, default_caps};
 use edgewise_host::worker::supervisor::RestartPolicy;
 use edgewise_host::worker::{Message, Worker};
 
+/// A process's output as text (lossy), for assertions and messages.
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
 /// Polls `check` every 50 ms until it gives a value, for up to `within`; panics with `what` and
 /// the last `Err` it gave if it never does. For conditions no event announces (a metric, a
 /// file), never for a fixed wait.
