@@ -538,11 +538,15 @@ impl fmt::Debug for Secret {
 impl Config {
     /// Reads, validates and resolves `path`.
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+        Self::parse(&Self::read_text(path)?, path)
+    }
+
+    /// The text of the config file `path`.
+    pub fn read_text(path: &Path) -> Result<String, ConfigError> {
+        std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
             path: path.to_owned(),
             source,
-        })?;
-        Self::parse(&text, path)
+        })
     }
 
     /// Parses and validates text; relative paths are resolved against `origin`'s directory.
@@ -729,6 +733,24 @@ impl Config {
             .unwrap_or_else(|| format!("edgewise-{}", self.gateway_id))
     }
 
+    /// The top-level keys whose values differ between two texts of a config file and that
+    /// only a restart applies: every key but `settings`, `log` and `log-format`, which a
+    /// reload applies. A text that does not parse has no keys.
+    pub fn needs_restart(before: &str, after: &str) -> Vec<String> {
+        let table = |text: &str| toml::from_str::<toml::Table>(text).unwrap_or_default();
+        let (before, after) = (table(before), table(after));
+        let mut keys: Vec<String> = before
+            .keys()
+            .chain(after.keys())
+            .filter(|key| !matches!(key.as_str(), "settings" | "log" | "log-format"))
+            .filter(|key| before.get(*key) != after.get(*key))
+            .cloned()
+            .collect();
+        keys.sort();
+        keys.dedup();
+        keys
+    }
+
     /// Setting overrides for `plugin`, as text.
     pub fn settings_for(&self, plugin: &str) -> BTreeMap<String, String> {
         self.settings
@@ -842,6 +864,14 @@ mod tests {
             c.caps().time_per_message_ms,
             default_caps().time_per_message_ms
         );
+    }
+
+    #[test]
+    fn a_reload_names_what_only_a_restart_applies() {
+        let before = "gateway-id = \"a\"\nlog = \"info\"\n[broker]\nurl = \"mqtt://x\"\n[settings.t]\nlimit = 1\n";
+        let after = "gateway-id = \"a\"\nlog = \"debug\"\n[broker]\nurl = \"mqtt://y\"\n[settings.t]\nlimit = 2\n[queue]\ncapacity = 8\n";
+        assert_eq!(Config::needs_restart(before, after), ["broker", "queue"]);
+        assert!(Config::needs_restart(before, before).is_empty());
     }
 
     #[test]

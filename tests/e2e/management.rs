@@ -1216,3 +1216,73 @@ fn a_bundle_in_many_chunks_installs_and_a_chunk_of_the_wrong_size_fails_its_upda
         }
     });
 }
+
+#[test]
+fn a_sighup_applies_gateway_toml_settings_and_refuses_a_bad_table_whole() {
+    let mut m = Managed::start("reload", "threshold", &[], "");
+    let replies = m.broker.subscribe(&["edgewise/reload/reply/reload"]);
+    let alerts = m.broker.subscribe(&["alerts/#"]);
+    let reloaded = |edit: &dyn Fn(&str) -> String| {
+        let path = m.gateway.dir().join("gateway.toml");
+        let text = std::fs::read_to_string(&path).expect("gateway.toml");
+        std::fs::write(&path, edit(&text)).expect("gateway.toml");
+        m.gateway.reload();
+        let (_, reply) = replies.next(WAIT).expect("a reply to the reload");
+        reply
+    };
+    // The first alert over two readings says which limit is in force.
+    let first_alert = |device: &str| {
+        let topic = format!("sensors/{device}/reading");
+        m.broker.publish(&topic, br#"{"value": 95}"#, 1);
+        m.broker.publish(&topic, br#"{"value": 120}"#, 1);
+        alerts.next(WAIT).expect("an alert").1
+    };
+    assert!(
+        first_alert("oven").contains("95"),
+        "the manifest's limit, 80"
+    );
+
+    let reply = reloaded(&|text| format!("{text}[settings.threshold]\nlimit = 99\n"));
+    assert!(reply.contains("\"state\":\"live\""), "{reply}");
+    assert!(
+        first_alert("kiln").contains("120"),
+        "limit 99 from gateway.toml"
+    );
+
+    // A table with a key the manifest does not declare is refused whole: the limit stays 99.
+    let reply = reloaded(&|text| text.replace("limit = 99", "limit = 50\nlimt = 50"));
+    assert!(
+        reply.contains("\"state\":\"failed\"")
+            && reply.contains(
+                "`threshold` has no setting `limt`; its manifest declares `hysteresis`, `limit`"
+            ),
+        "{reply}"
+    );
+    assert!(first_alert("dryer").contains("120"), "still limit 99");
+
+    // A file that no longer parses changes nothing, and says where it is broken.
+    let broken = |text: &str| format!("{text}limit = = 1\n");
+    let path = m.gateway.dir().join("gateway.toml");
+    let text = std::fs::read_to_string(&path).expect("gateway.toml");
+    std::fs::write(&path, broken(&text)).expect("gateway.toml");
+    m.gateway.reload();
+    let log = m.gateway.wait_for_log("reload refused, nothing changed");
+    assert!(log.contains("gateway.toml"), "{log}");
+    assert!(first_alert("mixer").contains("120"), "still limit 99");
+
+    // Back to a good file: the typo is fixed, and a changed broker section is named as
+    // needing a restart while the settings apply now.
+    std::fs::write(
+        &path,
+        text.replace("limt = 50\n", "")
+            .replace("reconnect-max-ms = 500", "reconnect-max-ms = 600"),
+    )
+    .expect("gateway.toml");
+    m.gateway.reload();
+    let (_, reply) = replies.next(WAIT).expect("a reply to the reload");
+    assert!(reply.contains("\"state\":\"live\""), "{reply}");
+    assert!(first_alert("press").contains("95"), "limit 50 now");
+    let log = m.gateway.wait_for_log("apply at the next start only");
+    assert!(log.contains("broker"), "{log}");
+    assert!(m.gateway.is_running(), "{log}");
+}

@@ -821,6 +821,15 @@ impl Gateway {
         }
     }
 
+    /// Sends SIGHUP: the gateway reads its gateway.toml again.
+    pub fn reload(&self) {
+        let pid = self.pid().expect("the gateway runs");
+        let sent = Command::new("kill")
+            .args(["-HUP", &pid.to_string()])
+            .status();
+        assert!(sent.is_ok_and(|s| s.success()), "kill -HUP {pid}");
+    }
+
     /// Sends SIGTERM and waits for the exit; true if it exited 0.
     pub fn terminate(&mut self) -> bool {
         let Some(mut child) = self.child.take() else {

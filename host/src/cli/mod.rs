@@ -198,16 +198,17 @@ impl Logging {
     }
 
     /// Switches to the config file's filter (already validated) and format, unless the
-    /// environment set them.
+    /// environment set them; at start and at each reload.
     pub(crate) fn configure(&self, filter: Option<&str>, format: LogFormat) {
-        if let (false, Some(filter)) = (self.filter_from_env, filter)
+        // No `log` key is the default filter (a reload that removes the key goes back to it).
+        let filter = filter.unwrap_or(DEFAULT_LOG);
+        if !self.filter_from_env
             && let Ok(filter) = EnvFilter::try_new(filter)
             && let Err(e) = self.filter.reload(filter)
         {
             tracing::warn!("cannot apply the configured log filter: {e}");
         }
         if !self.format_from_env
-            && format != LogFormat::Text
             && let Err(e) = self.output.reload(output(format))
         {
             tracing::warn!("cannot apply the configured log format: {e}");

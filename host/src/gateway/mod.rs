@@ -110,6 +110,28 @@ pub enum GatewayError {
     },
 }
 
+/// Hands a re-read `gateway.toml` to a running gateway: its plugin settings (see
+/// [`crate::management::settings`]); the rest of the file applies at the next start.
+#[derive(Clone)]
+pub struct Reloader {
+    requests: Sender<Request>,
+}
+
+impl Reloader {
+    /// Applies `config`'s `[settings.<plugin>]` tables to the installed plugins.
+    pub fn reload(&self, config: Config) {
+        if self
+            .requests
+            .send(Request::Reload(Box::new(config)))
+            .is_err()
+        {
+            tracing::warn!(
+                "no store: plugin directories take their settings at start; restart to apply"
+            );
+        }
+    }
+}
+
 /// How often the plugins' vitals are read into the status document.
 const VITALS_PERIOD: Duration = Duration::from_millis(250);
 
@@ -313,6 +335,13 @@ impl Gateway {
             established: false,
             config,
         })
+    }
+
+    /// What hands this gateway a re-read `gateway.toml`.
+    pub fn reloader(&self) -> Reloader {
+        Reloader {
+            requests: self.requests.clone(),
+        }
     }
 
     /// Runs until `shutdown` completes, then stops taking messages, lets each plugin finish

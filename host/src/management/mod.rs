@@ -15,13 +15,14 @@
 //!
 //! Rooms: [`commands`] checks each command, [`reply`] answers it, [`fleet`] applies desired
 //! states, [`keyring`] applies keyring updates and reports how fresh the gateway's trust is,
-//! [`trust`] keeps the counters and the clock documents are judged by, [`store`] keeps the
-//! bundles.
+//! [`settings`] changes plugin settings (`ctl config`, a reload of `gateway.toml`), [`trust`]
+//! keeps the counters and the clock documents are judged by, [`store`] keeps the bundles.
 
 pub mod commands;
 pub mod fleet;
 pub mod keyring;
 pub mod reply;
+pub mod settings;
 pub mod store;
 pub mod trust;
 
@@ -32,7 +33,6 @@ use std::sync::mpsc::RecvTimeoutError;
 use std::time::{Duration, Instant};
 
 use edgewise_signing::command::{Action, Command};
-use edgewise_signing::manifest::Setting;
 use edgewise_signing::{VerifiedBundle, namespace};
 use serde_json::{Value, json};
 use tokio::sync::mpsc::UnboundedSender;
@@ -130,6 +130,8 @@ pub enum Request {
     /// The chunks of bundle `digest` are all in, assembled in this file (in the store's
     /// `incoming/`, not yet verified); or a chunk of it was refused, for this reason.
     Bundle(String, Result<PathBuf, String>),
+    /// `gateway.toml` was read again (SIGHUP): apply its plugin settings.
+    Reload(Box<Config>),
     /// A plugin thread went back to the old version during probation; make the store agree.
     RolledBack {
         /// The plugin.
@@ -246,6 +248,7 @@ impl Manager {
                 Request::Keyring(payload) => self.keyring_update(&payload),
                 Request::TrustReset(payload) => self.trust_reset(&payload),
                 Request::Bundle(digest, assembled) => self.bundle(&digest, assembled),
+                Request::Reload(config) => self.reload(&config),
                 Request::RolledBack {
                     plugin,
                     reason,
@@ -475,48 +478,6 @@ impl Manager {
     }
 
     /// Compiles `bundle` with its settings and runs its `init`.
-    /// Changes `plugin`'s setting overrides: `set` over the ones it has, less `unset`. Every
-    /// key must be one its manifest declares, and the plugin must start with the result; only
-    /// then is it saved, so a refused change leaves the overrides as they were.
-    fn configure(
-        &self,
-        plugin: &str,
-        set: &BTreeMap<String, Setting>,
-        unset: &[String],
-        reply: &Replier,
-        received: Instant,
-    ) -> Result<Change, String> {
-        let (bundle, mut overrides) = self.store.active(plugin).map_err(|e| e.to_string())?;
-        let declared = &bundle.manifest.settings;
-        let unknown: Vec<&str> = set
-            .keys()
-            .chain(unset)
-            .filter(|key| !declared.contains_key(*key))
-            .map(String::as_str)
-            .collect();
-        if !unknown.is_empty() {
-            let known: Vec<&str> = declared.keys().map(String::as_str).collect();
-            return Err(format!(
-                "`{plugin}` has no setting {}; its manifest declares {}",
-                quoted(&unknown),
-                if known.is_empty() {
-                    "none".to_owned()
-                } else {
-                    quoted(&known)
-                }
-            ));
-        }
-        for key in unset {
-            overrides.remove(key);
-        }
-        overrides.extend(set.iter().map(|(k, v)| (k.clone(), v.to_string())));
-        let change = self.prepare(&bundle, &overrides, false, reply, received)?;
-        self.store
-            .set_settings(plugin, &overrides)
-            .map_err(|e| e.to_string())?;
-        Ok(change)
-    }
-
     fn prepare(
         &self,
         bundle: &VerifiedBundle,
@@ -549,15 +510,6 @@ impl Manager {
             received,
         })
     }
-}
-
-/// `a`, `b` as `` `a`, `b` ``.
-fn quoted(names: &[&str]) -> String {
-    names
-        .iter()
-        .map(|n| format!("`{n}`"))
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 /// A bundle as status entries and replies show it.
