@@ -4,6 +4,7 @@
 //! - `bundles`: signed bundles, the author and operator commands, the store, every refusal.
 //! - `gateway`: `edgewise run` against Mosquitto and rumqttd: routing, dead letters, a kill -9.
 //! - `examples`: each example plugin produces the right outputs on real data.
+//! - `fleet_page`: `edgewise fleet serve`'s page, rendered by headless Chromium.
 //! - `sandbox`: a hostile plugin cannot escape or exhaust the host, nor disturb a neighbour.
 //! - `containment`: the same under `edgewise run`, each offender beside a healthy stream.
 //! - `nn`: inference through wasi-nn equals tract called directly, bit for bit.
@@ -44,6 +45,7 @@ mod bundles;
 mod cli;
 mod containment;
 mod examples;
+mod fleet_page;
 mod gateway;
 mod loading;
 mod management;

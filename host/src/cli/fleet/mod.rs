@@ -1,6 +1,9 @@
-//! `edgewise fleet`: what the gateways of a group report (`status`, `--watch`), keeping the
-//! group's desired state fresh (`refresh`), and clearing what decommissioned gateways left
-//! retained (`prune`). Pushing to a group is `edgewise push --group` (ctl.rs).
+//! `edgewise fleet`: what the gateways of a group report (`status`, `--watch`, and a web page
+//! with `serve`), keeping the group's desired state fresh (`refresh`), and clearing what
+//! decommissioned gateways left retained (`prune`). Pushing to a group is `edgewise push
+//! --group` (ctl.rs).
+
+mod serve;
 
 use std::collections::BTreeMap;
 use std::io::Write as _;
@@ -44,6 +47,26 @@ pub enum FleetCommand {
         /// Keep watching: the table again whenever a gateway's status changes, until Ctrl-C.
         #[arg(long)]
         watch: bool,
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// Serve a read-only web page of a group: gateways, plugins, versions and states, the
+    /// roll-out's progress, and gateways gone silent (online, yet no status or metrics within
+    /// --stale-after-s; a gateway's metrics are its heartbeat).
+    #[command(
+        after_help = "Example:\n  edgewise fleet serve --group line --listen 0.0.0.0:9480 --broker mqtts://broker:8883 --ca-file ca.pem\n  then open http://<this host>:9480/"
+    )]
+    Serve {
+        /// The group.
+        #[arg(long)]
+        group: String,
+        /// Where to serve the page (address:port).
+        #[arg(long, default_value = "127.0.0.1:9480")]
+        listen: std::net::SocketAddr,
+        /// Seconds without a status or metrics after which an online gateway is stale (keep
+        /// it above the gateways' `metrics.publish-interval-s`, default 60).
+        #[arg(long, default_value_t = 180)]
+        stale_after_s: u64,
         #[command(flatten)]
         connection: Connection,
     },
@@ -174,6 +197,15 @@ pub fn fleet(command: FleetCommand) -> anyhow::Result<ExitCode> {
             connection,
             ..
         } => return prune(gateway, group, seconds, &connection),
+        FleetCommand::Serve {
+            group,
+            listen,
+            stale_after_s,
+            connection,
+        } => {
+            let stale_after = Duration::from_secs(stale_after_s);
+            return serve::serve(&group, listen, stale_after, &connection);
+        }
     };
     let runtime = current_thread_runtime()?;
     runtime.block_on(async move {
