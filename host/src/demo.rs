@@ -148,6 +148,7 @@ fn install_examples(plugins: &Path, dir: &Path) -> Result<PathBuf, DemoError> {
 /// Starts the embedded broker (rumqttd, MQTT 3.1.1) on `127.0.0.1:port`, on a thread of its
 /// own for the life of the process. rumqttd is strict where Mosquitto is lenient (it drops a
 /// client that acknowledges out of order), which is why the tests run against it too.
+#[cfg(feature = "demo-broker")]
 pub fn start_embedded_broker(port: u16) -> Result<(), DemoError> {
     let config: rumqttd::Config = toml::from_str(&format!(
         r#"
@@ -179,6 +180,16 @@ pub fn start_embedded_broker(port: u16) -> Result<(), DemoError> {
         })
         .map_err(|e| DemoError::Broker(format!("thread: {e}")))?;
     Ok(())
+}
+
+/// Built without the `demo-broker` feature: there is no broker to start.
+#[cfg(not(feature = "demo-broker"))]
+pub fn start_embedded_broker(_port: u16) -> Result<(), DemoError> {
+    Err(DemoError::Broker(
+        "this edgewise was built without its embedded broker (the `demo-broker` feature): \
+         run the demo from a default build (`scripts/demo`)"
+            .into(),
+    ))
 }
 
 async fn wait_for_port(port: u16) -> Result<(), DemoError> {

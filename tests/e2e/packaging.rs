@@ -10,7 +10,8 @@ use edgewise_tests::mqtt::{Broker, free_port, http_get};
 use edgewise_tests::{edgewise, eventually, repo, text};
 
 /// `scripts/package amd64`, built once for the tests of this file, from the binary they run
-/// beside.
+/// beside (the release build: the shipped `dist` one is the same code, linked with LTO, and
+/// would cost CI a second build).
 fn amd64_package() -> &'static Path {
     static DEB: OnceLock<PathBuf> = OnceLock::new();
     DEB.get_or_init(|| {
@@ -22,6 +23,7 @@ fn amd64_package() -> &'static Path {
         let built = Command::new(repo().join("scripts/package"))
             .arg("amd64")
             .env("CARGO_TARGET_DIR", &target_dir)
+            .env("EDGEWISE_PROFILE", "release")
             .output()
             .expect("scripts/package runs");
         assert!(built.status.success(), "{}", text(&built.stderr));

@@ -52,6 +52,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 
     let stdout = io::stdout();
     let mut out = stdout.lock();
+    // The messages alone, not loading and compiling: what a plugin costs per message.
+    let started = std::time::Instant::now();
     let malformed = match args.messages.filter(|p| p.as_os_str() != "-") {
         Some(path) => {
             let file = File::open(&path).with_context(|| format!("opening {}", path.display()))?;
@@ -64,9 +66,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         None => replay(&mut worker, io::stdin().lock(), "<stdin>", &mut out)?,
     };
+    let replay_ms = started.elapsed().as_secs_f64() * 1e3;
     let stats = worker.stats();
     tracing::info!(
         messages = stats.handled + stats.failed,
+        replay_ms = format!("{replay_ms:.1}"),
         handled = stats.handled,
         failed = stats.failed,
         published = stats.published,

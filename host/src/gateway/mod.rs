@@ -310,6 +310,7 @@ impl Gateway {
         tracing::info!(
             gateway = config.gateway_id,
             plugins = slots.len(),
+            plugin_code = compiler.runtime.plugin_code(),
             "gateway starting"
         );
         Ok(Gateway {

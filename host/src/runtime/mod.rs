@@ -107,6 +107,16 @@ impl Runtime {
         &self.engine
     }
 
+    /// How plugin code runs here: compiled to native code by Cranelift (x86-64, aarch64), or
+    /// on the Pulley interpreter (32-bit hosts such as armv7, which Cranelift cannot target).
+    pub fn plugin_code(&self) -> &'static str {
+        if self.engine.is_pulley() {
+            "pulley"
+        } else {
+            "cranelift"
+        }
+    }
+
     /// The linker holding every import a plugin may use.
     pub fn linker(&self) -> &Linker<HostState> {
         &self.linker
@@ -125,6 +135,27 @@ pub fn deadline_ticks(ms: u64) -> u64 {
 }
 
 fn engine_config(caps: &Limits, max_instances: u32) -> Config {
+    let mut config = Config::new();
+    config
+        .epoch_interruption(true)
+        .allocation_strategy(allocation_strategy(caps, max_instances))
+        // Deep recursion traps as a stack overflow long before the host's stack is at risk.
+        .max_wasm_stack(1024 * 1024);
+    // `EDGEWISE_PERF_MAP=1` names plugin functions for `perf` (in /tmp/perf-<pid>.map).
+    if std::env::var_os("EDGEWISE_PERF_MAP").is_some() {
+        config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+    }
+    config
+}
+
+/// On 64-bit hosts, a pool: every instance's slots reserved up front, so a swap or a restart
+/// instantiates in microseconds. A 32-bit host (armv7, where plugins run on Pulley) has 3 GiB
+/// of address space in all, too little for a pool of `max_instances` memories of
+/// `memory-mib` each: there each instance is allocated when it is made.
+fn allocation_strategy(caps: &Limits, max_instances: u32) -> InstanceAllocationStrategy {
+    if cfg!(target_pointer_width = "32") {
+        return InstanceAllocationStrategy::OnDemand;
+    }
     let mut pool = PoolingAllocationConfig::default();
     // A Rust wasm32-wasip2 component holds a few core instances and at most two memories.
     pool.total_component_instances(max_instances)
@@ -133,17 +164,7 @@ fn engine_config(caps: &Limits, max_instances: u32) -> Config {
         .total_tables(max_instances * 4)
         .total_stacks(max_instances)
         .max_memory_size(caps.memory_mib as usize * 1024 * 1024);
-    let mut config = Config::new();
-    config
-        .epoch_interruption(true)
-        .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
-        // Deep recursion traps as a stack overflow long before the host's stack is at risk.
-        .max_wasm_stack(1024 * 1024);
-    // `EDGEWISE_PERF_MAP=1` names plugin functions for `perf` (in /tmp/perf-<pid>.map).
-    if std::env::var_os("EDGEWISE_PERF_MAP").is_some() {
-        config.profiler(wasmtime::ProfilingStrategy::PerfMap);
-    }
-    config
+    InstanceAllocationStrategy::Pooling(pool)
 }
 
 /// Advances the engine's epoch every [`TICK`] until dropped.
