@@ -203,41 +203,37 @@ async fn fleet_json(State(view): State<Shared>) -> impl IntoResponse {
 mod tests {
     use super::*;
 
-    fn status(id: &str, group: &str, state: &str, version: u64, fleet_state: &str) -> Vec<u8> {
-        json!({
+    /// Gateway `id` of `group` retains a status: `state`, at desired `version` in `fleet_state`.
+    fn retain(
+        view: &mut View,
+        id: &str,
+        group: &str,
+        state: &str,
+        version: u64,
+        fleet_state: &str,
+        at: Instant,
+    ) {
+        let status = json!({
             "state": state,
             "gateway": id,
             "fleet": { "group": group, "version": version, "state": fleet_state },
             "plugins": [{ "name": "threshold", "version": "0.1.0", "state": "running" }],
-        })
-        .to_string()
-        .into_bytes()
+        });
+        view.receive(
+            &format!("edgewise/{id}/status"),
+            status.to_string().as_bytes(),
+            at,
+        );
     }
 
     #[test]
     fn a_group_shows_its_members_the_rollout_and_who_went_silent() {
         let start = Instant::now();
         let mut view = View::new("line", Duration::from_secs(60));
-        view.receive(
-            "edgewise/a/status",
-            &status("a", "line", "online", 3, "converged"),
-            start,
-        );
-        view.receive(
-            "edgewise/b/status",
-            &status("b", "line", "online", 3, "applying"),
-            start,
-        );
-        view.receive(
-            "edgewise/c/status",
-            &status("c", "line", "offline", 2, "converged"),
-            start,
-        );
-        view.receive(
-            "edgewise/y/status",
-            &status("y", "yard", "online", 9, "converged"),
-            start,
-        );
+        retain(&mut view, "a", "line", "online", 3, "converged", start);
+        retain(&mut view, "b", "line", "online", 3, "applying", start);
+        retain(&mut view, "c", "line", "offline", 2, "converged", start);
+        retain(&mut view, "y", "yard", "online", 9, "converged", start);
         view.receive("edgewise/z/status", b"not json", start);
         let later = start + Duration::from_secs(90);
         view.receive("edgewise/a/metrics", b"# EOF", later);
@@ -272,11 +268,7 @@ mod tests {
     fn a_pruned_gateway_leaves_the_page() {
         let now = Instant::now();
         let mut view = View::new("line", Duration::from_secs(60));
-        view.receive(
-            "edgewise/a/status",
-            &status("a", "line", "offline", 1, "converged"),
-            now,
-        );
+        retain(&mut view, "a", "line", "offline", 1, "converged", now);
         view.receive("edgewise/a/status", b"", now);
         assert_eq!(view.summary(now)["gateways"], json!([]));
     }
