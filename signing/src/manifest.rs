@@ -22,7 +22,13 @@
 //! memory-mib = 16
 //!
 //! [settings]
-//! threshold = 0.5
+//! threshold = 0.5                   # a default alone: any number is accepted
+//! [settings.window]                 # a declared setting: type, range, what it is for
+//! type = "integer"
+//! default = 16
+//! min = 1
+//! max = 256
+//! description = "readings averaged before the comparison"
 //! ```
 
 use std::collections::BTreeMap;
@@ -104,9 +110,11 @@ pub struct Manifest {
     /// Sandbox limits; each is further capped by the gateway.
     #[serde(default)]
     pub limits: Limits,
-    /// Plugin settings, read by the plugin through `host.config`.
+    /// Plugin settings, read by the plugin through `host.config`: each a default, or a
+    /// declaration with its type, range and description. Every value an operator gives
+    /// (`gateway.toml`, `ctl config`, `replay --set`) is checked against it.
     #[serde(default)]
-    pub settings: BTreeMap<String, Setting>,
+    pub settings: BTreeMap<String, SettingDecl>,
     /// In a bundle's manifest, written by `edgewise pack`: every file of the bundle by path,
     /// with its size and SHA-256. Not written by hand.
     #[serde(default)]
@@ -208,6 +216,184 @@ impl std::fmt::Display for Setting {
             Setting::Float(x) => write!(f, "{x}"),
             Setting::Bool(b) => write!(f, "{b}"),
         }
+    }
+}
+
+/// A setting as the manifest declares it.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(
+    untagged,
+    expecting = "a default value (string, number or boolean) or a table with `default`"
+)]
+pub enum SettingDecl {
+    /// `key = 0.5`: the default; values of its kind are accepted (any number for a number).
+    Default(Setting),
+    /// `[settings.key]`: the default with a type, a range or choices, and a description.
+    Declared(SettingSpec),
+}
+
+/// A declared setting: `[settings.<key>]`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SettingSpec {
+    /// `string`, `integer`, `number` or `bool`; by default the kind of `default`.
+    #[serde(rename = "type")]
+    pub kind: Option<SettingKind>,
+    /// The value when nobody sets one.
+    pub default: Setting,
+    /// The smallest value accepted (numbers).
+    pub min: Option<f64>,
+    /// The largest value accepted (numbers).
+    pub max: Option<f64>,
+    /// The only values accepted (strings).
+    pub choices: Option<Vec<String>>,
+    /// What the setting does, for `edgewise inspect` and refusals.
+    #[serde(default)]
+    pub description: String,
+}
+
+/// What kind of value a setting takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SettingKind {
+    /// Any text.
+    String,
+    /// A whole number (i64).
+    Integer,
+    /// Any finite number.
+    Number,
+    /// `true` or `false`.
+    Bool,
+}
+
+impl std::fmt::Display for SettingKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            SettingKind::String => "string",
+            SettingKind::Integer => "integer",
+            SettingKind::Number => "number",
+            SettingKind::Bool => "bool",
+        })
+    }
+}
+
+impl SettingDecl {
+    /// The value when nobody sets one.
+    pub fn default_value(&self) -> &Setting {
+        match self {
+            SettingDecl::Default(value) => value,
+            SettingDecl::Declared(spec) => &spec.default,
+        }
+    }
+
+    /// The kind of value it takes: declared, or that of the default (a number default takes
+    /// any number, an integer default included: `limit = 80` accepts `80.5`).
+    pub fn kind(&self) -> SettingKind {
+        if let SettingDecl::Declared(SettingSpec {
+            kind: Some(kind), ..
+        }) = self
+        {
+            return *kind;
+        }
+        match self.default_value() {
+            Setting::String(_) => SettingKind::String,
+            Setting::Integer(_) | Setting::Float(_) => SettingKind::Number,
+            Setting::Bool(_) => SettingKind::Bool,
+        }
+    }
+
+    /// What the setting does (empty when undeclared).
+    pub fn description(&self) -> &str {
+        match self {
+            SettingDecl::Default(_) => "",
+            SettingDecl::Declared(spec) => &spec.description,
+        }
+    }
+
+    /// What values it takes, in words: `integer 1..=256`, `one of "a", "b"`, `bool`.
+    pub fn accepts(&self) -> String {
+        let mut text = self.kind().to_string();
+        if let SettingDecl::Declared(spec) = self {
+            match (spec.min, spec.max) {
+                (Some(min), Some(max)) => text.push_str(&format!(" from {min} to {max}")),
+                (Some(min), None) => text.push_str(&format!(" ≥ {min}")),
+                (None, Some(max)) => text.push_str(&format!(" ≤ {max}")),
+                (None, None) => {}
+            }
+            if let Some(choices) = &spec.choices {
+                let quoted: Vec<String> = choices.iter().map(|c| format!("`{c}`")).collect();
+                text = format!("one of {}", quoted.join(", "));
+            }
+        }
+        text
+    }
+
+    /// Checks a value given as text (as every override arrives): `Err` says what is expected.
+    pub fn check(&self, value: &str) -> Result<(), String> {
+        let refuse = || {
+            Err(format!(
+                "`{value}` is not accepted: expected {}",
+                self.accepts()
+            ))
+        };
+        let number = match self.kind() {
+            SettingKind::String => None,
+            SettingKind::Bool => {
+                return if matches!(value, "true" | "false") {
+                    Ok(())
+                } else {
+                    refuse()
+                };
+            }
+            SettingKind::Integer => match value.parse::<i64>() {
+                Ok(n) => Some(n as f64),
+                Err(_) => return refuse(),
+            },
+            SettingKind::Number => match value.parse::<f64>() {
+                Ok(n) if n.is_finite() => Some(n),
+                _ => return refuse(),
+            },
+        };
+        if let SettingDecl::Declared(spec) = self {
+            if let Some(n) = number
+                && (spec.min.is_some_and(|min| n < min) || spec.max.is_some_and(|max| n > max))
+            {
+                return refuse();
+            }
+            if let Some(choices) = &spec.choices
+                && !choices.iter().any(|c| c == value)
+            {
+                return refuse();
+            }
+        }
+        Ok(())
+    }
+
+    /// The declaration's own consistency: a kind that fits its default, a range for numbers
+    /// only and in order, choices for strings only and holding the default.
+    fn validate(&self) -> Result<(), String> {
+        let SettingDecl::Declared(spec) = self else {
+            return Ok(());
+        };
+        let kind = self.kind();
+        let numeric = matches!(kind, SettingKind::Integer | SettingKind::Number);
+        if (spec.min.is_some() || spec.max.is_some()) && !numeric {
+            return Err(format!("`min` and `max` are for numbers, not a {kind}"));
+        }
+        if let (Some(min), Some(max)) = (spec.min, spec.max)
+            && min > max
+        {
+            return Err(format!("`min` {min} is above `max` {max}"));
+        }
+        if spec.choices.is_some() && kind != SettingKind::String {
+            return Err(format!("`choices` are for strings, not a {kind}"));
+        }
+        if spec.choices.as_ref().is_some_and(Vec::is_empty) {
+            return Err("`choices` is empty: no value could be accepted".into());
+        }
+        let default = spec.default.to_string();
+        self.check(&default)
+            .map_err(|problem| format!("the default {problem}"))
     }
 }
 
@@ -352,6 +538,10 @@ impl Manifest {
                 return bad(key, "must be greater than 0".into());
             }
         }
+        for (key, decl) in &self.settings {
+            decl.validate()
+                .or_else(|problem| bad(&format!("settings.{key}"), problem))?;
+        }
         Ok(())
     }
 }
@@ -448,9 +638,86 @@ mod tests {
             m.limits.time_per_message_ms,
             Limits::default().time_per_message_ms
         );
-        assert_eq!(m.settings["threshold"].to_string(), "0.5");
+        assert_eq!(m.settings["threshold"].default_value().to_string(), "0.5");
         assert_eq!(m.subscribe_filters().len(), 2);
         assert_eq!(m.publish_qos, 1);
+    }
+
+    /// GOOD with `decl` as the `[settings.window]` table.
+    fn with_window(decl: &str) -> String {
+        format!("{GOOD}\n[settings.window]\n{decl}\n")
+    }
+
+    #[test]
+    fn a_declared_setting_checks_kind_range_and_choices() {
+        let m = parse(&with_window(
+            "type = \"integer\"\ndefault = 16\nmin = 1\nmax = 256\ndescription = \"readings averaged\"",
+        ))
+        .unwrap_or_else(|e| panic!("{e}"));
+        let window = &m.settings["window"];
+        assert_eq!(window.accepts(), "integer from 1 to 256");
+        assert_eq!(window.description(), "readings averaged");
+        assert_eq!(window.check("32"), Ok(()));
+        for bad in ["0", "257", "16.5", "many", ""] {
+            assert_eq!(
+                window.check(bad),
+                Err(format!(
+                    "`{bad}` is not accepted: expected integer from 1 to 256"
+                ))
+            );
+        }
+        // A default alone takes values of its kind: any number for a number.
+        let threshold = &m.settings["threshold"];
+        assert_eq!(threshold.accepts(), "number");
+        assert_eq!(threshold.check("80.5"), Ok(()));
+        assert!(threshold.check("hot").is_err());
+        assert!(threshold.check("NaN").is_err(), "not a finite number");
+
+        let mode = parse(&with_window(
+            "default = \"fast\"\nchoices = [\"fast\", \"exact\"]",
+        ))
+        .unwrap_or_else(|e| panic!("{e}"));
+        let mode = &mode.settings["window"];
+        assert_eq!(mode.check("exact"), Ok(()));
+        assert_eq!(
+            mode.check("slow"),
+            Err("`slow` is not accepted: expected one of `fast`, `exact`".into())
+        );
+    }
+
+    #[test]
+    fn an_inconsistent_declaration_is_refused_with_its_key() {
+        for (decl, problem) in [
+            (
+                "type = \"integer\"\ndefault = 0.5",
+                "the default `0.5` is not accepted: expected integer",
+            ),
+            (
+                "default = 300\nmax = 256",
+                "the default `300` is not accepted: expected number ≤ 256",
+            ),
+            (
+                "default = 5\nmin = 10\nmax = 1",
+                "`min` 10 is above `max` 1",
+            ),
+            (
+                "default = \"a\"\nmin = 1",
+                "`min` and `max` are for numbers, not a string",
+            ),
+            (
+                "default = 1\nchoices = [\"1\"]",
+                "`choices` are for strings, not a number",
+            ),
+            ("default = \"a\"\nchoices = []", "`choices` is empty"),
+        ] {
+            let err = error_of(&with_window(decl));
+            assert!(
+                err.contains("`settings.window`") && err.contains(problem),
+                "{decl}: {err}"
+            );
+        }
+        let err = error_of(&with_window("default = 1\ndescripton = \"typo\""));
+        assert!(err.contains("settings"), "{err}");
     }
 
     #[test]

@@ -154,6 +154,17 @@ fn an_author_packs_an_operator_verifies_and_installs_and_the_gateway_runs_it_sig
             && shown.contains("[files]"),
         "{shown}"
     );
+    // The settings the manifest declares, with what each accepts.
+    let hysteresis = shown
+        .lines()
+        .find(|l| l.trim_start().starts_with("hysteresis"))
+        .unwrap_or_else(|| panic!("no settings table:\n{shown}"));
+    assert!(
+        hysteresis.contains("number ≥ 0")
+            && hysteresis.contains("default 2")
+            && hysteresis.contains("back to normal only below limit - hysteresis"),
+        "{hysteresis}"
+    );
 
     let stranger = Trust::new();
     let out = cli(&[

@@ -374,8 +374,8 @@ fn a_routing_cycle_between_two_plugins_is_broken_with_a_dead_letter() {
         edgewise_tests::edit(
             &gw.dir().join("plugins/hostile"),
             "plugin.toml",
-            "\"hostile/in/loop\"",
-            "\"hostile/in/loop\", \"sensors/cycle\"",
+            "\"hostile/in/loop\"]",
+            "\"hostile/in/loop\", \"sensors/cycle\"]",
         );
         edgewise_tests::edit(
             &gw.dir().join("plugins/template"),

@@ -253,7 +253,7 @@ fn a_new_version_that_fails_init_is_rolled_back_and_the_stream_never_notices() {
         "hostile",
         &[
             ("release = 1", "release = 2"),
-            ("[limits]", "[settings]\ninit = \"panic\"\n\n[limits]"),
+            ("default = \"ok\"", "default = \"panic\""),
         ],
     );
     let sub = m.broker.subscribe(&["hostile/count"]);
@@ -295,7 +295,10 @@ fn a_new_version_that_traps_on_probation_is_rolled_back_and_its_message_handled_
         "hostile",
         &[
             ("release = 1", "release = 2"),
-            ("[limits]", "[settings]\ntrap-at = 5\n\n[limits]"),
+            (
+                "type = \"integer\"\ndefault = 0\nmin = 0\ndescription = \"trap on this message",
+                "type = \"integer\"\ndefault = 5\nmin = 0\ndescription = \"trap on this message",
+            ),
         ],
     );
     let replies = m.replies();
@@ -483,10 +486,10 @@ fn a_setting_the_plugin_refuses_or_does_not_declare_changes_nothing() {
         assert!(!out.status.success(), "refused: {stdout}");
         assert!(stdout.contains(why), "{why}: {stdout}");
     };
-    // threshold cannot read `hot` as a number: the new version does not start, nothing is saved.
+    // `limit` is a number: `hot` is refused by the manifest's declaration, nothing is saved.
     refused(
         m.ctl(&["config", "threshold", "--set", "limit=hot"]),
-        "failed to start",
+        "setting `limit`: `hot` is not accepted: expected number",
     );
     refused(
         m.ctl(&[

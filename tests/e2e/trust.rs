@@ -591,7 +591,7 @@ fn a_rollback_bundle_goes_in_only_by_a_rollback_command_naming_it() {
     let back_bytes = pack_example(
         "threshold",
         &t.release,
-        &[("limit = 80", "limit = 70")],
+        &[("default = 80.0", "default = 70.0")],
         true,
     );
     std::fs::write(&back, &back_bytes).expect("rollback bundle");

@@ -151,12 +151,29 @@ pub fn inspect(args: InspectArgs) -> anyhow::Result<ExitCode> {
             bundle::sha256_hex(content)
         )?;
     }
-    writeln!(
-        out,
-        "manifest:\n{}",
-        String::from_utf8_lossy(&parsed.manifest)
-    )?;
+    let manifest_text = String::from_utf8_lossy(&parsed.manifest);
+    if let Ok(manifest) = Manifest::parse(&manifest_text, &args.bundle) {
+        writeln!(out, "{}", settings_table(&manifest))?;
+    }
+    writeln!(out, "manifest:\n{manifest_text}")?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The settings a plugin declares: name, what it accepts, default, description.
+fn settings_table(manifest: &Manifest) -> String {
+    if manifest.settings.is_empty() {
+        return "settings: none".into();
+    }
+    let mut table = String::from("settings:");
+    for (key, decl) in &manifest.settings {
+        table.push_str(&format!(
+            "\n  {key:<20} {:<28} default {:<10} {}",
+            decl.accepts(),
+            decl.default_value().to_string(),
+            decl.description()
+        ));
+    }
+    table
 }
 
 pub fn install(args: InstallArgs) -> anyhow::Result<ExitCode> {

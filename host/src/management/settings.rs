@@ -16,6 +16,7 @@ use serde_json::json;
 
 use super::{Change, Manager, Replier};
 use crate::config::Config;
+use crate::runtime::plugin::check_declared;
 
 /// The reply id under which a reload's outcome is published: `edgewise/<gateway>/reply/reload`.
 pub const RELOAD_REPLY: &str = "reload";
@@ -33,8 +34,7 @@ impl Manager {
         received: Instant,
     ) -> Result<Change, String> {
         let (bundle, mut overrides) = self.store.active(plugin).map_err(|e| e.to_string())?;
-        let keys = set.keys().chain(unset);
-        check_declared(plugin, &bundle.manifest.settings, keys)?;
+        check_declared(&bundle.manifest, set.keys().chain(unset))?;
         for key in unset {
             overrides.remove(key);
         }
@@ -92,11 +92,9 @@ impl Manager {
     /// The change that restarts `plugin` with the `[settings.<plugin>]` table now in force.
     fn restart_with_table(&self, plugin: &str, reply: &Replier) -> Result<Change, String> {
         let (bundle, overrides) = self.store.active(plugin).map_err(|e| e.to_string())?;
-        if let Some(table) = self.config.settings.get(plugin) {
-            check_declared(plugin, &bundle.manifest.settings, table.keys())
-                .map_err(|e| format!("gateway.toml: {e}"))?;
-        }
+        // The table's keys and values are checked against the manifest as the plugin loads.
         self.prepare(&bundle, &overrides, false, reply, Instant::now())
+            .map_err(|e| format!("gateway.toml: {e}"))
     }
 }
 
@@ -112,71 +110,16 @@ fn set_table(
     }
 }
 
-/// Refuses keys `plugin`'s manifest does not declare, naming the ones it does.
-fn check_declared<'a>(
-    plugin: &str,
-    declared: &BTreeMap<String, Setting>,
-    keys: impl IntoIterator<Item = &'a String>,
-) -> Result<(), String> {
-    let unknown: Vec<&str> = keys
-        .into_iter()
-        .filter(|key| !declared.contains_key(*key))
-        .map(String::as_str)
-        .collect();
-    if unknown.is_empty() {
-        return Ok(());
-    }
-    let known: Vec<&str> = declared.keys().map(String::as_str).collect();
-    Err(format!(
-        "`{plugin}` has no setting {}; its manifest declares {}",
-        quoted(&unknown),
-        if known.is_empty() {
-            "none".to_owned()
-        } else {
-            quoted(&known)
-        }
-    ))
-}
-
-/// `a`, `b` as `` `a`, `b` ``.
-fn quoted(names: &[&str]) -> String {
-    names
-        .iter()
-        .map(|n| format!("`{n}`"))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn declared() -> BTreeMap<String, Setting> {
-        let manifest = "limit = 80\nhysteresis = 2\n";
-        toml::from_str(manifest).expect("test table")
-    }
-
-    #[test]
-    fn declared_keys_pass() {
-        let keys = ["limit".to_owned()];
-        assert_eq!(check_declared("threshold", &declared(), &keys), Ok(()));
-    }
-
-    #[test]
-    fn an_undeclared_key_is_named_with_the_ones_that_exist() {
-        let keys = ["limt".to_owned(), "limit".to_owned()];
-        let error = check_declared("threshold", &declared(), &keys).expect_err("refused");
-        assert_eq!(
-            error,
-            "`threshold` has no setting `limt`; its manifest declares `hysteresis`, `limit`"
-        );
-    }
-
     #[test]
     fn a_table_set_and_removed_gives_back_the_one_before() {
         let mut tables = BTreeMap::new();
-        assert_eq!(set_table(&mut tables, "t", Some(declared())), None);
-        assert_eq!(set_table(&mut tables, "t", None), Some(declared()));
+        let table: BTreeMap<String, Setting> = toml::from_str("limit = 80").expect("a table");
+        assert_eq!(set_table(&mut tables, "t", Some(table.clone())), None);
+        assert_eq!(set_table(&mut tables, "t", None), Some(table));
         assert!(tables.is_empty());
     }
 }

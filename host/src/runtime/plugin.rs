@@ -71,6 +71,15 @@ pub enum LoadError {
         /// What is missing or extra.
         reason: String,
     },
+    /// A setting given to the plugin is not one its manifest declares, or not a value it
+    /// accepts.
+    #[error("plugin `{plugin}`: {problem}")]
+    Setting {
+        /// The plugin's name.
+        plugin: String,
+        /// Which setting, and what is accepted.
+        problem: String,
+    },
     /// A model could not be loaded.
     #[error("plugin `{plugin}`: {source}")]
     Model {
@@ -112,6 +121,7 @@ impl CompiledPlugin {
         manifest: Manifest,
         settings: &BTreeMap<String, String>,
     ) -> Result<Self, LoadError> {
+        let settings = checked_settings(&manifest, settings)?;
         let path = dir.join(&manifest.component);
         let bytes = std::fs::read(&path).map_err(|source| LoadError::ReadComponent {
             plugin: manifest.name.clone(),
@@ -132,6 +142,7 @@ impl CompiledPlugin {
         cache: Option<&Cache>,
     ) -> Result<Self, LoadError> {
         let manifest = bundle.manifest.clone();
+        let settings = checked_settings(&manifest, settings)?;
         let origin = PathBuf::from(format!("bundle {}", &bundle.digest[..16]));
         let path = origin.join(&manifest.component);
         // Read from the bundle and checked against its pin again (see `VerifiedBundle::file`).
@@ -160,7 +171,7 @@ impl CompiledPlugin {
         component: Component,
         origin: &Path,
         read: &dyn Fn(&Path) -> std::io::Result<Vec<u8>>,
-        settings: &BTreeMap<String, String>,
+        settings: BTreeMap<String, String>,
     ) -> Result<Self, LoadError> {
         let plugin = manifest.name.clone();
         let world_error = |e: wasmtime::Error| LoadError::World {
@@ -179,18 +190,12 @@ impl CompiledPlugin {
                 source,
             })?;
 
-        let mut merged: BTreeMap<String, String> = manifest
-            .settings
-            .iter()
-            .map(|(k, v)| (k.clone(), v.to_string()))
-            .collect();
-        merged.extend(settings.iter().map(|(k, v)| (k.clone(), v.clone())));
         let name: Arc<str> = plugin.as_str().into();
         let counters = Arc::new(OnceLock::new());
         let grants = Grants {
             name: name.clone(),
             publish: manifest.publish_filters().into(),
-            settings: Arc::new(merged),
+            settings: Arc::new(settings),
             limits,
             log: PluginLog::new(name, counters.clone()),
             refusals: Arc::default(),
@@ -256,6 +261,62 @@ impl CompiledPlugin {
     }
 }
 
+/// The settings the plugin runs with: its manifest's defaults with `overrides` over them, as
+/// text. Every override must be a setting the manifest declares, with a value it accepts.
+fn checked_settings(
+    manifest: &Manifest,
+    overrides: &BTreeMap<String, String>,
+) -> Result<BTreeMap<String, String>, LoadError> {
+    let refuse = |problem| LoadError::Setting {
+        plugin: manifest.name.clone(),
+        problem,
+    };
+    check_declared(manifest, overrides.keys()).map_err(refuse)?;
+    let mut settings: BTreeMap<String, String> = manifest
+        .settings
+        .iter()
+        .map(|(key, decl)| (key.clone(), decl.default_value().to_string()))
+        .collect();
+    for (key, value) in overrides {
+        if let Some(decl) = manifest.settings.get(key) {
+            decl.check(value)
+                .map_err(|problem| refuse(format!("setting `{key}`: {problem}")))?;
+        }
+        settings.insert(key.clone(), value.clone());
+    }
+    Ok(settings)
+}
+
+/// Refuses keys `manifest` does not declare in `[settings]`, naming the ones it does.
+pub fn check_declared<'a>(
+    manifest: &Manifest,
+    keys: impl IntoIterator<Item = &'a String>,
+) -> Result<(), String> {
+    let quoted = |names: Vec<&str>| {
+        let names: Vec<String> = names.iter().map(|n| format!("`{n}`")).collect();
+        names.join(", ")
+    };
+    let unknown: Vec<&str> = keys
+        .into_iter()
+        .filter(|key| !manifest.settings.contains_key(*key))
+        .map(String::as_str)
+        .collect();
+    if unknown.is_empty() {
+        return Ok(());
+    }
+    let known: Vec<&str> = manifest.settings.keys().map(String::as_str).collect();
+    Err(format!(
+        "`{}` has no setting {}; its manifest declares {}",
+        manifest.name,
+        quoted(unknown),
+        if known.is_empty() {
+            "none".to_owned()
+        } else {
+            quoted(known)
+        }
+    ))
+}
+
 fn compile(
     runtime: &Runtime,
     plugin: &str,
@@ -279,4 +340,60 @@ fn compile(
 /// and layer.
 fn is_core_module(bytes: &[u8]) -> bool {
     bytes.starts_with(b"\0asm\x01\0\0\0")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manifest() -> Manifest {
+        let text = "name = \"threshold\"\nversion = \"0.1.0\"\napi = \"0.1\"\ncomponent = \"p.wasm\"\nsubscribe = [\"a/b\"]\n[settings]\nlimit = 80\n[settings.mode]\ndefault = \"above\"\nchoices = [\"above\", \"below\"]\n";
+        Manifest::parse(text, Path::new("plugin.toml")).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn overrides(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn overrides_go_over_the_defaults() {
+        let settings = checked_settings(&manifest(), &overrides(&[("limit", "90.5")]))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(settings, overrides(&[("limit", "90.5"), ("mode", "above")]));
+    }
+
+    #[test]
+    fn an_undeclared_key_is_named_with_the_ones_that_exist() {
+        let error = checked_settings(&manifest(), &overrides(&[("limt", "1"), ("limit", "2")]))
+            .map(|_| ())
+            .expect_err("refused");
+        assert_eq!(
+            error.to_string(),
+            "plugin `threshold`: `threshold` has no setting `limt`; its manifest declares `limit`, `mode`"
+        );
+    }
+
+    #[test]
+    fn a_value_the_declaration_does_not_accept_is_refused_with_what_it_does() {
+        for (key, value, expected) in [
+            (
+                "limit",
+                "hot",
+                "setting `limit`: `hot` is not accepted: expected number",
+            ),
+            (
+                "mode",
+                "sideways",
+                "setting `mode`: `sideways` is not accepted: expected one of `above`, `below`",
+            ),
+        ] {
+            let error = checked_settings(&manifest(), &overrides(&[(key, value)]))
+                .map(|_| ())
+                .expect_err("refused");
+            assert_eq!(error.to_string(), format!("plugin `threshold`: {expected}"));
+        }
+    }
 }
