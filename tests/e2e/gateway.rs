@@ -769,3 +769,31 @@ fn mqtt_5_carries_messages_and_keeps_the_session_across_a_kill() {
         gw.log()
     );
 }
+
+#[test]
+fn a_setting_in_gateway_toml_the_manifest_does_not_accept_fails_that_plugin_alone() {
+    let broker = Broker::start();
+    let gateway = Gateway::start(
+        &broker,
+        "bad-setting",
+        &["threshold", "template"],
+        "[settings.threshold]\nlimit = \"hot\"\n",
+    );
+    let status = broker
+        .retained("edgewise/bad-setting/status", WAIT)
+        .expect("a status");
+    assert!(
+        status.contains("\"state\":\"failed\"")
+            && status.contains("setting `limit`: `hot` is not accepted: expected number"),
+        "{status}\n{}",
+        gateway.log()
+    );
+    // The neighbour runs.
+    let echoes = broker.subscribe(&["echo/#"]);
+    broker.publish("sensors/line", b"still here", 1);
+    let (topic, payload) = echoes.next(WAIT).expect("template echoes");
+    assert_eq!(
+        (topic.as_str(), payload.as_str()),
+        ("echo/sensors/line", "still here")
+    );
+}
