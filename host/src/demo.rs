@@ -97,7 +97,7 @@ pub async fn run(
         tokio::spawn(play_oven(port)),
         tokio::spawn(play_pumps(
             port,
-            plugins.join("vibration-fault/model/heldout.jsonl"),
+            plugins.join("vibration-fault/eval/heldout.jsonl"),
         )),
         tokio::spawn(play_audio(
             port,

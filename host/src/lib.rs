@@ -24,7 +24,8 @@
 //! enforces deadlines; a [`CompiledPlugin`](runtime::plugin::CompiledPlugin) is one plugin
 //! checked, compiled and linked once, with its models loaded: from a signed bundle verified by
 //! the [`store`](management::store), or in development from a plain directory. [`management`]
-//! carries out signed commands and fleet roll-outs off the message path.
+//! carries out signed commands and fleet roll-outs off the message path, and [`evaluate`]
+//! runs a plugin over its labelled evaluation set and judges the gates an update must pass.
 
 pub mod capability;
 pub mod cli;
@@ -32,6 +33,7 @@ pub mod clock;
 pub mod config;
 pub mod demo;
 pub mod durable_file;
+pub mod evaluate;
 pub mod gateway;
 pub mod http;
 pub mod management;

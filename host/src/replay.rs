@@ -5,6 +5,8 @@
 //! any other JSON value (sent as its JSON text), or `{"topic": "t", "payload_base64": "..."}`
 //! for binary payloads; `received_at_ms` is optional. Each output line is
 //! `{"topic": "t", "payload": "text"}`, or `payload_base64` when the payload is not UTF-8.
+//! An `expect` member (an evaluation set's label, see [`crate::evaluate`]) is allowed and
+//! ignored.
 //! A malformed line is reported with its line number and skipped; the rest still run.
 
 use std::io::{self, BufRead, Write};
@@ -24,6 +26,9 @@ struct Line {
     payload: Option<serde_json::Value>,
     payload_base64: Option<String>,
     received_at_ms: Option<u64>,
+    /// What the message should produce, in an evaluation set (see `evaluate`); replay
+    /// ignores it, so an evaluation set replays as it is.
+    expect: Option<serde_json::Value>,
 }
 
 /// Replays every line of `input` (named `source` in errors) through `worker`, writing
@@ -42,7 +47,7 @@ pub fn replay(
             continue;
         }
         let msg = match parse_line(&line) {
-            Ok(msg) => msg,
+            Ok((msg, _expect)) => msg,
             Err(problem) => {
                 tracing::error!("{source}:{}: {problem}; line skipped", number + 1);
                 malformed += 1;
@@ -60,7 +65,8 @@ pub fn replay(
     Ok(malformed)
 }
 
-fn parse_line(line: &str) -> Result<Message, String> {
+/// One line as a message and what it should produce, or what is wrong with it.
+pub(crate) fn parse_line(line: &str) -> Result<(Message, Option<serde_json::Value>), String> {
     let line: Line =
         serde_json::from_str(line).map_err(|e| format!("not a message object: {e}"))?;
     let payload = match (line.payload, line.payload_base64) {
@@ -76,11 +82,12 @@ fn parse_line(line: &str) -> Result<Message, String> {
     if let Err(e) = edgewise_signing::topic::validate_name(&line.topic) {
         return Err(format!("`topic` {:?}: {e}", line.topic));
     }
-    Ok(Message {
+    let message = Message {
         topic: line.topic,
         payload,
         received_at_ms,
-    })
+    };
+    Ok((message, line.expect))
 }
 
 fn render(publish: &Publish) -> serde_json::Value {
@@ -99,15 +106,15 @@ mod tests {
     #[test]
     fn payloads_come_as_text_json_or_base64() {
         assert_eq!(
-            parse_line(r#"{"topic":"a","payload":"hi"}"#).map(|m| m.payload),
+            parse_line(r#"{"topic":"a","payload":"hi"}"#).map(|(m, _)| m.payload),
             Ok(b"hi".to_vec())
         );
         assert_eq!(
-            parse_line(r#"{"topic":"a","payload":{"t":1}}"#).map(|m| m.payload),
+            parse_line(r#"{"topic":"a","payload":{"t":1}}"#).map(|(m, _)| m.payload),
             Ok(br#"{"t":1}"#.to_vec())
         );
         assert_eq!(
-            parse_line(r#"{"topic":"a","payload_base64":"AAE="}"#).map(|m| m.payload),
+            parse_line(r#"{"topic":"a","payload_base64":"AAE="}"#).map(|(m, _)| m.payload),
             Ok(vec![0, 1])
         );
     }

@@ -543,6 +543,7 @@ pub fn pack(
     }
     let mut paths: Vec<String> = std::iter::once(&manifest.component)
         .chain(manifest.models.iter().map(|m| &m.file))
+        .chain(manifest.evaluate.iter().flat_map(|e| &e.data))
         .filter_map(|p| canonical(p))
         .collect();
     paths.sort();

@@ -7,6 +7,7 @@
 pub mod bundle;
 pub mod command;
 pub mod envelope;
+pub mod evaluate;
 pub mod keyring;
 pub mod manifest;
 pub mod namespace;

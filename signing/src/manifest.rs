@@ -29,6 +29,12 @@
 //! min = 1
 //! max = 256
 //! description = "readings averaged before the comparison"
+//!
+//! [evaluate]                        # optional: see `evaluate` and docs/evaluation.md
+//! data = ["eval/heldout.jsonl"]
+//! kind = "classification"
+//! label = "/class"
+//! gates = ["accuracy >= 0.9"]
 //! ```
 
 use std::collections::BTreeMap;
@@ -37,6 +43,7 @@ use std::path::{Component, Path, PathBuf};
 use semver::{Version, VersionReq};
 use serde::Deserialize;
 
+use crate::evaluate::Evaluate;
 use crate::namespace;
 use crate::topic::{self, TopicFilter};
 
@@ -115,6 +122,9 @@ pub struct Manifest {
     /// (`gateway.toml`, `ctl config`, `replay --set`) is checked against it.
     #[serde(default)]
     pub settings: BTreeMap<String, SettingDecl>,
+    /// The evaluation set the plugin ships and the gates an update must pass (see
+    /// [`crate::evaluate`]).
+    pub evaluate: Option<Evaluate>,
     /// In a bundle's manifest, written by `edgewise pack`: every file of the bundle by path,
     /// with its size and SHA-256. Not written by hand.
     #[serde(default)]
@@ -541,6 +551,12 @@ impl Manifest {
         for (key, decl) in &self.settings {
             decl.validate()
                 .or_else(|problem| bad(&format!("settings.{key}"), problem))?;
+        }
+        if let Some(evaluate) = &self.evaluate {
+            evaluate.validate()?;
+            for (i, file) in evaluate.data.iter().enumerate() {
+                relative_path(&format!("evaluate.data[{i}]"), file)?;
+            }
         }
         Ok(())
     }

@@ -34,7 +34,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use edgewise_tests::mqtt::{Broker, Gateway, free_port, http_get};
-use edgewise_tests::{model_file, repo, wav_pcm};
+use edgewise_tests::{eval_set, repo, wav_pcm};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use tokio::sync::mpsc;
 
@@ -430,15 +430,14 @@ async fn main() {
     }
 
     println!("\ninference (vibration-fault, 512-sample windows), flood of {INFERENCE_FLOOD}:");
-    let windows: Vec<Vec<u8>> =
-        std::fs::read_to_string(model_file("vibration-fault", "heldout.jsonl"))
-            .expect("held-out windows")
-            .lines()
-            .map(|l| {
-                let v: serde_json::Value = serde_json::from_str(l).expect("JSON line");
-                v["payload"].to_string().into_bytes()
-            })
-            .collect();
+    let windows: Vec<Vec<u8>> = std::fs::read_to_string(eval_set("vibration-fault"))
+        .expect("held-out windows")
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).expect("JSON line");
+            v["payload"].to_string().into_bytes()
+        })
+        .collect();
     let window = |i: usize| windows[i % windows.len()].clone();
     let mut python_rss = (f64::NAN, f64::NAN);
     let (mut edgewise_rates, mut python_rates) = (Vec::new(), Vec::new());

@@ -1,6 +1,6 @@
 //! The example plugins, each checked on real data through `edgewise replay`.
 
-use edgewise_tests::{model_file, plugin_dir, replay, replay_line, repo, wav_pcm};
+use edgewise_tests::{eval_set, model_file, plugin_dir, replay, replay_line, repo, wav_pcm};
 use serde_json::{Value, json};
 
 fn reading(sensor: &str, value: f64) -> String {
@@ -70,8 +70,7 @@ fn template_republishes_under_its_prefix() {
 
 #[test]
 fn vibration_fault_accuracy_through_the_plugin_matches_the_training_script() {
-    let heldout = std::fs::read_to_string(model_file("vibration-fault", "heldout.jsonl"))
-        .expect("held-out data");
+    let heldout = std::fs::read_to_string(eval_set("vibration-fault")).expect("held-out data");
     let report: Value = serde_json::from_slice(
         &std::fs::read(model_file("vibration-fault", "report.json")).expect("report"),
     )

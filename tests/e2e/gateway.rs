@@ -218,10 +218,7 @@ on_both_brokers! {
         let sub = broker.subscribe(&["edgewise/counted/metrics", "plant/+/vibration/diagnosis"]);
         // Each `loop` holds the plugin for its 200 ms deadline: six at once overflow a queue of one.
         broker.publish_lines("hostile/in/x", &vec!["loop".to_owned(); 6]);
-        let window = std::fs::read_to_string(edgewise_tests::model_file(
-            "vibration-fault",
-            "heldout.jsonl",
-        ))
+        let window = std::fs::read_to_string(edgewise_tests::eval_set("vibration-fault"))
         .expect("held-out data");
         let first: serde_json::Value =
             serde_json::from_str(window.lines().next().expect("a window")).expect("JSON line");

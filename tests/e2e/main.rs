@@ -4,6 +4,8 @@
 //! - `bundles`: signed bundles, the author and operator commands, the store, every refusal.
 //! - `gateway`: `edgewise run` against Mosquitto and rumqttd: routing, dead letters, a kill -9.
 //! - `examples`: each example plugin produces the right outputs on real data.
+//! - `evaluation`: `edgewise eval` on the examples' evaluation sets, and the gateway's gate
+//!   refusing or passing an update under a live stream.
 //! - `fleet_page`: `edgewise fleet serve`'s page, rendered by headless Chromium.
 //! - `sandbox`: a hostile plugin cannot escape or exhaust the host, nor disturb a neighbour.
 //! - `containment`: the same under `edgewise run`, each offender beside a healthy stream.
@@ -44,6 +46,7 @@ mod authoring;
 mod bundles;
 mod cli;
 mod containment;
+mod evaluation;
 mod examples;
 mod fleet_page;
 mod gateway;

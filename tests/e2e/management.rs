@@ -15,9 +15,9 @@ use edgewise_tests::{edgewise, pack_example, text};
 const WAIT: Duration = Duration::from_secs(30);
 
 /// A gateway run from its store, with `plugin` v1 installed, and the keys that manage it.
-struct Managed {
-    broker: Broker,
-    gateway: Gateway,
+pub(crate) struct Managed {
+    pub(crate) broker: Broker,
+    pub(crate) gateway: Gateway,
     release: SecretKey,
     operator: SecretKey,
     work: tempfile::TempDir,
@@ -26,7 +26,7 @@ struct Managed {
 }
 
 impl Managed {
-    fn start(id: &str, plugin: &str, changes: &[(&str, &str)], extra: &str) -> Managed {
+    pub(crate) fn start(id: &str, plugin: &str, changes: &[(&str, &str)], extra: &str) -> Managed {
         let mut m = Self::prepare(id, plugin, changes, extra);
         m.gateway.launch(&m.broker);
         m
@@ -91,14 +91,14 @@ impl Managed {
     }
 
     /// Writes a bundle of `plugin` with `changes` and returns its path.
-    fn bundle(&self, name: &str, plugin: &str, changes: &[(&str, &str)]) -> PathBuf {
+    pub(crate) fn bundle(&self, name: &str, plugin: &str, changes: &[(&str, &str)]) -> PathBuf {
         let path = self.work.path().join(name);
         std::fs::write(&path, pack_example(plugin, &self.release, changes, false)).expect("bundle");
         path
     }
 
     /// `edgewise push <bundle>` to this gateway.
-    fn push(&self, bundle: &Path) -> Output {
+    pub(crate) fn push(&self, bundle: &Path) -> Output {
         self.cli(&[
             "push",
             &bundle.to_string_lossy(),
@@ -108,7 +108,7 @@ impl Managed {
     }
 
     /// `edgewise ctl <gateway> <args>`.
-    fn ctl(&self, args: &[&str]) -> Output {
+    pub(crate) fn ctl(&self, args: &[&str]) -> Output {
         let mut all = vec!["ctl", self.gateway.id.as_str()];
         all.extend(args);
         self.cli(&all)

@@ -83,6 +83,22 @@ pub fn model_file(plugin: &str, file: &str) -> PathBuf {
     path
 }
 
+/// The labelled evaluation set an example plugin ships (`eval/` in its directory), checked
+/// to exist: vibration-fault's is made with its model.
+pub fn eval_set(plugin: &str) -> PathBuf {
+    let path = match plugin {
+        "vibration-fault" => "eval/heldout.jsonl",
+        _ => "eval/speech.jsonl",
+    };
+    let path = plugin_dir(plugin).join(path);
+    assert!(
+        path.is_file(),
+        "{} is missing: run scripts/prepare-models",
+        path.display()
+    );
+    path
+}
+
 /// A copy of example plugin `name` in a temporary directory, to be altered by a test.
 pub fn copy_plugin(name: &str) -> tempfile::TempDir {
     let from = plugin_dir(name);

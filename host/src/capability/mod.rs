@@ -119,6 +119,7 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> Result<()> {
 pub struct MemoryCap {
     max_bytes: usize,
     hit: bool,
+    peak: usize,
 }
 
 impl MemoryCap {
@@ -127,7 +128,14 @@ impl MemoryCap {
         Self {
             max_bytes,
             hit: false,
+            peak: 0,
         }
+    }
+
+    /// The largest linear memory the instance has had, in bytes (what `edgewise eval`
+    /// reports as peak memory).
+    pub fn peak_bytes(&self) -> usize {
+        self.peak
     }
 
     /// Whether the instance tried to grow a memory past the cap since the last [`MemoryCap::clear`].
@@ -156,6 +164,9 @@ impl ResourceLimiter for MemoryCap {
     ) -> Result<bool> {
         let allowed = desired <= self.max_bytes;
         self.hit |= !allowed;
+        if allowed {
+            self.peak = self.peak.max(desired);
+        }
         Ok(allowed)
     }
 

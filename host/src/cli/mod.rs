@@ -8,6 +8,7 @@ mod author;
 mod bundle;
 mod ctl;
 mod demo;
+mod eval;
 mod fleet;
 mod inventory;
 mod keygen;
@@ -46,6 +47,7 @@ enum Command {
     Run(run::Args),
     Demo(demo::Args),
     Replay(replay::Args),
+    Eval(eval::Args),
     New(author::NewArgs),
     Build(author::BuildArgs),
     Keygen(keygen::Args),
@@ -85,6 +87,7 @@ pub fn main() -> ExitCode {
         Command::Run(args) => run::run(args, &logging),
         Command::Demo(args) => demo::run(args),
         Command::Replay(args) => replay::run(args),
+        Command::Eval(args) => eval::run(args),
         Command::New(args) => author::new(args),
         Command::Build(args) => author::build(args),
         Command::Keygen(args) => keygen::run(args),

@@ -33,7 +33,7 @@ pub struct Args {
     settings: Vec<(String, String)>,
 }
 
-fn parse_setting(s: &str) -> Result<(String, String), String> {
+pub(super) fn parse_setting(s: &str) -> Result<(String, String), String> {
     let (key, value) = s
         .split_once('=')
         .ok_or_else(|| format!("`{s}` is not KEY=VALUE"))?;

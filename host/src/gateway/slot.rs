@@ -36,8 +36,9 @@ pub struct Options {
 
 /// Where a plugin comes from.
 pub enum Source {
-    /// A verified signed bundle from the store, with an operator's setting overrides.
-    Bundle(Box<VerifiedBundle>, BTreeMap<String, String>),
+    /// A verified signed bundle from the store, with an operator's setting overrides and the
+    /// results of the evaluation gate it passed here, if it was gated.
+    Bundle(Box<VerifiedBundle>, BTreeMap<String, String>, Option<Value>),
     /// An unsigned plugin directory (development).
     Directory(PathBuf),
 }
@@ -156,7 +157,8 @@ pub fn plugin_sources(config: &Config, options: Options) -> Result<Sources, Gate
                 match loaded.bundle {
                     Ok(bundle) => {
                         names.push(loaded.plugin);
-                        let source = Source::Bundle(Box::new(bundle), loaded.settings);
+                        let evaluation = store.evaluation(&bundle.digest);
+                        let source = Source::Bundle(Box::new(bundle), loaded.settings, evaluation);
                         sources.push((source, loaded.stopped));
                     }
                     Err(error) => {
@@ -228,7 +230,7 @@ pub fn load_plugin(
     metrics: &Arc<Metrics>,
 ) -> Result<(Worker, Value), (String, Value)> {
     let label = match &source {
-        Source::Bundle(bundle, _) => bundle.manifest.name.clone(),
+        Source::Bundle(bundle, ..) => bundle.manifest.name.clone(),
         Source::Directory(dir) => dir_name(dir),
     };
     let failed = |error: String| {
@@ -239,13 +241,17 @@ pub fn load_plugin(
         )
     };
     let (plugin, origin) = match source {
-        Source::Bundle(bundle, overrides) => {
+        Source::Bundle(bundle, overrides, evaluation) => {
             let mut settings = config.settings_for(&bundle.manifest.name);
             settings.extend(overrides);
             let plugin = compiler
                 .plugin(&bundle, &settings)
                 .map_err(|e| failed(e.to_string()))?;
-            (plugin, crate::management::describe(&bundle))
+            let mut origin = crate::management::describe(&bundle);
+            if let (Some(o), Some(e)) = (origin.as_object_mut(), evaluation) {
+                o.insert("evaluation".into(), e);
+            }
+            (plugin, origin)
         }
         Source::Directory(dir) => {
             let manifest =

@@ -179,7 +179,7 @@ impl Manager {
                 Err(Unfinished::Failed(reason)) => {
                     reply.send("failed", json!({ "reason": reason }))
                 }
-                Err(Unfinished::Answered) => {}
+                Err(Unfinished::Answered(_)) => {}
             }
         }
         let Some((desired, reply)) = rollout else {
@@ -203,10 +203,7 @@ impl Manager {
                 self.finish_if_done();
             }
             Err(unfinished) => {
-                let error = match unfinished {
-                    Unfinished::Failed(reason) => reason,
-                    Unfinished::Answered => "the new version was rolled back".into(),
-                };
+                let (Unfinished::Failed(error) | Unfinished::Answered(error)) = unfinished;
                 self.rollout = None;
                 self.report(Some(&desired), "failed", Some(error));
             }

@@ -13,6 +13,9 @@
 //! Replies go to `edgewise/<gateway>/reply/<id>`: `received`, `verified`, `staged`, `live`,
 //! `rolled-back`, `failed`, `refused`, or `done` with the result.
 //!
+//! An update whose bundle ships an evaluation set passes its [`gate`] first: the new version
+//! runs over the set on this thread, beside the running version, before anything is installed.
+//!
 //! Rooms: [`commands`] checks each command, [`reply`] answers it, [`fleet`] applies desired
 //! states, [`keyring`] applies keyring updates and reports how fresh the gateway's trust is,
 //! [`settings`] changes plugin settings (`ctl config`, a reload of `gateway.toml`), [`trust`]
@@ -20,6 +23,7 @@
 
 pub mod commands;
 pub mod fleet;
+pub mod gate;
 pub mod keyring;
 pub mod reply;
 pub mod settings;
@@ -40,12 +44,13 @@ use tokio::sync::mpsc::UnboundedSender;
 use self::commands::{Checked, CommandLog};
 use self::fleet::Rollout;
 pub use self::reply::Replier;
-use self::store::{Admit, Installed, Store};
+use self::store::{Admit, Store};
 use self::trust::Trust;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::mqtt::{Link, Response};
 use crate::runtime::Compiler;
+use crate::runtime::plugin::CompiledPlugin;
 use crate::worker::Worker;
 use crate::worker::thread::Progress;
 
@@ -147,8 +152,9 @@ pub enum Request {
 pub(crate) enum Unfinished {
     /// It failed for this reason, not yet told.
     Failed(String),
-    /// Its outcome was already answered (it changed nothing, or was rolled back).
-    Answered,
+    /// Its outcome, said here, was already answered (it changed nothing, was rolled back, or
+    /// its gate refused it).
+    Answered(String),
 }
 
 /// Carries out commands that change plugins, on its own thread.
@@ -297,7 +303,7 @@ impl Manager {
                     let admit = Admit::Rollback(&digest);
                     match self.update(bundle, None, &reply, received, admit, Some(&plugin)) {
                         Ok(change) => Ok(change),
-                        Err(Unfinished::Answered) => return,
+                        Err(Unfinished::Answered(_)) => return,
                         Err(Unfinished::Failed(reason)) => Err(reason),
                     }
                 }
@@ -431,30 +437,44 @@ impl Manager {
         }
         reply.send("verified", json!({ "bundle": describe(&verified) }));
         let plugin = verified.manifest.name.clone();
-        let installed = match staged {
-            Some(staged) => self.store.install_staged(&verified, staged, admit),
-            None => self.store.reinstate(&verified, admit),
-        };
-        match installed.map_err(|e| Unfinished::Failed(e.to_string()))? {
-            Installed::AlreadyActive { .. } => {
-                // The same bundle again changes nothing, and that is not an error.
-                let note = format!(
-                    "{} is already the running bundle of `{plugin}`",
-                    verified.digest
-                );
-                reply.send("done", json!({ "unchanged": note }));
-                return Err(Unfinished::Answered);
-            }
-            Installed::Activated { .. } => {
-                reply.send("staged", json!({ "digest": verified.digest }))
-            }
+        let fresh = self
+            .store
+            .admission(&verified, admit)
+            .map_err(|e| Unfinished::Failed(e.to_string()))?;
+        if !fresh {
+            // The same bundle again changes nothing, and that is not an error.
+            let note = format!(
+                "{} is already the running bundle of `{plugin}`",
+                verified.digest
+            );
+            reply.send("done", json!({ "unchanged": note.clone() }));
+            return Err(Unfinished::Answered(note));
         }
         let overrides = self
             .store
             .active(&plugin)
             .map(|(_, s)| s)
             .unwrap_or_default();
-        match self.prepare(&verified, &overrides, true, reply, received) {
+        let compiled = self.compile(&verified, &overrides).map(Arc::new);
+        // Only an update is gated: a rollback an operator asks for goes back to what ran.
+        let evaluation = match (&compiled, admit) {
+            (Ok(candidate), Admit::Update) => self.gate(&verified, candidate, reply)?,
+            _ => None,
+        };
+        let installed = match staged {
+            Some(staged) => self.store.install_staged(&verified, staged, admit),
+            None => self.store.reinstate(&verified, admit),
+        };
+        installed.map_err(|e| Unfinished::Failed(e.to_string()))?;
+        reply.send("staged", json!({ "digest": verified.digest }));
+        if let Some(evaluation) = &evaluation
+            && let Err(e) = self.store.save_evaluation(&verified.digest, evaluation)
+        {
+            tracing::warn!("the gate's results of {plugin} are not kept: {e}");
+        }
+        let started = compiled
+            .and_then(|plugin| self.start(plugin, &verified, evaluation, true, reply, received));
+        match started {
             Ok(change) => Ok(change),
             Err(reason) => {
                 // The new version never ran: the store goes back to what runs.
@@ -472,12 +492,15 @@ impl Manager {
                     "rolled-back",
                     json!({ "reason": reason, "running": back.unwrap_or_else(|e| json!(e.to_string())) }),
                 );
-                Err(Unfinished::Answered)
+                Err(Unfinished::Answered(format!(
+                    "the new version was rolled back: {reason}"
+                )))
             }
         }
     }
 
-    /// Compiles `bundle` with its settings and runs its `init`.
+    /// Compiles `bundle` and runs its `init`, with its settings: the gateway file's, then
+    /// `overrides`.
     fn prepare(
         &self,
         bundle: &VerifiedBundle,
@@ -486,21 +509,47 @@ impl Manager {
         reply: &Replier,
         received: Instant,
     ) -> Result<Change, String> {
-        let name = bundle.manifest.name.clone();
-        let mut settings = self.config.settings_for(&name);
+        let plugin = Arc::new(self.compile(bundle, overrides)?);
+        let evaluation = self.store.evaluation(&bundle.digest);
+        self.start(plugin, bundle, evaluation, probation, reply, received)
+    }
+
+    /// `bundle` compiled (or taken from the cache) with its settings: the gateway file's,
+    /// then `overrides`.
+    fn compile(
+        &self,
+        bundle: &VerifiedBundle,
+        overrides: &BTreeMap<String, String>,
+    ) -> Result<CompiledPlugin, String> {
+        let mut settings = self.config.settings_for(&bundle.manifest.name);
         settings.extend(overrides.clone());
-        let plugin = self
-            .compiler
+        self.compiler
             .plugin(bundle, &settings)
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| e.to_string())
+    }
+
+    /// Starts `plugin`, compiled from `bundle`, and runs its `init`: the change that puts it
+    /// live, its gate's results (if it was gated) in its status entry.
+    fn start(
+        &self,
+        plugin: Arc<CompiledPlugin>,
+        bundle: &VerifiedBundle,
+        evaluation: Option<Value>,
+        probation: bool,
+        reply: &Replier,
+        received: Instant,
+    ) -> Result<Change, String> {
         self.metrics.instrument(&plugin);
-        let mut worker = Worker::new(Arc::new(plugin), self.config.restart.policy());
+        let mut worker = Worker::new(plugin, self.config.restart.policy());
         worker
             .start()
             .map_err(|e| format!("the new version failed to start: {e}"))?;
         let mut entry = describe(bundle);
         if let Some(e) = entry.as_object_mut() {
             e.insert("state".into(), json!("running"));
+            if let Some(evaluation) = evaluation {
+                e.insert("evaluation".into(), evaluation);
+            }
         }
         Ok(Change::Live {
             worker: Box::new(worker),

@@ -297,6 +297,14 @@ impl Store {
         })
     }
 
+    /// Whether `verified` may go in now: `Ok(true)` if it would become its plugin's active
+    /// bundle, `Ok(false)` if it is that already, `Err` if the plugin's history refuses it
+    /// (rollback, conflict). Changes nothing: an update's gate runs between this and the
+    /// install.
+    pub fn admission(&self, verified: &VerifiedBundle, admit: Admit) -> Result<bool, StoreError> {
+        Self::check(&self.state()?, verified, admit)
+    }
+
     /// Checks `verified` against the plugin's history (rollback, conflict) and, if it may go
     /// in, has `place` put its file where the store keeps it and records it as active.
     fn admit(
@@ -310,41 +318,11 @@ impl Store {
         let release = manifest.release.unwrap_or_default();
         let mut state = self.state()?;
         let previous = state.plugins.get(&plugin).cloned();
-        if let Some(p) = &previous {
-            if p.active == verified.digest {
-                return Ok(Installed::AlreadyActive {
-                    plugin,
-                    digest: verified.digest.clone(),
-                });
-            }
-            // The newest release, rolled back from and offered again: the operator tries it
-            // once more (a fleet re-pushing it, say); nothing older comes in this way.
-            let again = release == p.highest_release
-                && [&p.highest_digest, &p.last_known_good]
-                    .iter()
-                    .any(|d| d.as_deref() == Some(verified.digest.as_str()));
-            if !again {
-                if release < p.highest_release && !manifest.rollback {
-                    return Err(StoreError::Rollback {
-                        plugin,
-                        offered: release,
-                        highest: p.highest_release,
-                    });
-                }
-                if release == p.highest_release && !manifest.rollback {
-                    return Err(StoreError::Conflict { plugin, release });
-                }
-                // A rollback bundle is valid forever once signed: it steps back only when an
-                // operator names it now.
-                if release <= p.highest_release && admit != Admit::Rollback(&verified.digest) {
-                    return Err(StoreError::RollbackNotAsked {
-                        plugin,
-                        digest: verified.digest.clone(),
-                        offered: release,
-                        highest: p.highest_release,
-                    });
-                }
-            }
+        if !Self::check(&state, verified, admit)? {
+            return Ok(Installed::AlreadyActive {
+                plugin,
+                digest: verified.digest.clone(),
+            });
         }
         let target = self.bundle_path(&verified.digest);
         place(&target).map_err(|source| StoreError::Io {
@@ -380,6 +358,49 @@ impl Store {
             release,
             digest: verified.digest.clone(),
         })
+    }
+
+    /// The plugin's history's word on `verified`: `Ok(true)` if it may become the active
+    /// bundle, `Ok(false)` if it is that already, `Err` if refused.
+    fn check(state: &State, verified: &VerifiedBundle, admit: Admit) -> Result<bool, StoreError> {
+        let manifest = &verified.manifest;
+        let plugin = manifest.name.clone();
+        let release = manifest.release.unwrap_or_default();
+        let Some(p) = state.plugins.get(&plugin) else {
+            return Ok(true);
+        };
+        if p.active == verified.digest {
+            return Ok(false);
+        }
+        // The newest release, rolled back from and offered again: the operator tries it
+        // once more (a fleet re-pushing it, say); nothing older comes in this way.
+        let again = release == p.highest_release
+            && [&p.highest_digest, &p.last_known_good]
+                .iter()
+                .any(|d| d.as_deref() == Some(verified.digest.as_str()));
+        if !again {
+            if release < p.highest_release && !manifest.rollback {
+                return Err(StoreError::Rollback {
+                    plugin,
+                    offered: release,
+                    highest: p.highest_release,
+                });
+            }
+            if release == p.highest_release && !manifest.rollback {
+                return Err(StoreError::Conflict { plugin, release });
+            }
+            // A rollback bundle is valid forever once signed: it steps back only when an
+            // operator names it now.
+            if release <= p.highest_release && admit != Admit::Rollback(&verified.digest) {
+                return Err(StoreError::RollbackNotAsked {
+                    plugin,
+                    digest: verified.digest.clone(),
+                    offered: release,
+                    highest: p.highest_release,
+                });
+            }
+        }
+        Ok(true)
     }
 
     /// Loads and re-verifies every plugin's active bundle. A bundle that fails (changed on
@@ -522,8 +543,33 @@ impl Store {
         self.save(&state)?;
         for digest in std::iter::once(entry.active).chain(entry.last_known_good) {
             let _ = std::fs::remove_file(self.bundle_path(&digest));
+            let _ = std::fs::remove_file(self.evaluation_path(&digest));
         }
         Ok(())
+    }
+
+    /// Keeps the gate's results with bundle `digest` (written before it goes live).
+    pub fn save_evaluation(
+        &self,
+        digest: &str,
+        results: &serde_json::Value,
+    ) -> Result<(), StoreError> {
+        write_atomically(
+            &self.evaluation_path(digest),
+            results.to_string().as_bytes(),
+        )
+    }
+
+    /// The gate's results kept with bundle `digest`, if it was evaluated here.
+    pub fn evaluation(&self, digest: &str) -> Option<serde_json::Value> {
+        let text = std::fs::read(self.evaluation_path(digest)).ok()?;
+        serde_json::from_slice(&text).ok()
+    }
+
+    fn evaluation_path(&self, digest: &str) -> PathBuf {
+        self.root
+            .join("bundles")
+            .join(format!("{digest}.evaluation.json"))
     }
 
     fn unknown(&self, plugin: &str) -> StoreError {

@@ -67,6 +67,11 @@ impl Instance {
         }
     }
 
+    /// The largest linear memory this instance has had, in bytes.
+    pub fn peak_memory_bytes(&self) -> usize {
+        self.store.data().memory.peak_bytes()
+    }
+
     /// Calls `on-message`; on success returns what the plugin published.
     pub fn handle(&mut self, msg: &Message) -> Result<Vec<Publish>, Failure> {
         Self::begin_call(&mut self.store, self.budget_ms);

@@ -88,6 +88,8 @@ pub struct Stats {
     pub starts: u64,
     /// Messages published.
     pub published: u64,
+    /// The largest linear memory an instance has had, in bytes.
+    pub peak_memory_bytes: u64,
 }
 
 /// Feeds one plugin its messages.
@@ -201,7 +203,10 @@ impl Worker {
             });
         }
         let instance = self.ensure_instance(now)?;
-        match instance.handle(msg) {
+        let outcome = instance.handle(msg);
+        let peak = instance.peak_memory_bytes() as u64;
+        self.stats.peak_memory_bytes = self.stats.peak_memory_bytes.max(peak);
+        match outcome {
             Ok(published) => Ok(published),
             Err(failure) => {
                 if failure.ends_instance() {

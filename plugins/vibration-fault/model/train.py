@@ -15,8 +15,10 @@ window is reduced to the 8 features that the plugin computes the same way (see
 with plain numpy. Writes, next to this script:
 
   vibration.onnx  the model: input `features` f32 [1, 8] -> output `probabilities` f32 [1, 4]
-  heldout.jsonl   held-out windows as `edgewise replay` messages
   report.json     the classes, this script's prediction for every held-out window, its accuracy
+
+and ../eval/heldout.jsonl, the held-out windows as `edgewise replay` messages, each with its
+true class as `expect`: the plugin's evaluation set (`[evaluate]` in plugin.toml).
 
 Deterministic: the same seed gives the same files.
 """
@@ -157,11 +159,14 @@ def main():
     predictions = predict(model, X_test)
     accuracy = float(np.mean(predictions == y_test))
     export(model, HERE / "vibration.onnx")
-    with open(HERE / "heldout.jsonl", "w") as out:
-        for i, (rpm, x) in enumerate(raw_test):
+    (HERE.parent / "eval").mkdir(exist_ok=True)
+    with open(HERE.parent / "eval" / "heldout.jsonl", "w") as out:
+        for i, ((rpm, x), label) in enumerate(zip(raw_test, y_test)):
             payload = {"machine": f"pump-{i % 7}", "rpm": rpm, "rate_hz": RATE_HZ,
                        "samples": [float(s) for s in x]}
-            out.write(json.dumps({"topic": f"plant/pump-{i % 7}/vibration", "payload": payload}) + "\n")
+            line = {"topic": f"plant/pump-{i % 7}/vibration", "payload": payload,
+                    "expect": CLASSES[label]}
+            out.write(json.dumps(line) + "\n")
     report = {"classes": CLASSES, "labels": [CLASSES[i] for i in y_test],
               "predictions": [CLASSES[i] for i in predictions], "accuracy": accuracy}
     (HERE / "report.json").write_text(json.dumps(report))

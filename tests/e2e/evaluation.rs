@@ -1,0 +1,320 @@
+//! Evaluation: `edgewise eval` on the example plugins' evaluation sets, and the gateway's gate
+//! before an update goes live, against a real Mosquitto with a stream running.
+
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use edgewise_host::management::store::Store;
+use edgewise_signing::bundle::DEFAULT_MAX_BYTES;
+use edgewise_tests::{copy_plugin, edgewise, edit, eval_set, model_file, plugin_dir, text};
+use serde_json::Value;
+
+use crate::management::Managed;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+fn eval(args: &[&str]) -> Output {
+    Command::new(edgewise())
+        .arg("eval")
+        .args(args)
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("edgewise runs")
+}
+
+fn eval_json(args: &[&str]) -> (bool, Value) {
+    let mut all = args.to_vec();
+    all.push("--json");
+    let out = eval(&all);
+    let json = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "not JSON ({e}): {}\n{}",
+            text(&out.stdout),
+            text(&out.stderr)
+        )
+    });
+    (out.status.success(), json)
+}
+
+#[test]
+fn vibration_fault_evaluates_to_the_training_scripts_accuracy_and_passes_its_gates() {
+    let dir = plugin_dir("vibration-fault");
+    let (passed, e) = eval_json(&[&dir.to_string_lossy()]);
+    assert!(passed, "{e:#}");
+    let script: Value = serde_json::from_slice(
+        &std::fs::read(model_file("vibration-fault", "report.json")).expect("report"),
+    )
+    .expect("report is JSON");
+    let metrics = &e["report"]["metrics"];
+    // The plugin's predictions are the script's (examples.rs checks it window by window), so
+    // its accuracy is the script's to the last sample.
+    assert_eq!(metrics["accuracy"], script["accuracy"], "{e:#}");
+    assert_eq!(metrics["samples"], 400.0);
+    assert_eq!(metrics["failed"], 0.0);
+    let counts = e["report"]["confusion"]["counts"]
+        .as_array()
+        .expect("a confusion matrix");
+    let total: u64 = counts
+        .iter()
+        .flat_map(|row| row.as_array().expect("row"))
+        .map(|c| c.as_u64().expect("count"))
+        .sum();
+    assert_eq!(total, 400);
+    for class in ["healthy", "imbalance", "misalignment", "bearing"] {
+        let auc = metrics[format!("auc[{class}]")].as_f64().expect("an AUC");
+        assert!(auc > 0.9, "auc[{class}] = {auc}");
+    }
+    assert!(e["gates"].as_array().is_some_and(|g| g.len() == 7), "{e:#}");
+}
+
+#[test]
+fn voice_activity_finds_the_labelled_speech_and_none_in_the_noise() {
+    let (passed, e) = eval_json(&[&plugin_dir("voice-activity").to_string_lossy()]);
+    assert!(passed, "{e:#}");
+    let m = &e["report"]["metrics"];
+    assert_eq!(m["samples"], 3.0, "three labelled segments: {e:#}");
+    assert_eq!(m["segment_recall"], 1.0, "{e:#}");
+    assert!(m["coverage"].as_f64().is_some_and(|c| c > 0.95), "{e:#}");
+    assert!(m["false_ms"].as_f64().is_some_and(|f| f < 500.0), "{e:#}");
+}
+
+#[test]
+fn a_failing_gate_exits_non_zero_and_names_the_gate_and_its_numbers() {
+    // Reporting only near-certain diagnoses leaves most windows `uncertain`.
+    let out = eval(&[
+        &plugin_dir("vibration-fault").to_string_lossy(),
+        "--set",
+        "min-confidence=0.999",
+    ]);
+    assert!(!out.status.success());
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(
+        stdout.contains("uncertain"),
+        "the matrix shows it: {stdout}"
+    );
+    assert!(stdout.contains("FAIL  accuracy >= 0.9"), "{stdout}");
+    assert!(
+        stderr.contains("evaluation gate failed: accuracy >= 0.9 (got "),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn against_a_second_version_shows_both_and_judges_relative_gates_on_it() {
+    let worse = copy_plugin("vibration-fault");
+    edit(
+        worse.path(),
+        "plugin.toml",
+        "default = 0.0",
+        "default = 0.9",
+    );
+    // The relative gate alone decides: the absolute ones are loosened for the worse copy.
+    edit(
+        worse.path(),
+        "plugin.toml",
+        "\"accuracy >= 0.9\"",
+        "\"accuracy >= 0.1\"",
+    );
+    for class in ["healthy", "imbalance", "misalignment", "bearing"] {
+        edit(
+            worse.path(),
+            "plugin.toml",
+            &format!("\"f1[{class}] >= 0.85\""),
+            &format!("\"f1[{class}] >= 0.1\""),
+        );
+    }
+    let good = plugin_dir("vibration-fault");
+    let (worse, good) = (worse.path().to_string_lossy(), good.to_string_lossy());
+
+    let (passed, e) = eval_json(&[&good, "--against", &worse]);
+    assert!(passed, "better than the baseline: {e:#}");
+    assert!(
+        e["baseline"]["metrics"]["accuracy"].as_f64() < e["report"]["metrics"]["accuracy"].as_f64()
+    );
+
+    let (passed, e) = eval_json(&[&worse, "--against", &good]);
+    assert!(!passed, "worse than the baseline: {e:#}");
+    let relative = e["gates"]
+        .as_array()
+        .and_then(|g| g.iter().find(|g| g["gate"] == "macro_f1 >= running - 0.02"))
+        .expect("the relative gate");
+    assert_eq!(relative["passed"], false, "{e:#}");
+
+    let out = eval(&[&worse, "--against", &good]);
+    let table = text(&out.stdout);
+    assert!(
+        table.contains("metric") && table.contains("against") && table.contains("change"),
+        "{table}"
+    );
+}
+
+#[test]
+fn a_gate_on_an_unknown_metric_is_refused_at_pack_and_a_bundle_needs_a_keyring() {
+    let dir = copy_plugin("vibration-fault");
+    edit(
+        dir.path(),
+        "plugin.toml",
+        "\"accuracy >= 0.9\"",
+        "\"acuracy >= 0.9\"",
+    );
+    let key = dir.path().join("release.key");
+    let secret = edgewise_signing::SecretKey::generate().expect("random key");
+    std::fs::write(&key, secret.to_pem().expect("PEM")).expect("key");
+    let pack = Command::new(edgewise())
+        .arg("pack")
+        .arg(dir.path())
+        .arg("--key")
+        .arg(&key)
+        .arg("-o")
+        .arg(dir.path().join("b.ewb"))
+        .output()
+        .expect("pack");
+    assert!(!pack.status.success());
+    let err = text(&pack.stderr);
+    assert!(
+        err.contains("evaluate.gates[0]") && err.contains("`acuracy` is not a metric"),
+        "{err}"
+    );
+    assert!(!dir.path().join("b.ewb").exists());
+
+    let bundle = dir.path().join("plain.ewb");
+    std::fs::write(&bundle, b"not even a bundle").expect("write");
+    let out = eval(&[&bundle.to_string_lossy()]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("give --keyring"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+/// The diagnoses on `sub` until `count` arrived, as their classes.
+fn classes(sub: &edgewise_tests::mqtt::Subscriber, count: usize) -> Vec<String> {
+    sub.collect_until(WAIT, |got| got.len() >= count)
+        .iter()
+        .map(|(_, payload)| {
+            let v: Value = serde_json::from_str(payload).expect("a diagnosis");
+            v["class"].as_str().expect("class").to_owned()
+        })
+        .collect()
+}
+
+/// `count` windows of the evaluation set, as payloads.
+fn windows(count: usize) -> Vec<String> {
+    std::fs::read_to_string(eval_set("vibration-fault"))
+        .expect("evaluation set")
+        .lines()
+        .take(count)
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).expect("JSON line");
+            v["payload"].to_string()
+        })
+        .collect()
+}
+
+fn store_of(m: &Managed) -> Store {
+    Store::open(
+        &m.gateway.dir().join("store"),
+        edgewise_signing::Keyring::from_file(&m.gateway.dir().join("keyring.toml"))
+            .expect("keyring"),
+        DEFAULT_MAX_BYTES,
+    )
+    .expect("store")
+}
+
+#[test]
+fn an_update_that_fails_its_gate_is_refused_the_store_unchanged_and_the_stream_served_by_the_old() {
+    let m = Managed::start("gate-refuses", "vibration-fault", &[], "");
+    // v2 ships a default that makes it report almost everything as `uncertain`.
+    let v2 = m.bundle(
+        "vibration-v2.ewb",
+        "vibration-fault",
+        &[
+            ("release = 1", "release = 2"),
+            ("version = \"0.1.0\"", "version = \"0.2.0\""),
+            ("default = 0.0", "default = 0.999"),
+        ],
+    );
+    let sub = m.broker.subscribe(&["plant/+/vibration/diagnosis"]);
+    let before = store_of(&m).inventory().expect("inventory");
+    let publisher = m.broker.publisher();
+    let lines = windows(120);
+    let stream = std::thread::spawn(move || {
+        for batch in lines.chunks(10) {
+            publisher.publish_lines("plant/pump-0/vibration", batch);
+        }
+    });
+    let pushed = m.push(&v2);
+    stream.join().expect("stream");
+    let out = text(&pushed.stdout);
+    assert!(!pushed.status.success(), "{out}");
+    assert!(out.contains("\"state\":\"evaluating\""), "{out}");
+    assert!(
+        out.contains("\"state\":\"refused\"")
+            && out.contains("evaluation gate failed: accuracy >= 0.9"),
+        "{out}"
+    );
+    assert!(
+        out.contains("\"metrics\""),
+        "the metrics are in the reply: {out}"
+    );
+
+    // Every window was diagnosed, by v1 (which never says `uncertain` at its default).
+    let got = classes(&sub, 120);
+    assert_eq!(got.len(), 120);
+    assert!(got.iter().all(|c| c != "uncertain"), "{got:?}");
+
+    let after = store_of(&m).inventory().expect("inventory");
+    assert_eq!(
+        serde_json::to_value(&before).expect("json"),
+        serde_json::to_value(&after).expect("json"),
+        "the store is as before"
+    );
+    let status = text(&m.ctl(&["status"]).stdout);
+    assert!(status.contains("\"release\":1"), "{status}");
+    assert!(
+        status.contains("\"refused-update\"") && status.contains("evaluation gate failed"),
+        "the status says what was refused and why: {status}"
+    );
+}
+
+#[test]
+fn an_update_that_passes_its_gate_goes_live_with_its_metrics_kept_with_the_release() {
+    let mut m = Managed::start("gate-passes", "vibration-fault", &[], "");
+    let v2 = m.bundle(
+        "vibration-v2.ewb",
+        "vibration-fault",
+        &[
+            ("release = 1", "release = 2"),
+            ("version = \"0.1.0\"", "version = \"0.2.0\""),
+        ],
+    );
+    let pushed = m.push(&v2);
+    let out = text(&pushed.stdout);
+    assert!(pushed.status.success(), "{out}\n{}", text(&pushed.stderr));
+    assert!(out.contains("\"state\":\"evaluated\""), "{out}");
+    assert!(out.contains("\"state\":\"live\""), "{out}");
+
+    let has_evaluation = |status: &str| {
+        status.contains("\"release\":2")
+            && status.contains("\"evaluation\"")
+            && status.contains("\"accuracy\":0.975")
+            // v1 ran the same set as the baseline of the relative gate.
+            && status.contains("\"running\"")
+    };
+    let status = text(&m.ctl(&["status"]).stdout);
+    assert!(has_evaluation(&status), "{status}");
+
+    // Kept with the release: a restarted gateway still shows it.
+    m.gateway.restart(&m.broker);
+    let status = text(&m.ctl(&["status"]).stdout);
+    assert!(has_evaluation(&status), "after a restart: {status}");
+    let digest = store_of(&m)
+        .inventory()
+        .expect("inventory")
+        .into_iter()
+        .find(|i| i.name == "vibration-fault")
+        .expect("installed")
+        .digest;
+    assert!(store_of(&m).evaluation(&digest).is_some());
+}
