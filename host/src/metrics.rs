@@ -40,6 +40,12 @@ struct Build {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ShadowCount {
+    plugin: String,
+    count: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PluginState {
     plugin: String,
     state: &'static str,
@@ -75,6 +81,7 @@ pub struct Metrics {
     journal_bytes: Family<JournalPart, Gauge>,
     outputs_waiting: Gauge,
     trust_stale: Family<Document, Gauge>,
+    shadow: Family<ShadowCount, Gauge>,
     gateway: GatewayMetrics,
 }
 
@@ -153,6 +160,7 @@ impl Metrics {
             journal_bytes: Family::default(),
             outputs_waiting: Gauge::default(),
             trust_stale: Family::default(),
+            shadow: Family::default(),
             state: Family::default(),
             handling: Family::new_with_constructor(seconds),
             inference: Family::new_with_constructor(seconds),
@@ -258,6 +266,11 @@ impl Metrics {
             m.trust_stale.clone(),
         );
         registry.register(
+            "shadow_messages",
+            "A plugin's shadow trial: messages compared, agreed on, skipped (the shadow was behind) and failed by the candidate (label count)",
+            m.shadow.clone(),
+        );
+        registry.register(
             "plugin_state",
             "1 for the state a plugin is in (label state), 0 for the others",
             m.state.clone(),
@@ -322,6 +335,24 @@ impl Metrics {
         self.trust_stale
             .get_or_create(&Document { document })
             .set(i64::from(stale));
+    }
+
+    /// Records how `plugin`'s shadow trial is doing.
+    pub fn set_shadow(&self, plugin: &str, s: &crate::worker::shadow::Snapshot) {
+        for (count, value) in [
+            ("compared", s.compared),
+            ("agreed", s.agreed),
+            ("skipped", s.skipped),
+            ("failed", s.failed),
+        ] {
+            let label = ShadowCount {
+                plugin: plugin.to_owned(),
+                count,
+            };
+            self.shadow
+                .get_or_create(&label)
+                .set(i64::try_from(value).unwrap_or(i64::MAX));
+        }
     }
 
     /// Records that `plugin` is in `state` (one of [`STATES`]).

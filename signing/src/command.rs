@@ -52,6 +52,20 @@ pub enum Action {
     Update {
         /// The bundle's digest.
         digest: String,
+        /// Run the new version in shadow beside the live one first, and promote it only if it
+        /// agrees with it (see [`ShadowTrial`]).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        shadow: Option<ShadowTrial>,
+    },
+    /// Promote a plugin's shadow now: it replaces the live version (hot swap, probation).
+    Promote {
+        /// The plugin.
+        plugin: String,
+    },
+    /// Stop a plugin's shadow: the live version goes on, the candidate is dropped.
+    Abandon {
+        /// The plugin.
+        plugin: String,
     },
     /// Stop and uninstall a plugin.
     Remove {
@@ -101,6 +115,8 @@ impl Action {
     pub fn name(&self) -> &'static str {
         match self {
             Action::Update { .. } => "update",
+            Action::Promote { .. } => "promote",
+            Action::Abandon { .. } => "abandon",
             Action::Remove { .. } => "remove",
             Action::Start { .. } => "start",
             Action::Stop { .. } => "stop",
@@ -108,6 +124,39 @@ impl Action {
             Action::Status => "status",
             Action::Config { .. } => "config",
             Action::Rollback { .. } => "rollback",
+        }
+    }
+}
+
+/// A shadow trial: the new version gets a copy of every live message, its outputs are
+/// compared with the live version's and not published, and it replaces the live version only
+/// if the two agree enough. The window ends after `messages` compared or `max-seconds`,
+/// whichever comes first; then the trial is judged.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct ShadowTrial {
+    /// Messages to compare (default 200).
+    pub messages: u64,
+    /// The longest the window lasts, in seconds (default 600).
+    pub max_seconds: u64,
+    /// The share of messages on which both must agree (default 0.95).
+    pub min_agreement: f64,
+    /// Promote by itself when the trial passes (default true); if false, it waits for a
+    /// `promote` or `abandon` command. A failed trial is always abandoned.
+    pub promote: bool,
+    /// Publish the candidate's outputs under `edgewise/<gateway>/shadow/<plugin>/<topic>`
+    /// (default false: they are only compared).
+    pub publish: bool,
+}
+
+impl Default for ShadowTrial {
+    fn default() -> Self {
+        Self {
+            messages: 200,
+            max_seconds: 600,
+            min_agreement: 0.95,
+            promote: true,
+            publish: false,
         }
     }
 }
@@ -349,8 +398,24 @@ mod tests {
         assert_eq!(
             install.action,
             Action::Update {
-                digest: "ab".into()
+                digest: "ab".into(),
+                shadow: None
             }
+        );
+        let shadowed: Command = serde_json::from_str(
+            r#"{"id":"c","gateway":"g","seq":2,"issued-at-ms":1,"expires-at-ms":2,"action":{"update":{"digest":"ab","shadow":{"messages":50}}}}"#,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let Action::Update {
+            shadow: Some(trial),
+            ..
+        } = shadowed.action
+        else {
+            panic!("a shadow trial");
+        };
+        assert_eq!(
+            (trial.messages, trial.min_agreement, trial.promote),
+            (50, 0.95, true)
         );
     }
 }

@@ -47,6 +47,12 @@ pub fn dead_letter(gateway: &str, plugin: &str) -> String {
     format!("{ROOT}/{gateway}/dead-letter/{plugin}")
 }
 
+/// Where gateway `gateway` publishes, when asked, what the shadow of plugin `plugin`
+/// published to `topic` (the candidate's outputs never go to the plugin's own topics).
+pub fn shadow_output(gateway: &str, plugin: &str, topic: &str) -> String {
+    format!("{ROOT}/{gateway}/shadow/{plugin}/{topic}")
+}
+
 /// The signed desired state of fleet group `group`.
 pub fn desired(group: &str) -> String {
     format!("{ROOT}/fleet/{group}/desired")

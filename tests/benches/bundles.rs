@@ -324,7 +324,10 @@ fn update_memory(release: &SecretKey) {
             seq: now,
             issued_at_ms: now,
             expires_at_ms: now + 600_000,
-            action: Action::Update { digest },
+            action: Action::Update {
+                digest,
+                shadow: None,
+            },
         };
         let sent = Instant::now();
         broker.publish(

@@ -83,7 +83,10 @@ fn update(broker: &Broker, keys: &Keys, gateway: &str, seq: u64, bundle: &[u8]) 
         seq,
         issued_at_ms: now_ms(),
         expires_at_ms: now_ms() + 60_000,
-        action: Action::Update { digest },
+        action: Action::Update {
+            digest,
+            shadow: None,
+        },
     }
     .sign(&keys.operator)
 }

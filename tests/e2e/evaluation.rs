@@ -2,6 +2,8 @@
 //! before an update goes live, against a real Mosquitto with a stream running.
 
 use std::process::{Command, Output};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use edgewise_host::management::store::Store;
@@ -317,4 +319,213 @@ fn an_update_that_passes_its_gate_goes_live_with_its_metrics_kept_with_the_relea
         .expect("installed")
         .digest;
     assert!(store_of(&m).evaluation(&digest).is_some());
+}
+
+/// Streams windows of the evaluation set on `plant/pump-0/vibration`, ten at a time, until
+/// `stop` is set; returns how many it published.
+fn stream_until(m: &Managed, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<usize> {
+    let publisher = m.broker.publisher();
+    let windows = windows(400);
+    std::thread::spawn(move || {
+        let mut sent = 0;
+        for batch in windows.chunks(10).cycle() {
+            publisher.publish_lines("plant/pump-0/vibration", batch);
+            sent += batch.len();
+            if stop.load(Ordering::Relaxed) {
+                return sent;
+            }
+        }
+        sent
+    })
+}
+
+/// A v2 of vibration-fault whose default leaves unsure windows `uncertain`: it passes gates
+/// loosened to let it through, and disagrees with v1 on some live windows.
+const UNSURE_V2: &[(&str, &str)] = &[
+    ("release = 1", "release = 2"),
+    ("version = \"0.1.0\"", "version = \"0.2.0\""),
+    ("default = 0.0", "default = 0.9"),
+    ("\"accuracy >= 0.9\",", ""),
+    ("\"f1[healthy] >= 0.85\",", ""),
+    ("\"f1[imbalance] >= 0.85\",", ""),
+    ("\"f1[misalignment] >= 0.85\",", ""),
+    ("\"f1[bearing] >= 0.85\",", ""),
+    ("\"macro_f1 >= running - 0.02\",", ""),
+];
+
+#[test]
+fn a_shadow_that_agrees_publishes_nothing_of_its_own_reports_agreement_and_is_promoted() {
+    let m = Managed::start("shadow-promotes", "vibration-fault", &[], "");
+    let v2 = m.bundle(
+        "vibration-v2.ewb",
+        "vibration-fault",
+        &[
+            ("release = 1", "release = 2"),
+            ("version = \"0.1.0\"", "version = \"0.2.0\""),
+        ],
+    );
+    let diagnoses = m.broker.subscribe(&["plant/+/vibration/diagnosis"]);
+    let shadowed = m.broker.subscribe(&["edgewise/shadow-promotes/shadow/#"]);
+    let stop = Arc::new(AtomicBool::new(false));
+    let stream = stream_until(&m, stop.clone());
+    let pushed = m.cli(&[
+        "push",
+        &v2.to_string_lossy(),
+        "--gateway",
+        "shadow-promotes",
+        "--shadow",
+        "--shadow-messages",
+        "60",
+        "--shadow-publish",
+    ]);
+    stop.store(true, Ordering::Relaxed);
+    let sent = stream.join().expect("stream");
+    let out = text(&pushed.stdout);
+    assert!(pushed.status.success(), "{out}\n{}", text(&pushed.stderr));
+    for state in ["evaluated", "shadowing", "promoted", "live"] {
+        assert!(
+            out.contains(&format!("\"state\":\"{state}\"")),
+            "{state}: {out}"
+        );
+    }
+    let promoted: Value = out
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|r| r["state"] == "promoted")
+        .expect("a promoted reply");
+    let shadow = &promoted["shadow"];
+    assert!(
+        shadow["compared"].as_u64().is_some_and(|c| c >= 60),
+        "{promoted}"
+    );
+    assert_eq!(
+        shadow["agreement"], 1.0,
+        "the same model agrees: {promoted}"
+    );
+    assert!(shadow["live-p99-ms"].as_f64().is_some() && shadow["shadow-p99-ms"].as_f64().is_some());
+
+    // Every window was diagnosed exactly once on the plugin's topic: the shadow's outputs went
+    // only under edgewise/<gateway>/shadow/.
+    let got = diagnoses.collect_until(WAIT, |got| got.len() >= sent);
+    assert_eq!(got.len(), sent);
+    assert!(
+        diagnoses.next(Duration::from_millis(500)).is_none(),
+        "no more than one each"
+    );
+    let copies = shadowed.collect_until(WAIT, |got| !got.is_empty());
+    assert!(
+        copies[0].0.starts_with(
+            "edgewise/shadow-promotes/shadow/vibration-fault/plant/pump-0/vibration/diagnosis"
+        ),
+        "{copies:?}"
+    );
+    let status = text(&m.ctl(&["status"]).stdout);
+    assert!(status.contains("\"release\":2"), "{status}");
+}
+
+#[test]
+fn a_shadow_that_disagrees_is_abandoned_with_its_disagreements_and_nothing_changes() {
+    let m = Managed::start("shadow-abandons", "vibration-fault", &[], "");
+    let v2 = m.bundle("vibration-v2.ewb", "vibration-fault", UNSURE_V2);
+    let diagnoses = m.broker.subscribe(&["plant/+/vibration/diagnosis"]);
+    let before = store_of(&m).inventory().expect("inventory");
+    let stop = Arc::new(AtomicBool::new(false));
+    let stream = stream_until(&m, stop.clone());
+    let pushed = m.cli(&[
+        "push",
+        &v2.to_string_lossy(),
+        "--gateway",
+        "shadow-abandons",
+        "--shadow",
+        "--shadow-messages",
+        "100",
+        "--min-agreement",
+        "0.999",
+    ]);
+    stop.store(true, Ordering::Relaxed);
+    let sent = stream.join().expect("stream");
+    let out = text(&pushed.stdout);
+    assert!(!pushed.status.success(), "{out}");
+    let abandoned: Value = out
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|r| r["state"] == "abandoned")
+        .unwrap_or_else(|| panic!("an abandoned reply: {out}"));
+    assert!(
+        abandoned["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("is below 0.999")),
+        "{abandoned}"
+    );
+    let disagreements = abandoned["shadow"]["disagreements"]
+        .as_object()
+        .expect("disagreements by label");
+    assert!(
+        disagreements.keys().all(|k| k.ends_with("→uncertain")),
+        "only windows v2 is unsure of differ: {abandoned}"
+    );
+    assert!(
+        !abandoned["shadow"]["samples"]
+            .as_array()
+            .is_some_and(Vec::is_empty)
+    );
+
+    // The live version answered everything, and never as v2 would.
+    let got = classes(&diagnoses, sent);
+    assert_eq!(got.len(), sent);
+    assert!(got.iter().all(|c| c != "uncertain"));
+    let after = store_of(&m).inventory().expect("inventory");
+    assert_eq!(
+        serde_json::to_value(&before).expect("json"),
+        serde_json::to_value(&after).expect("json")
+    );
+    let status = text(&m.ctl(&["status"]).stdout);
+    assert!(
+        status.contains("\"release\":1") && status.contains("\"state\":\"abandoned\""),
+        "{status}"
+    );
+}
+
+#[test]
+fn a_shadow_that_waits_for_the_operator_is_promoted_by_command() {
+    let m = Managed::start("shadow-by-hand", "vibration-fault", &[], "");
+    let v2 = m.bundle(
+        "vibration-v2.ewb",
+        "vibration-fault",
+        &[
+            ("release = 1", "release = 2"),
+            ("version = \"0.1.0\"", "version = \"0.2.0\""),
+        ],
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let stream = stream_until(&m, stop.clone());
+    let pushed = m.cli(&[
+        "push",
+        &v2.to_string_lossy(),
+        "--gateway",
+        "shadow-by-hand",
+        "--shadow",
+        "--shadow-messages",
+        "30",
+        "--no-promote",
+    ]);
+    let out = text(&pushed.stdout);
+    assert!(pushed.status.success(), "{out}");
+    assert!(out.contains("\"state\":\"ready\""), "{out}");
+    let status = text(&m.ctl(&["status"]).stdout);
+    assert!(
+        status.contains("\"release\":1") && status.contains("\"state\":\"ready\""),
+        "still v1, with its shadow ready: {status}"
+    );
+    let promoted = m.ctl(&["promote", "vibration-fault"]);
+    stop.store(true, Ordering::Relaxed);
+    stream.join().expect("stream");
+    let out = text(&promoted.stdout);
+    assert!(promoted.status.success(), "{out}");
+    assert!(out.contains("\"state\":\"live\""), "{out}");
+    let status = text(&m.ctl(&["status"]).stdout);
+    assert!(status.contains("\"release\":2"), "{status}");
+    let again = m.ctl(&["abandon", "vibration-fault"]);
+    assert!(!again.status.success());
+    assert!(text(&again.stdout).contains("no shadow of `vibration-fault` runs"));
 }

@@ -114,7 +114,7 @@ impl Managed {
         self.cli(&all)
     }
 
-    fn cli(&self, args: &[&str]) -> Output {
+    pub(crate) fn cli(&self, args: &[&str]) -> Output {
         let key = self.work.path().join("ops.key");
         Command::new(edgewise())
             .args(args)
@@ -819,8 +819,15 @@ fn a_gateway_killed_during_an_update_runs_one_complete_version_after_restart_and
         let digest = m.broker.upload_bundle(&std::fs::read(&v2).expect("bundle"));
         let replies = m.replies();
         m.send(
-            &m.command("up", now_ms(), Action::Update { digest })
-                .sign(&m.operator),
+            &m.command(
+                "up",
+                now_ms(),
+                Action::Update {
+                    digest,
+                    shadow: None,
+                },
+            )
+            .sign(&m.operator),
         );
         let state = format!("\"state\":\"{step}\"");
         replies.collect_until(WAIT, |r| r.iter().any(|(_, p)| p.contains(&state)));
@@ -925,7 +932,10 @@ fn a_broker_restart_in_the_middle_of_an_update_loses_no_message_and_the_update_c
     let first: Vec<String> = (0..150).map(|i| format!("{i:04}")).collect();
     m.broker.publish_lines("sensors/line", &first);
     let mut got = sub.collect_until(WAIT, |got| got.len() >= 20);
-    let update = Action::Update { digest };
+    let update = Action::Update {
+        digest,
+        shadow: None,
+    };
     m.send(&m.command("stormy", now_ms(), update).sign(&m.operator));
     replies.collect_until(WAIT, |r| {
         r.iter().any(|(_, p)| p.contains("\"state\":\"verified\""))
@@ -1146,6 +1156,7 @@ fn a_bundle_in_many_chunks_installs_and_a_chunk_of_the_wrong_size_fails_its_upda
     let update = |id: &str| {
         let action = Action::Update {
             digest: digest.clone(),
+            shadow: None,
         };
         m.send(&m.command(id, now_ms(), action).sign(&m.operator));
     };

@@ -386,6 +386,7 @@ fn commands_out_of_their_time_and_sequence_bounds_are_refused_and_jam_nothing() 
                 "update",
                 Action::Update {
                     digest: digest.to_owned(),
+                    shadow: None,
                 },
             ),
             (

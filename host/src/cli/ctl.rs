@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use edgewise_signing::bundle::{self, DEFAULT_MAX_BYTES};
-use edgewise_signing::command::{Action, Command, DesiredState};
+use edgewise_signing::command::{Action, Command, DesiredState, ShadowTrial};
 use edgewise_signing::manifest::Setting;
 use edgewise_signing::{SecretKey, namespace};
 use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS};
@@ -97,6 +97,16 @@ enum CtlAction {
         #[arg(long)]
         to: Option<String>,
     },
+    /// Promote a plugin's shadow (`push --shadow`) now: it replaces the live version.
+    Promote {
+        /// The plugin.
+        plugin: String,
+    },
+    /// Drop a plugin's shadow: the live version goes on unchanged.
+    Abandon {
+        /// The plugin.
+        plugin: String,
+    },
     /// Change a plugin's settings (a hot swap with the new values). Keys must be settings the
     /// plugin's manifest declares; if the plugin does not start with the new values, nothing
     /// changes.
@@ -123,7 +133,7 @@ enum CtlAction {
 /// gateway of a fleet group (through its retained desired state).
 #[derive(clap::Args)]
 #[command(
-    after_help = "Examples:\n  edgewise push threshold-0.2.0.ewb --gateway line-7 --key ops.key --broker mqtt://broker:1883\n  edgewise push threshold-0.2.0.ewb --group line --key ops.key\n  edgewise push threshold-0.1.0.ewb --gateway line-7 --rollback --key ops.key"
+    after_help = "Examples:\n  edgewise push threshold-0.2.0.ewb --gateway line-7 --key ops.key --broker mqtt://broker:1883\n  edgewise push threshold-0.2.0.ewb --group line --key ops.key\n  edgewise push threshold-0.1.0.ewb --gateway line-7 --rollback --key ops.key\n  edgewise push vibration-fault-0.2.0.ewb --gateway line-7 --shadow --shadow-messages 500 --key ops.key"
 )]
 pub struct PushArgs {
     /// The signed bundle.
@@ -144,6 +154,25 @@ pub struct PushArgs {
     /// again within both.
     #[arg(long, default_value_t = 30, requires = "group")]
     valid_days: u64,
+    /// Run the new version in shadow beside the live one: same messages, outputs compared and
+    /// not published; it replaces the live one only if they agree (docs/evaluation.md).
+    #[arg(long, conflicts_with_all = ["group", "rollback"])]
+    shadow: bool,
+    /// With --shadow: messages to compare before judging.
+    #[arg(long, default_value_t = 200, requires = "shadow")]
+    shadow_messages: u64,
+    /// With --shadow: the longest the trial lasts, in seconds.
+    #[arg(long, default_value_t = 600, requires = "shadow")]
+    shadow_seconds: u64,
+    /// With --shadow: the share of messages both versions must agree on.
+    #[arg(long, default_value_t = 0.95, requires = "shadow")]
+    min_agreement: f64,
+    /// With --shadow: wait for `ctl promote` (or `abandon`) instead of promoting a passed trial.
+    #[arg(long, requires = "shadow")]
+    no_promote: bool,
+    /// With --shadow: publish the candidate's outputs under edgewise/<gateway>/shadow/<plugin>/.
+    #[arg(long, requires = "shadow")]
+    shadow_publish: bool,
     #[command(flatten)]
     connection: Connection,
 }
@@ -163,6 +192,8 @@ pub fn ctl(args: CtlArgs) -> anyhow::Result<ExitCode> {
         CtlAction::Stop { plugin } => Action::Stop { plugin },
         CtlAction::Remove { plugin } => Action::Remove { plugin },
         CtlAction::Rollback { plugin, to } => Action::Rollback { plugin, digest: to },
+        CtlAction::Promote { plugin } => Action::Promote { plugin },
+        CtlAction::Abandon { plugin } => Action::Abandon { plugin },
         CtlAction::Config {
             plugin,
             settings,
@@ -204,7 +235,14 @@ pub fn push(args: PushArgs) -> anyhow::Result<ExitCode> {
     } else {
         let digest = edgewise_signing::Bundle::parse(&bytes)?.digest();
         upload_bundle(&args.connection, &digest, bytes)?;
-        Action::Update { digest }
+        let shadow = args.shadow.then_some(ShadowTrial {
+            messages: args.shadow_messages,
+            max_seconds: args.shadow_seconds,
+            min_agreement: args.min_agreement,
+            promote: !args.no_promote,
+            publish: args.shadow_publish,
+        });
+        Action::Update { digest, shadow }
     };
     send(&gateway, action, &args.connection)
 }
@@ -286,8 +324,8 @@ fn send(gateway: &str, action: Action, connection: &Connection) -> anyhow::Resul
                             .and_then(|v| v.get("state")?.as_str().map(str::to_owned))
                             .unwrap_or_default();
                         match state.as_str() {
-                            "live" | "done" => return Ok(true),
-                            "rolled-back" | "failed" | "refused" => return Ok(false),
+                            "live" | "done" | "ready" => return Ok(true),
+                            "rolled-back" | "failed" | "refused" | "abandoned" => return Ok(false),
                             _ => {}
                         }
                     }

@@ -64,7 +64,7 @@ use crate::config::Config;
 use crate::http::Health;
 use crate::management::store::StoreError;
 use crate::management::trust::Trust;
-use crate::management::{Change, Manager, Replier, Request};
+use crate::management::{Change, Manager, Outlets, Replier, Request};
 use crate::metrics::{GatewayMetrics, Metrics};
 use crate::mqtt::{Backoff, Connection, Delivery, Event, Link, Offline, offline_status};
 use crate::runtime::cache::Cache;
@@ -221,8 +221,11 @@ impl Gateway {
                 trust,
                 config.clone(),
                 metrics.clone(),
-                changes_tx,
-                link.clone(),
+                Outlets {
+                    changes: changes_tx,
+                    requests: requests.clone(),
+                    link: link.clone(),
+                },
             );
             std::thread::Builder::new()
                 .name("manager".into())
@@ -640,6 +643,12 @@ impl Gateway {
             Change::Health { plugin, entry } => {
                 self.status.merge(&plugin, entry);
                 self.publish_status();
+            }
+            Change::Shadow { plugin, tap } => {
+                // A plugin that is gone has dropped its end: the shadow hears it and ends.
+                if let Some(ix) = self.live_slot(&plugin) {
+                    self.slots[ix].mailbox.push(Job::Shadow(tap));
+                }
             }
         }
     }

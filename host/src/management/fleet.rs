@@ -18,7 +18,7 @@ use serde_json::json;
 
 use super::reply::Replier;
 use super::store::Admit;
-use super::{Change, Manager, Unfinished};
+use super::{Awaited, Change, Manager, Unfinished};
 
 /// A desired state being applied: the bundles still awaited.
 pub(super) struct Rollout {
@@ -158,6 +158,24 @@ impl Manager {
         };
         // The first to install it moves the file into the store; a second finds it there.
         let mut staged = Some(staged);
+        let (shadowed, awaited) = match awaited {
+            Some(a) if a.shadow.is_some() => (Some(a), None),
+            plain => (None, plain),
+        };
+        if let Some(Awaited {
+            reply,
+            shadow: Some(trial),
+            ..
+        }) = shadowed
+            // Taken out of `staged` whole: the trial keeps the file until it ends.
+            && let Some(path) = staged.take()
+            && let Err(unfinished) = self.start_shadow(&verified, path.clone(), trial, &reply)
+        {
+            let _ = std::fs::remove_file(path);
+            if let Unfinished::Failed(reason) = unfinished {
+                reply.send("failed", json!({ "reason": reason }));
+            }
+        }
         if let Some(awaited) = awaited {
             let reply = awaited.reply;
             let (admit, plugin) = match &awaited.rollback_of {

@@ -16,6 +16,9 @@
 //! An update whose bundle ships an evaluation set passes its [`gate`] first: the new version
 //! runs over the set on this thread, beside the running version, before anything is installed.
 //!
+//! An update may instead run the new version in [`shadow`] beside the live one, and promote it
+//! only if the two agree.
+//!
 //! Rooms: [`commands`] checks each command, [`reply`] answers it, [`fleet`] applies desired
 //! states, [`keyring`] applies keyring updates and reports how fresh the gateway's trust is,
 //! [`settings`] changes plugin settings (`ctl config`, a reload of `gateway.toml`), [`trust`]
@@ -27,6 +30,7 @@ pub mod gate;
 pub mod keyring;
 pub mod reply;
 pub mod settings;
+pub mod shadow;
 pub mod store;
 pub mod trust;
 
@@ -102,6 +106,14 @@ pub enum Change {
     Fleet(Value),
     /// The state of the gateway's trust (keyring, freshness), for the status.
     Trust(Value),
+    /// Start (`Some`) or end (`None`) a shadow beside a plugin: its thread offers every message
+    /// it handles to the tap.
+    Shadow {
+        /// The live plugin.
+        plugin: String,
+        /// The shadow's end of the tap.
+        tap: Option<crate::worker::shadow::ShadowTap>,
+    },
     /// A plugin's status entry changed.
     Health {
         /// The plugin.
@@ -137,6 +149,13 @@ pub enum Request {
     Bundle(String, Result<PathBuf, String>),
     /// `gateway.toml` was read again (SIGHUP): apply its plugin settings.
     Reload(Box<Config>),
+    /// A plugin's shadow said how it is doing, or how its trial was judged.
+    Shadow {
+        /// The plugin.
+        plugin: String,
+        /// What it said.
+        said: crate::worker::shadow::Said,
+    },
     /// A plugin thread went back to the old version during probation; make the store agree.
     RolledBack {
         /// The plugin.
@@ -177,6 +196,10 @@ pub struct Manager {
     stale: Vec<String>,
     /// When the manager started (for the freshness of a group's first desired state).
     started_at_ms: u64,
+    /// Shadow trials running, by plugin.
+    shadows: BTreeMap<String, shadow::Running>,
+    /// Its own request channel, for the shadows' threads to report on.
+    requests: std::sync::mpsc::Sender<Request>,
 }
 
 /// A command waiting for its bundle.
@@ -185,10 +208,22 @@ struct Awaited {
     received: Instant,
     /// `Some(plugin)` for a rollback to that bundle of `plugin`; `None` for an update.
     rollback_of: Option<String>,
+    /// For an update in shadow: its trial.
+    shadow: Option<edgewise_signing::command::ShadowTrial>,
 }
 
 /// How often the manager looks at how fresh its trust is, when nothing else happens.
 const TRUST_CHECK: Duration = Duration::from_secs(60);
+
+/// Where the manager's work goes.
+pub struct Outlets {
+    /// Changes, to the gateway task.
+    pub changes: UnboundedSender<Change>,
+    /// The manager's own requests: threads it starts (shadows) report there.
+    pub requests: std::sync::mpsc::Sender<Request>,
+    /// The broker, for replies.
+    pub link: Arc<Link>,
+}
 
 impl Manager {
     /// A manager over `store`, checking commands against its keyring and `trust`.
@@ -198,9 +233,13 @@ impl Manager {
         trust: Trust,
         config: Config,
         metrics: Arc<Metrics>,
-        changes: UnboundedSender<Change>,
-        link: Arc<Link>,
+        outlets: Outlets,
     ) -> Self {
+        let Outlets {
+            changes,
+            requests,
+            link,
+        } = outlets;
         let commands = CommandLog::new(&config.gateway_id, &config.response_prefix);
         Self {
             compiler,
@@ -216,6 +255,8 @@ impl Manager {
             keyring_refusal: None,
             stale: Vec::new(),
             started_at_ms: crate::clock::now_ms(),
+            shadows: BTreeMap::new(),
+            requests,
         }
     }
 
@@ -255,6 +296,7 @@ impl Manager {
                 Request::TrustReset(payload) => self.trust_reset(&payload),
                 Request::Bundle(digest, assembled) => self.bundle(&digest, assembled),
                 Request::Reload(config) => self.reload(&config),
+                Request::Shadow { plugin, said } => self.shadow_said(plugin, said),
                 Request::RolledBack {
                     plugin,
                     reason,
@@ -288,7 +330,13 @@ impl Manager {
 
     fn run(&mut self, command: Command, reply: Replier, received: Instant) {
         let change = match command.action {
-            Action::Update { digest } => self.await_bundle(digest, &reply, received, None),
+            Action::Update { digest, shadow } => {
+                self.await_bundle(digest, &reply, received, None, shadow)
+            }
+            Action::Promote { plugin } => return self.promote(&plugin, Some(&reply), None),
+            Action::Abandon { plugin } => {
+                return self.abandon(&plugin, Some(&reply), "an operator abandoned it");
+            }
             Action::Config {
                 plugin,
                 settings,
@@ -307,7 +355,7 @@ impl Manager {
                         Err(Unfinished::Failed(reason)) => Err(reason),
                     }
                 }
-                None => self.await_bundle(digest, &reply, received, Some(plugin)),
+                None => self.await_bundle(digest, &reply, received, Some(plugin), None),
             },
             Action::Rollback {
                 plugin,
@@ -373,6 +421,7 @@ impl Manager {
         reply: &Replier,
         received: Instant,
         rollback_of: Option<String>,
+        shadow: Option<edgewise_signing::command::ShadowTrial>,
     ) -> Result<Change, String> {
         if !edgewise_signing::bundle::is_sha256_hex(&digest) {
             return Err(format!(
@@ -385,6 +434,7 @@ impl Manager {
             reply: reply.clone(),
             received,
             rollback_of,
+            shadow,
         };
         self.awaiting.insert(digest, awaited);
         Ok(Change::Subscribe(vec![topic]))

@@ -11,7 +11,8 @@
 //! Under `edgewise run` each worker lives on its plugin's own [`thread`], which feeds it from
 //! the plugin's [`mailbox`], hands back what it returns and swaps versions, with [`probation`]
 //! deciding when a new version goes back to the old one; [`vitals`] is what the gateway can
-//! see of the thread from outside.
+//! see of the thread from outside. A candidate version can run in [`shadow`] beside it, on a
+//! thread of its own, fed copies of its messages.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -24,6 +25,7 @@ use crate::runtime::plugin::CompiledPlugin;
 
 pub mod mailbox;
 pub mod probation;
+pub mod shadow;
 pub mod supervisor;
 pub mod thread;
 pub mod vitals;

@@ -23,6 +23,7 @@ use tokio::sync::mpsc::UnboundedSender;
 
 use super::mailbox::Mailbox;
 use super::probation::{Outcome, Probation, Trial};
+use super::shadow::ShadowTap;
 use super::vitals::Vitals;
 use super::{Message, Worker};
 use crate::metrics::{PluginMetrics, observe};
@@ -42,6 +43,8 @@ pub enum Job {
     Swap(Box<Swap>),
     /// An operator started the plugin: forget its failures, even if it was failed for good.
     Revive,
+    /// Offer every message from now on to a shadow (`Some`), or stop (`None`).
+    Shadow(Option<ShadowTap>),
 }
 
 /// A hot swap, ready: the new version is instantiated and its `init` has run.
@@ -172,6 +175,7 @@ pub fn serve(
     vitals.left_call(&worker);
     let origin: Arc<str> = worker.plugin().name().into();
     let mut probation: Option<OnProbation> = None;
+    let mut shadow: Option<ShadowTap> = None;
     let mut held = Held::default();
     loop {
         let job = match mailbox.try_pop() {
@@ -194,8 +198,14 @@ pub fn serve(
                 vitals.left_call(&worker);
                 continue;
             }
+            Job::Shadow(tap) => {
+                shadow = tap;
+                continue;
+            }
             Job::Swap(swap) => {
                 let swap = *swap;
+                // A shadow compares with one live version: a new one ends it.
+                shadow = None;
                 let previous = std::mem::replace(&mut worker, swap.worker);
                 let name = worker.plugin().name().to_owned();
                 tracing::info!(plugin = name, version = %worker.plugin().manifest().version, "hot swap: new version live");
@@ -246,6 +256,7 @@ pub fn serve(
         let call = started.elapsed();
         observe(&metrics.handling, call);
         vitals.left_call(&worker);
+        let handled_ok = handled.is_ok();
         let outputs = match handled {
             Ok(published) => {
                 metrics.messages_out.inc_by(published.len() as u64);
@@ -272,6 +283,12 @@ pub fn serve(
                 )]
             }
         };
+        if let Some(tap) = &shadow {
+            let live = handled_ok.then_some(outputs.as_slice());
+            if !tap.offer(&msg, live, call.as_secs_f64() * 1e3) {
+                shadow = None;
+            }
+        }
         let done = Done {
             plugin: origin.clone(),
             seq,
