@@ -217,6 +217,25 @@ pub struct DesiredState {
     pub expires_at_ms: u64,
     /// The plugins, by name, with the digest of the bundle each should run.
     pub plugins: BTreeMap<String, String>,
+    /// A canary roll-out: only these gateways apply it at once; the others of the group wait
+    /// until every canary reports it applied and healthy for the bake time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary: Option<Canary>,
+    /// Plugins to try in shadow before they replace the running version, with their trials:
+    /// the roll-out's update of such a plugin is promoted or abandoned by its trial.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub shadow: BTreeMap<String, ShadowTrial>,
+}
+
+/// The canaries of a roll-out, and how long they must stay healthy before the rest follow.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Canary {
+    /// The gateways that go first (chosen by `edgewise push --canary`, deterministically).
+    pub gateways: Vec<String>,
+    /// Seconds every canary must report the new state applied and healthy before the others
+    /// apply it.
+    pub bake_s: u64,
 }
 
 impl DesiredState {

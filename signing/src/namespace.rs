@@ -19,6 +19,12 @@ pub fn status(gateway: &str) -> String {
     format!("{ROOT}/{gateway}/status")
 }
 
+/// The gateway whose status `topic` is, if it is one.
+pub fn status_of(topic: &str) -> Option<&str> {
+    let id = topic.strip_prefix("edgewise/")?.strip_suffix("/status")?;
+    (!id.is_empty() && !id.contains('/')).then_some(id)
+}
+
 /// The status of every gateway, for fleet tools.
 pub const EVERY_STATUS: &str = "edgewise/+/status";
 

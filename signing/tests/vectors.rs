@@ -68,6 +68,8 @@ fn vectors() -> Value {
         issued_at_ms: 1_800_000_000_000,
         expires_at_ms: 1_802_592_000_000,
         plugins: BTreeMap::from([("hello".to_owned(), bundle.digest())]),
+        canary: None,
+        shadow: Default::default(),
     };
     let keyring = format!(
         "version = 2\nexpires = 2027-01-15T08:00:00Z\n\n[thresholds]\nroot = 1\n\n[[keys]]\nname = \"root\"\nrole = \"root\"\npublic-key = \"{}\"\n\n[[keys]]\nname = \"ops\"\nrole = \"operator\"\npublic-key = \"{}\"\n",

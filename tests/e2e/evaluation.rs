@@ -6,12 +6,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use edgewise_host::management::store::Store;
+use edgewise_host::management::store::{Admit, Store};
+use edgewise_signing::SecretKey;
 use edgewise_signing::bundle::DEFAULT_MAX_BYTES;
-use edgewise_tests::{copy_plugin, edgewise, edit, eval_set, model_file, plugin_dir, text};
+use edgewise_tests::mqtt::{Broker, Gateway};
+use edgewise_tests::{
+    copy_plugin, edgewise, edit, eval_set, model_file, pack_example, plugin_dir, text,
+};
 use serde_json::Value;
 
-use crate::management::Managed;
+use crate::management::{Managed, join_group};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -528,4 +532,285 @@ fn a_shadow_that_waits_for_the_operator_is_promoted_by_command() {
     let again = m.ctl(&["abandon", "vibration-fault"]);
     assert!(!again.status.success());
     assert!(text(&again.stdout).contains("no shadow of `vibration-fault` runs"));
+}
+
+/// Three gateways of group `line`, each running vibration-fault v1 from its store.
+struct Group {
+    broker: Broker,
+    gateways: Vec<Gateway>,
+    release: SecretKey,
+    work: tempfile::TempDir,
+}
+
+impl Group {
+    fn start(ids: &[&str]) -> Group {
+        let broker = Broker::start();
+        let key = || SecretKey::generate().expect("random key");
+        let (release, operator) = (key(), key());
+        let work = tempfile::tempdir().expect("temporary directory");
+        let keyring = work.path().join("keyring.toml");
+        std::fs::write(
+            &keyring,
+            format!(
+                "version = 1\n[[keys]]\nname = \"release\"\nrole = \"release\"\npublic-key = \"{}\"\n[[keys]]\nname = \"ops\"\nrole = \"operator\"\npublic-key = \"{}\"\n",
+                release.public(),
+                operator.public()
+            ),
+        )
+        .expect("keyring");
+        std::fs::write(work.path().join("ops.key"), operator.to_pem().expect("PEM")).expect("key");
+        let v1 = pack_example("vibration-fault", &release, &[], false);
+        let gateways = ids
+            .iter()
+            .map(|id| {
+                let mut gw = Gateway::prepare(&broker, id, &[], "");
+                gw.signed_only(&keyring);
+                join_group(&gw, "line");
+                Store::open(
+                    &gw.dir().join("store"),
+                    edgewise_signing::Keyring::from_file(&keyring).expect("keyring"),
+                    DEFAULT_MAX_BYTES,
+                )
+                .expect("store")
+                .install(&v1, std::path::Path::new("v1.ewb"), Admit::Update)
+                .expect("v1 installs");
+                gw.launch(&broker);
+                gw
+            })
+            .collect();
+        Group {
+            broker,
+            gateways,
+            release,
+            work,
+        }
+    }
+
+    fn cli(&self, args: &[&str]) -> Output {
+        Command::new(edgewise())
+            .args(args)
+            .args([
+                "--broker",
+                &format!("mqtt://127.0.0.1:{}", self.broker.port),
+            ])
+            .arg("--key")
+            .arg(self.work.path().join("ops.key"))
+            .output()
+            .expect("edgewise runs")
+    }
+
+    /// `edgewise push` of vibration-fault with `changes` to the group with one canary;
+    /// returns the canary's id.
+    fn push_with_canary(&self, name: &str, changes: &[(&str, &str)], bake_s: &str) -> String {
+        let bundle = self.work.path().join(name);
+        std::fs::write(
+            &bundle,
+            pack_example("vibration-fault", &self.release, changes, false),
+        )
+        .expect("bundle");
+        let pushed = self.cli(&[
+            "push",
+            &bundle.to_string_lossy(),
+            "--group",
+            "line",
+            "--canary",
+            "1",
+            "--bake",
+            bake_s,
+        ]);
+        let out = text(&pushed.stdout);
+        assert!(pushed.status.success(), "{out}\n{}", text(&pushed.stderr));
+        let canary = out
+            .split("canaries ")
+            .nth(1)
+            .and_then(|rest| rest.split(" of 3 gateways").next())
+            .unwrap_or_else(|| panic!("the canary is named: {out}"));
+        assert!(!canary.contains(','), "one canary: {out}");
+        canary.to_owned()
+    }
+
+    /// Waits until gateway `id`'s retained status satisfies `ready`; returns it.
+    fn status_until(&self, id: &str, ready: impl Fn(&Value) -> bool) -> Value {
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            let status: Value = self
+                .broker
+                .retained(&format!("edgewise/{id}/status"), Duration::from_secs(1))
+                .and_then(|s| serde_json::from_str(&s).ok())
+                .unwrap_or(Value::Null);
+            if ready(&status) {
+                return status;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{id}: {status:#}\n{}",
+                self.gateways
+                    .iter()
+                    .find(|g| g.id == id)
+                    .map(Gateway::log)
+                    .unwrap_or_default()
+            );
+        }
+    }
+}
+
+fn versions(status: &Value) -> Vec<String> {
+    status["plugins"]
+        .as_array()
+        .map(|ps| {
+            ps.iter()
+                .map(|p| p["version"].as_str().unwrap_or("?").to_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_canary_that_fails_its_gate_halts_the_group_and_one_that_passes_leads_it() {
+    let ids = ["line-a", "line-b", "line-c"];
+    let group = Group::start(&ids);
+    for id in ids {
+        group.status_until(id, |s| s["state"] == "online" && s["plugins"].is_array());
+    }
+
+    // A release whose gate fails: the canary refuses it, the others never try it.
+    let canary = group.push_with_canary(
+        "vibration-v2.ewb",
+        &[
+            ("release = 1", "release = 2"),
+            ("version = \"0.1.0\"", "version = \"0.2.0\""),
+            ("default = 0.0", "default = 0.999"),
+        ],
+        "1",
+    );
+    let failed = group.status_until(&canary, |s| s["fleet"]["state"] == "failed");
+    assert!(
+        failed["fleet"]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("evaluation gate failed")),
+        "{failed:#}"
+    );
+    assert_eq!(failed["fleet"]["canary"], true);
+    for other in ids.iter().filter(|id| **id != canary) {
+        let halted = group.status_until(other, |s| s["fleet"]["state"] == "halted");
+        let error = halted["fleet"]["error"].as_str().unwrap_or_default();
+        assert!(
+            error.contains(&format!("canary {canary} failed"))
+                && error.contains("evaluation gate failed"),
+            "{halted:#}"
+        );
+        assert_eq!(versions(&halted), ["0.1.0"], "{halted:#}");
+    }
+    assert_eq!(versions(&failed), ["0.1.0"]);
+    let table = text(&group.cli(&["fleet", "status", "--group", "line"]).stdout);
+    assert_eq!(
+        table
+            .matches(&format!(" halted (canary {canary} failed"))
+            .count(),
+        2,
+        "{table}"
+    );
+    assert!(
+        table
+            .lines()
+            .any(|l| l.contains(&canary) && l.contains("[canary]") && l.contains("failed (")),
+        "{table}"
+    );
+
+    // A release that passes: the canary leads, the others follow after the bake time.
+    let canary = group.push_with_canary(
+        "vibration-v3.ewb",
+        &[
+            ("release = 1", "release = 3"),
+            ("version = \"0.1.0\"", "version = \"0.3.0\""),
+        ],
+        "2",
+    );
+    for id in ids {
+        let converged = group.status_until(id, |s| {
+            s["fleet"]["state"] == "converged" && versions(s) == ["0.3.0"]
+        });
+        assert_eq!(converged["fleet"]["canary"], id == canary, "{converged:#}");
+    }
+    for gw in &group.gateways {
+        let followed = gw
+            .log()
+            .contains("every canary healthy for the bake time; applying the roll-out");
+        assert_eq!(followed, gw.id != canary, "{}: {}", gw.id, gw.log());
+    }
+}
+
+#[test]
+fn a_canary_whose_shadow_disagrees_halts_the_group_with_the_shadows_numbers() {
+    let ids = ["wing-a", "wing-b", "wing-c"];
+    let group = Group::start(&ids);
+    for id in ids {
+        group.status_until(id, |s| s["state"] == "online" && s["plugins"].is_array());
+    }
+    let bundle = group.work.path().join("vibration-v2.ewb");
+    std::fs::write(
+        &bundle,
+        pack_example("vibration-fault", &group.release, UNSURE_V2, false),
+    )
+    .expect("bundle");
+    // A live stream for the shadows to compare on, until the roll-out has its outcome.
+    let stop = Arc::new(AtomicBool::new(false));
+    let publisher = group.broker.publisher();
+    let lines = windows(400);
+    let stream = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            for batch in lines.chunks(10).cycle() {
+                publisher.publish_lines("plant/pump-0/vibration", batch);
+                if stop.load(Ordering::Relaxed) {
+                    return;
+                }
+            }
+        })
+    };
+    let pushed = group.cli(&[
+        "push",
+        &bundle.to_string_lossy(),
+        "--group",
+        "line",
+        "--canary",
+        "1",
+        "--bake",
+        "1",
+        "--shadow",
+        "--shadow-messages",
+        "40",
+        "--min-agreement",
+        "0.999",
+    ]);
+    let out = text(&pushed.stdout);
+    assert!(pushed.status.success(), "{out}\n{}", text(&pushed.stderr));
+    let canary = out
+        .split("canaries ")
+        .nth(1)
+        .and_then(|rest| rest.split(" of 3 gateways").next())
+        .expect("the canary is named")
+        .to_owned();
+    let failed = group.status_until(&canary, |s| s["fleet"]["state"] == "failed");
+    stop.store(true, Ordering::Relaxed);
+    stream.join().expect("stream");
+    let error = failed["fleet"]["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("the shadow of `vibration-fault` was abandoned: agreement")
+            && error.contains("is below 0.999"),
+        "{failed:#}"
+    );
+    let entry = &failed["plugins"][0];
+    assert_eq!(entry["shadow"]["state"], "abandoned", "{failed:#}");
+    assert_eq!(versions(&failed), ["0.1.0"]);
+    for other in ids.iter().filter(|id| **id != canary.as_str()) {
+        let halted = group.status_until(other, |s| s["fleet"]["state"] == "halted");
+        assert!(
+            halted["fleet"]["error"]
+                .as_str()
+                .is_some_and(|e| e.contains(&format!("canary {canary} failed: the shadow"))),
+            "{halted:#}"
+        );
+        assert_eq!(versions(&halted), ["0.1.0"]);
+    }
 }

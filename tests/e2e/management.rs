@@ -1022,7 +1022,7 @@ fn the_operator_tools_speak_tls_with_a_password_and_a_client_certificate() {
 }
 
 /// Puts the gateway in fleet group `group` (a top-level key: before the `[broker]` table).
-fn join_group(gateway: &Gateway, group: &str) {
+pub(crate) fn join_group(gateway: &Gateway, group: &str) {
     edgewise_tests::edit(
         gateway.dir(),
         "gateway.toml",

@@ -417,6 +417,8 @@ fn desired(t: &Trusted, version: u64, issued: u64, expires: u64) -> String {
         issued_at_ms: issued,
         expires_at_ms: expires,
         plugins: [("threshold".to_owned(), t.active_digest("threshold"))].into(),
+        canary: None,
+        shadow: Default::default(),
     }
     .sign(&t.operator)
 }
@@ -560,6 +562,8 @@ fn an_expired_keyring_takes_no_command_and_no_desired_state_and_says_so() {
         issued_at_ms: now,
         expires_at_ms: now + 86_400_000,
         plugins: Default::default(),
+        canary: None,
+        shadow: Default::default(),
     };
     t.broker.publish_retained(
         "edgewise/fleet/line/desired",

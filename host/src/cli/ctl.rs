@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use edgewise_signing::bundle::{self, DEFAULT_MAX_BYTES};
-use edgewise_signing::command::{Action, Command, DesiredState, ShadowTrial};
+use edgewise_signing::command::{Action, Canary, Command, DesiredState, ShadowTrial};
 use edgewise_signing::manifest::Setting;
 use edgewise_signing::{SecretKey, namespace};
 use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS};
@@ -133,7 +133,7 @@ enum CtlAction {
 /// gateway of a fleet group (through its retained desired state).
 #[derive(clap::Args)]
 #[command(
-    after_help = "Examples:\n  edgewise push threshold-0.2.0.ewb --gateway line-7 --key ops.key --broker mqtt://broker:1883\n  edgewise push threshold-0.2.0.ewb --group line --key ops.key\n  edgewise push threshold-0.1.0.ewb --gateway line-7 --rollback --key ops.key\n  edgewise push vibration-fault-0.2.0.ewb --gateway line-7 --shadow --shadow-messages 500 --key ops.key"
+    after_help = "Examples:\n  edgewise push threshold-0.2.0.ewb --gateway line-7 --key ops.key --broker mqtt://broker:1883\n  edgewise push threshold-0.2.0.ewb --group line --key ops.key\n  edgewise push threshold-0.1.0.ewb --gateway line-7 --rollback --key ops.key\n  edgewise push vibration-fault-0.2.0.ewb --gateway line-7 --shadow --shadow-messages 500 --key ops.key\n  edgewise push vibration-fault-0.2.0.ewb --group line --canary 10% --bake 600 --key ops.key"
 )]
 pub struct PushArgs {
     /// The signed bundle.
@@ -154,9 +154,19 @@ pub struct PushArgs {
     /// again within both.
     #[arg(long, default_value_t = 30, requires = "group")]
     valid_days: u64,
+    /// With --group: roll out to these gateways first, a count (`1`) or a share (`25%`) of
+    /// the group, chosen deterministically; the rest follow once every canary has run it
+    /// healthy for --bake seconds. A failing canary halts the roll-out.
+    #[arg(long, requires = "group", value_parser = parse_canary)]
+    canary: Option<CanaryShare>,
+    /// With --canary: seconds every canary must stay healthy before the rest follow.
+    #[arg(long, default_value_t = 300, requires = "canary")]
+    bake: u64,
     /// Run the new version in shadow beside the live one: same messages, outputs compared and
-    /// not published; it replaces the live one only if they agree (docs/evaluation.md).
-    #[arg(long, conflicts_with_all = ["group", "rollback"])]
+    /// not published; it replaces the live one only if they agree (docs/evaluation.md). With
+    /// --group, on every gateway of the group that runs the plugin (a new install goes in
+    /// directly).
+    #[arg(long, conflicts_with = "rollback")]
     shadow: bool,
     /// With --shadow: messages to compare before judging.
     #[arg(long, default_value_t = 200, requires = "shadow")]
@@ -218,8 +228,20 @@ pub fn ctl(args: CtlArgs) -> anyhow::Result<ExitCode> {
 
 pub fn push(args: PushArgs) -> anyhow::Result<ExitCode> {
     let bytes = bundle::read_capped(&args.bundle, DEFAULT_MAX_BYTES)?;
+    let shadow = args.shadow.then_some(ShadowTrial {
+        messages: args.shadow_messages,
+        max_seconds: args.shadow_seconds,
+        min_agreement: args.min_agreement,
+        promote: !args.no_promote,
+        publish: args.shadow_publish,
+    });
     if let Some(group) = &args.group {
-        return push_group(bytes, group, args.valid_days, &args.connection);
+        let rollout = Rollout {
+            valid_days: args.valid_days,
+            canary: args.canary.map(|share| (share, args.bake)),
+            shadow,
+        };
+        return push_group(bytes, group, rollout, &args.connection);
     }
     let gateway = args.gateway.context("--gateway or --group")?;
     let action = if args.rollback {
@@ -235,13 +257,6 @@ pub fn push(args: PushArgs) -> anyhow::Result<ExitCode> {
     } else {
         let digest = edgewise_signing::Bundle::parse(&bytes)?.digest();
         upload_bundle(&args.connection, &digest, bytes)?;
-        let shadow = args.shadow.then_some(ShadowTrial {
-            messages: args.shadow_messages,
-            max_seconds: args.shadow_seconds,
-            min_agreement: args.min_agreement,
-            promote: !args.no_promote,
-            publish: args.shadow_publish,
-        });
         Action::Update { digest, shadow }
     };
     send(&gateway, action, &args.connection)
@@ -364,10 +379,20 @@ fn broker_address(url: &str) -> anyhow::Result<(String, u16, bool)> {
 
 /// Uploads `bundle` (retained, in chunks under `edgewise/bundles/<digest>`) and a new desired state for
 /// `group` that runs it, keeping the group's other plugins.
+/// How a bundle is rolled out to a group.
+struct Rollout {
+    /// Days the desired state is valid.
+    valid_days: u64,
+    /// Its canaries, and their bake time in seconds.
+    canary: Option<(CanaryShare, u64)>,
+    /// A shadow trial first, where the plugin runs.
+    shadow: Option<ShadowTrial>,
+}
+
 fn push_group(
     bundle_bytes: Vec<u8>,
     group: &str,
-    valid_days: u64,
+    rollout: Rollout,
     connection: &Connection,
 ) -> anyhow::Result<ExitCode> {
     let parsed = edgewise_signing::Bundle::parse(&bundle_bytes)?;
@@ -375,8 +400,32 @@ fn push_group(
     let manifest =
         edgewise_signing::Manifest::parse(&text, std::path::Path::new("bundle manifest"))?;
     let digest = parsed.digest();
-    let added = (manifest.name.clone(), digest.clone(), bundle_bytes);
-    let desired = publish_desired(connection, group, valid_days, Some(added))?;
+    let canary = match rollout.canary {
+        None => None,
+        Some((share, bake_s)) => {
+            let members = super::fleet::members(connection, group, 2)?;
+            if members.is_empty() {
+                bail!(
+                    "group {group}: no gateway has a status on the broker to choose canaries from"
+                );
+            }
+            let gateways = choose_canaries(&members, share, &digest);
+            println!(
+                "group {group}: canaries {} of {} gateways; the rest follow after {bake_s} s healthy",
+                gateways.join(", "),
+                members.len()
+            );
+            Some(Canary { gateways, bake_s })
+        }
+    };
+    let added = Added {
+        plugin: manifest.name.clone(),
+        digest: digest.clone(),
+        bundle: bundle_bytes,
+        canary,
+        shadow: rollout.shadow,
+    };
+    let desired = publish_desired(connection, group, rollout.valid_days, Some(added))?;
     println!(
         "group {group}: desired state version {} now runs {} {} (bundle {digest}); `edgewise fleet status --group {group}` shows the roll-out",
         desired.version, manifest.name, manifest.version
@@ -384,14 +433,76 @@ fn push_group(
     Ok(ExitCode::SUCCESS)
 }
 
+/// How many of a group go first in a canary roll-out.
+#[derive(Debug, Clone, Copy)]
+pub enum CanaryShare {
+    /// This many gateways.
+    Count(usize),
+    /// This percentage of the group (rounded up, at least one).
+    Percent(f64),
+}
+
+fn parse_canary(text: &str) -> Result<CanaryShare, String> {
+    let share = match text.strip_suffix('%') {
+        Some(p) => p
+            .parse::<f64>()
+            .ok()
+            .filter(|p| *p > 0.0 && *p <= 100.0)
+            .map(CanaryShare::Percent),
+        None => text
+            .parse::<usize>()
+            .ok()
+            .filter(|n| *n > 0)
+            .map(CanaryShare::Count),
+    };
+    share.ok_or_else(|| format!("`{text}`: expected a count (1) or a share (25%) of the group"))
+}
+
+/// The canaries among `members`: the first of them ordered by the SHA-256 of the bundle
+/// digest and their id, so the choice is the same on every run for one roll-out, and another
+/// roll-out picks others.
+fn choose_canaries(members: &[String], share: CanaryShare, digest: &str) -> Vec<String> {
+    use sha2::{Digest as _, Sha256};
+    let count = match share {
+        CanaryShare::Count(n) => n,
+        CanaryShare::Percent(p) => ((p / 100.0) * members.len() as f64).ceil() as usize,
+    }
+    .clamp(1, members.len());
+    let mut ranked: Vec<(Vec<u8>, &String)> = members
+        .iter()
+        .map(|id| (Sha256::digest(format!("{digest}/{id}")).to_vec(), id))
+        .collect();
+    ranked.sort();
+    let mut chosen: Vec<String> = ranked
+        .into_iter()
+        .take(count)
+        .map(|(_, id)| id.clone())
+        .collect();
+    chosen.sort();
+    chosen
+}
+
+/// A plugin's bundle put into a group's desired state.
+pub(crate) struct Added {
+    plugin: String,
+    digest: String,
+    bundle: Vec<u8>,
+    /// The roll-out's canaries (none: every gateway at once).
+    canary: Option<Canary>,
+    /// The plugin's shadow trial, if it is to be tried in shadow first.
+    shadow: Option<ShadowTrial>,
+}
+
 /// Publishes a new desired state for `group`, retained: the current one re-signed with a new
-/// version, issue time and expiry (`valid_days`), with `added` (plugin, digest, bundle) put in,
-/// its bundle retained on its topic first. Without `added` the group must have a desired state.
+/// version, issue time and expiry (`valid_days`), with `added` put in, its bundle retained on
+/// its topic first. Without `added` the group must have a desired state, and its canaries and
+/// shadow trials stay what they were (a refresh of a halted roll-out must not release it to
+/// the whole group).
 pub(crate) fn publish_desired(
     connection: &Connection,
     group: &str,
     valid_days: u64,
-    added: Option<(String, String, Vec<u8>)>,
+    added: Option<Added>,
 ) -> anyhow::Result<DesiredState> {
     let key = operator_key(connection)?;
     let runtime = current_thread_runtime()?;
@@ -431,16 +542,27 @@ pub(crate) fn publish_desired(
                 ahead.version
             );
         }
-        if let Some((plugin, digest, bundle)) = added {
-            upload_chunks(&client, &mut eventloop, &digest, bundle).await?;
-            plugins.insert(plugin, digest);
-        }
+        let mut shadow = current.as_ref().map(|d| d.shadow.clone()).unwrap_or_default();
+        let canary = match added {
+            Some(added) => {
+                upload_chunks(&client, &mut eventloop, &added.digest, added.bundle).await?;
+                shadow.remove(&added.plugin);
+                if let Some(trial) = added.shadow {
+                    shadow.insert(added.plugin.clone(), trial);
+                }
+                plugins.insert(added.plugin, added.digest);
+                added.canary
+            }
+            None => current.as_ref().and_then(|d| d.canary.clone()),
+        };
         let desired = DesiredState {
             group: group.to_owned(),
             version: now,
             issued_at_ms: now,
             expires_at_ms: now.saturating_add(valid_days.saturating_mul(86_400_000)),
             plugins,
+            canary,
+            shadow,
         };
         client
             .publish(&desired_topic, QoS::AtLeastOnce, true, desired.sign(&key))
@@ -562,4 +684,43 @@ pub(crate) fn client(
         ));
     }
     Ok(AsyncClient::new(options, 16))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ids(n: usize) -> Vec<String> {
+        (0..n).map(|i| format!("gw-{i}")).collect()
+    }
+
+    #[test]
+    fn canaries_are_a_count_or_a_share_chosen_the_same_way_each_time() {
+        let members = ids(10);
+        let one = choose_canaries(&members, CanaryShare::Count(1), "d1");
+        assert_eq!(one.len(), 1);
+        assert_eq!(one, choose_canaries(&members, CanaryShare::Count(1), "d1"));
+        assert_eq!(
+            choose_canaries(&members, CanaryShare::Percent(25.0), "d1").len(),
+            3
+        );
+        assert_eq!(
+            choose_canaries(&members, CanaryShare::Count(50), "d1").len(),
+            10
+        );
+        // Another roll-out spreads the risk over other gateways.
+        let picks: std::collections::BTreeSet<Vec<String>> = (0..8)
+            .map(|i| choose_canaries(&members, CanaryShare::Count(1), &format!("d{i}")))
+            .collect();
+        assert!(picks.len() > 1, "{picks:?}");
+    }
+
+    #[test]
+    fn a_canary_share_reads_as_a_count_or_a_percentage() {
+        assert!(matches!(parse_canary("2"), Ok(CanaryShare::Count(2))));
+        assert!(matches!(parse_canary("25%"), Ok(CanaryShare::Percent(p)) if p == 25.0));
+        for bad in ["0", "0%", "150%", "some", "-1"] {
+            assert!(parse_canary(bad).is_err(), "{bad}");
+        }
+    }
 }

@@ -3,7 +3,8 @@
 //!
 //! Sits beside the router on the inbound path: a message under `edgewise/` is never routed to
 //! a plugin (no plugin may subscribe there, see `edgewise_signing::namespace`); it comes here.
-//! Commands, desired states, keyring updates and bundles go to the manager thread as
+//! Commands, desired states, keyring updates, bundles and the statuses of a roll-out's canaries
+//! go to the manager thread as
 //! [`Request`]s, which checks
 //! them there (signatures over whole bundles, an fsync per command): this task, which polls
 //! MQTT, does no more than look at a topic and a size, and write a bundle's chunks into the
@@ -120,6 +121,12 @@ impl Control {
             Request::Keyring(delivery.payload.to_vec())
         } else if topic == self.trust_reset {
             Request::TrustReset(delivery.payload.to_vec())
+        } else if let Some(gateway) = namespace::status_of(topic) {
+            // Subscribed to only while a roll-out waits on that gateway as a canary.
+            Request::PeerStatus {
+                gateway: gateway.to_owned(),
+                payload: delivery.payload.to_vec(),
+            }
         } else if let Some((digest, index, count)) = namespace::parse_bundle_chunk(topic) {
             let ready = match self.incoming.chunk(digest, index, count, &delivery.payload) {
                 Ok(Assembly::Waiting) => return,

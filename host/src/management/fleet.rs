@@ -28,12 +28,27 @@ pub(super) struct Rollout {
 }
 
 impl Manager {
-    fn report(&self, desired: Option<&DesiredState>, state: &str, error: Option<String>) {
+    pub(super) fn report(
+        &self,
+        desired: Option<&DesiredState>,
+        state: &str,
+        error: Option<String>,
+    ) {
         let mut fleet = json!({
             "group": self.config.group,
             "version": desired.map(|d| d.version),
             "state": state,
         });
+        if let (Some(f), Some(canary)) = (
+            fleet.as_object_mut(),
+            desired.and_then(|d| d.canary.as_ref()),
+        ) {
+            let role = canary.gateways.contains(&self.config.gateway_id);
+            f.insert("canary".into(), json!(role));
+            if !role {
+                f.insert("canaries".into(), json!(canary.gateways));
+            }
+        }
         if let (Some(f), Some(error)) = (fleet.as_object_mut(), error) {
             tracing::warn!("fleet: {error}");
             f.insert("error".into(), json!(error));
@@ -65,6 +80,18 @@ impl Manager {
         if let Err(e) = self.trust.accept_desired(&desired) {
             return self.report(Some(&desired), "failed", Some(e.to_string()));
         }
+        // A newer desired state replaces a roll-out still waiting for its canaries.
+        self.stop_following();
+        match &desired.canary {
+            Some(canary) if !canary.gateways.contains(&self.config.gateway_id) => {
+                self.follow(desired)
+            }
+            _ => self.apply(desired),
+        }
+    }
+
+    /// Applies `desired`: removes what it does not list, asks for the bundles it lacks.
+    pub(super) fn apply(&mut self, desired: DesiredState) {
         let installed = match self.store.list() {
             Ok(list) => list,
             Err(e) => return self.report(Some(&desired), "failed", Some(e.to_string())),
@@ -203,6 +230,23 @@ impl Manager {
         let Some((desired, reply)) = rollout else {
             return;
         };
+        // A plugin the state asks to try in shadow first, and that runs here: a shadow trial,
+        // whose promotion (or abandonment) ends this bundle's part of the roll-out.
+        let plugin = verified.manifest.name.clone();
+        if let Some(trial) = desired.shadow.get(&plugin).cloned()
+            && self.store.active(&plugin).is_ok()
+            && let Some(path) = staged.take()
+        {
+            match self.start_shadow(&verified, path.clone(), trial, &reply) {
+                Ok(()) => self.shadow_for_rollout(&plugin, digest),
+                Err(unfinished) => {
+                    let _ = std::fs::remove_file(path);
+                    let (Unfinished::Failed(error) | Unfinished::Answered(error)) = unfinished;
+                    self.rollout_failed(error);
+                }
+            }
+            return;
+        }
         // A fleet never rolls a plugin back: a bundle signed as a rollback is refused here.
         let outcome = self.update_from(
             &verified,
@@ -252,6 +296,21 @@ impl Manager {
             let _ = std::fs::remove_file(from);
         }
         outcome
+    }
+
+    /// Bundle `digest` of the roll-out is live (its shadow was promoted).
+    pub(super) fn rollout_bundle_live(&mut self, digest: &str) {
+        if let Some(r) = self.rollout.as_mut() {
+            r.waiting.remove(digest);
+        }
+        self.finish_if_done();
+    }
+
+    /// The roll-out cannot complete: it ends here, and the status says why.
+    pub(super) fn rollout_failed(&mut self, error: String) {
+        if let Some(rollout) = self.rollout.take() {
+            self.report(Some(&rollout.desired), "failed", Some(error));
+        }
     }
 
     fn finish_if_done(&mut self) {

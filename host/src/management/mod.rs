@@ -20,10 +20,12 @@
 //! only if the two agree.
 //!
 //! Rooms: [`commands`] checks each command, [`reply`] answers it, [`fleet`] applies desired
+//! states ([`canary`] holds one back until its canaries are healthy),
 //! states, [`keyring`] applies keyring updates and reports how fresh the gateway's trust is,
 //! [`settings`] changes plugin settings (`ctl config`, a reload of `gateway.toml`), [`trust`]
 //! keeps the counters and the clock documents are judged by, [`store`] keeps the bundles.
 
+pub mod canary;
 pub mod commands;
 pub mod fleet;
 pub mod gate;
@@ -149,6 +151,13 @@ pub enum Request {
     Bundle(String, Result<PathBuf, String>),
     /// `gateway.toml` was read again (SIGHUP): apply its plugin settings.
     Reload(Box<Config>),
+    /// Another gateway's status arrived (a canary of a roll-out this gateway waits on).
+    PeerStatus {
+        /// Its gateway id.
+        gateway: String,
+        /// The status document.
+        payload: Vec<u8>,
+    },
     /// A plugin's shadow said how it is doing, or how its trial was judged.
     Shadow {
         /// The plugin.
@@ -196,6 +205,8 @@ pub struct Manager {
     stale: Vec<String>,
     /// When the manager started (for the freshness of a group's first desired state).
     started_at_ms: u64,
+    /// A roll-out held back until its canaries are healthy.
+    following: Option<canary::Following>,
     /// Shadow trials running, by plugin.
     shadows: BTreeMap<String, shadow::Running>,
     /// Its own request channel, for the shadows' threads to report on.
@@ -255,6 +266,7 @@ impl Manager {
             keyring_refusal: None,
             stale: Vec::new(),
             started_at_ms: crate::clock::now_ms(),
+            following: None,
             shadows: BTreeMap::new(),
             requests,
         }
@@ -265,9 +277,14 @@ impl Manager {
     pub fn serve(mut self, requests: std::sync::mpsc::Receiver<Request>) {
         self.report_trust();
         loop {
-            let request = match requests.recv_timeout(TRUST_CHECK) {
+            // A roll-out baking wakes the manager when its bake time is over.
+            let wait = self
+                .bake_left()
+                .map_or(TRUST_CHECK, |left| left.min(TRUST_CHECK));
+            let request = match requests.recv_timeout(wait) {
                 Ok(request) => request,
                 Err(RecvTimeoutError::Timeout) => {
+                    self.follow_if_baked();
                     self.report_trust();
                     continue;
                 }
@@ -297,6 +314,7 @@ impl Manager {
                 Request::Bundle(digest, assembled) => self.bundle(&digest, assembled),
                 Request::Reload(config) => self.reload(&config),
                 Request::Shadow { plugin, said } => self.shadow_said(plugin, said),
+                Request::PeerStatus { gateway, payload } => self.peer_status(&gateway, &payload),
                 Request::RolledBack {
                     plugin,
                     reason,

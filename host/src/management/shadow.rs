@@ -32,6 +32,8 @@ pub(crate) struct Running {
     reply: Replier,
     /// The last numbers it reported.
     last: Snapshot,
+    /// The bundle digest, when a fleet roll-out started the trial and waits for its end.
+    rollout: Option<String>,
 }
 
 /// What the shadow thread says goes to the manager's thread; its outputs, when asked, to the
@@ -130,9 +132,17 @@ impl Manager {
                 trial,
                 reply: reply.clone(),
                 last: Snapshot::default(),
+                rollout: None,
             },
         );
         Ok(())
+    }
+
+    /// Marks `plugin`'s shadow as the fleet roll-out's trial of bundle `digest`.
+    pub(super) fn shadow_for_rollout(&mut self, plugin: &str, digest: &str) {
+        if let Some(running) = self.shadows.get_mut(plugin) {
+            running.rollout = Some(digest.to_owned());
+        }
     }
 
     /// What a shadow thread said.
@@ -207,9 +217,19 @@ impl Manager {
         match outcome {
             Ok(change) => {
                 let _ = self.changes.send(change);
+                if let Some(digest) = &running.rollout {
+                    self.rollout_bundle_live(digest);
+                }
             }
-            Err(Unfinished::Failed(reason)) => reply.send("failed", json!({ "reason": reason })),
-            Err(Unfinished::Answered(_)) => {}
+            Err(unfinished) => {
+                let (Unfinished::Failed(reason) | Unfinished::Answered(reason)) = unfinished;
+                reply.send("failed", json!({ "reason": reason }));
+                if running.rollout.is_some() {
+                    self.rollout_failed(format!(
+                        "the promotion of `{plugin}`'s shadow failed: {reason}"
+                    ));
+                }
+            }
         }
     }
 
@@ -232,6 +252,9 @@ impl Manager {
             reply.send("done", detail);
         }
         self.shadow_status(plugin, "abandoned", &running.last, Some(reason));
+        if running.rollout.is_some() {
+            self.rollout_failed(format!("the shadow of `{plugin}` was abandoned: {reason}"));
+        }
     }
 
     /// Forgets `plugin`'s shadow and has its live thread drop the tap (its thread then ends).

@@ -94,6 +94,24 @@ pub enum FleetCommand {
     },
 }
 
+/// The gateways of `group`, by their retained statuses (collected for `seconds`).
+pub(crate) fn members(
+    connection: &Connection,
+    group: &str,
+    seconds: u64,
+) -> anyhow::Result<Vec<String>> {
+    let runtime = current_thread_runtime()?;
+    runtime.block_on(async move {
+        let (client, mut eventloop) = client(connection, "edgewise-members")?;
+        let statuses = statuses(&client, &mut eventloop, seconds).await?;
+        Ok(statuses
+            .into_iter()
+            .filter(|(_, s)| s["fleet"]["group"].as_str() == Some(group))
+            .map(|(id, _)| id)
+            .collect())
+    })
+}
+
 /// The retained statuses on the broker, by gateway id, collected for `seconds`.
 async fn statuses(
     client: &AsyncClient,
@@ -277,8 +295,13 @@ fn fleet_table(group: &str, statuses: &BTreeMap<String, serde_json::Value>) -> S
                     .collect()
             })
             .unwrap_or_default();
+        let role = if s["fleet"]["canary"] == true {
+            " [canary]"
+        } else {
+            ""
+        };
         table.push_str(&format!(
-            "  {:<20} {:<8} desired v{} {}{}  {}\n",
+            "  {:<20} {:<8} desired v{}{role} {}{}  {}\n",
             s["gateway"].as_str().unwrap_or("?"),
             s["state"].as_str().unwrap_or("?"),
             s["fleet"]["version"],
