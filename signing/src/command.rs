@@ -149,6 +149,22 @@ pub struct ShadowTrial {
     pub publish: bool,
 }
 
+impl ShadowTrial {
+    /// Refuses a trial that could never be judged as meant.
+    pub fn check(&self) -> Result<(), String> {
+        if !(0.0..=1.0).contains(&self.min_agreement) {
+            return Err(format!(
+                "min-agreement {} is not a share between 0 and 1",
+                self.min_agreement
+            ));
+        }
+        if self.messages == 0 || self.max_seconds == 0 {
+            return Err("a shadow trial needs at least one message and one second".into());
+        }
+        Ok(())
+    }
+}
+
 impl Default for ShadowTrial {
     fn default() -> Self {
         Self {

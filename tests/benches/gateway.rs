@@ -28,14 +28,14 @@
 //! `EDGEWISE_BENCH_ROUNDS` (default 3) sets how many times each flood runs, alternating the
 //! systems compared so that a noisy neighbour hurts both alike.
 
-use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use edgewise_tests::load::{Figures, Load, client, drive, options};
 use edgewise_tests::mqtt::{Broker, Gateway, free_port, http_get};
 use edgewise_tests::{eval_set, repo, wav_pcm};
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use rumqttc::{AsyncClient, Event, Packet, QoS};
 use tokio::sync::mpsc;
 
 /// The flood's size: 8 000 messages, or `EDGEWISE_BENCH_FLOOD` (a longer flood, to profile).
@@ -48,122 +48,6 @@ fn flood_size() -> usize {
 const INFERENCE_FLOOD: usize = 3000;
 const PACED: usize = 1000;
 const PACED_RATE_HZ: f64 = 500.0;
-
-/// What one run saw.
-struct Figures {
-    sent: usize,
-    received: usize,
-    elapsed: Duration,
-    latencies: Vec<Duration>,
-}
-
-impl Figures {
-    fn per_second(&self) -> f64 {
-        self.received as f64 / self.elapsed.as_secs_f64()
-    }
-
-    fn percentile(&self, p: f64) -> Duration {
-        let mut sorted = self.latencies.clone();
-        sorted.sort_unstable();
-        let ix = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-        sorted.get(ix).copied().unwrap_or_default()
-    }
-}
-
-/// One kind of load: where message `i` goes, what it carries, and where its output comes back.
-struct Load<'a> {
-    input_topic: &'a dyn Fn(usize) -> String,
-    payload: &'a dyn Fn(usize) -> Vec<u8>,
-    output_filter: String,
-    /// The sequence number an output topic answers, if it is one of this run's.
-    sequence_of: &'a dyn Fn(&str) -> Option<usize>,
-}
-
-fn options(id: &str, port: u16) -> MqttOptions {
-    let mut options = MqttOptions::new(id, "127.0.0.1", port);
-    options.set_keep_alive(Duration::from_secs(30));
-    options.set_max_packet_size(1 << 20, 1 << 20);
-    options
-}
-
-/// A client and its event loop with TCP_NODELAY, as the gateway connects.
-fn client(options: MqttOptions, capacity: usize) -> (AsyncClient, rumqttc::EventLoop) {
-    let (client, mut eventloop) = AsyncClient::new(options, capacity);
-    let mut network = rumqttc::NetworkOptions::new();
-    network.set_tcp_nodelay(true);
-    eventloop.set_network_options(network);
-    (client, eventloop)
-}
-
-/// Sends `count` messages of `load` at QoS 1, paced at `rate` per second or as fast as the
-/// broker takes them, and waits for their outputs (until 20 s pass without one).
-async fn drive(port: u16, run: &str, load: &Load<'_>, count: usize, rate: Option<f64>) -> Figures {
-    let (sink, mut sink_loop) = client(options(&format!("sink-{run}"), port), 1000);
-    sink.subscribe(load.output_filter.clone(), QoS::AtLeastOnce)
-        .await
-        .expect("sink subscribes");
-    loop {
-        match sink_loop.poll().await {
-            Ok(Event::Incoming(Packet::SubAck(_))) => break,
-            Ok(_) => {}
-            Err(e) => panic!("sink: {e}"),
-        }
-    }
-    let (arrivals_tx, mut arrivals) = mpsc::unbounded_channel();
-    let sink_task = tokio::spawn(async move {
-        while let Ok(event) = sink_loop.poll().await {
-            if let Event::Incoming(Packet::Publish(p)) = event {
-                let _ = arrivals_tx.send((p.topic, Instant::now()));
-            }
-        }
-    });
-
-    let (source, mut source_loop) = client(options(&format!("source-{run}"), port), 100);
-    let source_task = tokio::spawn(async move { while source_loop.poll().await.is_ok() {} });
-    let mut sent_at = Vec::with_capacity(count);
-    let start = Instant::now();
-    for i in 0..count {
-        if let Some(rate) = rate {
-            tokio::time::sleep_until((start + Duration::from_secs_f64(i as f64 / rate)).into())
-                .await;
-        }
-        sent_at.push(Instant::now());
-        source
-            .publish(
-                (load.input_topic)(i),
-                QoS::AtLeastOnce,
-                false,
-                (load.payload)(i),
-            )
-            .await
-            .expect("source publishes");
-    }
-
-    let mut received_at: HashMap<usize, Instant> = HashMap::new();
-    while received_at.len() < count {
-        match tokio::time::timeout(Duration::from_secs(20), arrivals.recv()).await {
-            Ok(Some((topic, at))) => {
-                if let Some(seq) = (load.sequence_of)(&topic) {
-                    received_at.entry(seq).or_insert(at);
-                }
-            }
-            _ => break,
-        }
-    }
-    sink_task.abort();
-    source_task.abort();
-    let last = received_at.values().max().copied().unwrap_or(start);
-    let latencies = received_at
-        .iter()
-        .map(|(seq, at)| at.duration_since(sent_at[*seq]))
-        .collect();
-    Figures {
-        sent: count,
-        received: received_at.len(),
-        elapsed: last.duration_since(start),
-        latencies,
-    }
-}
 
 /// The native ceiling: a rumqttc program that republishes `sensors/#` under `echo/`, QoS 1 in
 /// and out, acknowledging each input after queueing its output. Built as rumqttc's examples

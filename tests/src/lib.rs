@@ -4,6 +4,7 @@
 //! (`scripts/prepare-models`) first; the README's test command does both. A missing piece
 //! fails the test with the command that provides it, rather than skipping it.
 
+pub mod load;
 pub mod mqtt;
 
 use std::io::Write;

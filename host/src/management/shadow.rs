@@ -74,6 +74,9 @@ impl Manager {
     ) -> Result<(), Unfinished> {
         let plugin = verified.manifest.name.clone();
         let fail = |reason: String| Unfinished::Failed(reason);
+        trial
+            .check()
+            .map_err(|e| fail(format!("shadow trial: {e}")))?;
         self.trust
             .keyring_in_force(self.store.keyring())
             .map_err(fail)?;

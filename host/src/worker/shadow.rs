@@ -25,6 +25,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::{Message, Worker};
+use crate::evaluate::gate::round;
 use crate::evaluate::metrics::percentile;
 
 /// Messages the shadow may be behind before the live thread skips it.
@@ -334,11 +335,12 @@ impl Shadow {
         } else {
             s.agreed as f64 / s.compared as f64
         };
-        s.live_p50_ms = percentile(&live, 50.0);
-        s.live_p99_ms = percentile(&live, 99.0);
-        s.shadow_p50_ms = percentile(&shadow, 50.0);
-        s.shadow_p99_ms = percentile(&shadow, 99.0);
-        s.elapsed_s = self.started.elapsed().as_secs_f64();
+        s.agreement = round(s.agreement);
+        s.live_p50_ms = round(percentile(&live, 50.0));
+        s.live_p99_ms = round(percentile(&live, 99.0));
+        s.shadow_p50_ms = round(percentile(&shadow, 50.0));
+        s.shadow_p99_ms = round(percentile(&shadow, 99.0));
+        s.elapsed_s = round(self.started.elapsed().as_secs_f64());
     }
 
     fn judge(&self) -> Judgement {
@@ -357,7 +359,7 @@ impl Shadow {
                     s.failed, s.compared
                 ),
             )
-        } else if s.agreement < t.min_agreement {
+        } else if (s.agreed as f64) < t.min_agreement * s.compared as f64 {
             (
                 false,
                 format!(
