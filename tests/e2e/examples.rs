@@ -225,3 +225,181 @@ fn voice_activity_keeps_each_device_stream_apart() {
         assert_segments_match(&detected_segments(&events), &spoken_segments());
     }
 }
+
+/// speech.wav in chunks of `bytes`, as replay lines on `audio/<device>/pcm`.
+fn speech_chunks(device: &str, bytes: usize) -> Vec<String> {
+    let (_, pcm) = wav_pcm(&repo().join("plugins/voice-activity/testdata/speech.wav"));
+    pcm.chunks(bytes)
+        .map(|chunk| replay_line(&format!("audio/{device}/pcm"), chunk))
+        .collect()
+}
+
+fn vad_events(run: &edgewise_tests::ReplayRun) -> Vec<Value> {
+    run.published.iter().map(|p| p.json()).collect()
+}
+
+#[test]
+fn voice_activity_events_carry_the_wall_clock_time_of_their_samples() {
+    let (_, pcm) = wav_pcm(&repo().join("plugins/voice-activity/testdata/speech.wav"));
+    // Each 1024-byte chunk (32 ms) arrives as its last sample is captured.
+    let base = 1_796_000_000_000u64;
+    let input: Vec<String> = pcm
+        .chunks(1024)
+        .enumerate()
+        .map(|(i, chunk)| {
+            json!({
+                "topic": "audio/kitchen/pcm",
+                "payload_base64": base64_of(chunk),
+                "received_at_ms": base + (i as u64 + 1) * 32,
+            })
+            .to_string()
+        })
+        .collect();
+    let run = replay(&plugin_dir("voice-activity"), &input.join("\n"), &[]);
+    assert!(run.success, "{}", run.log);
+    let events = vad_events(&run);
+    assert_eq!(events.len(), 6, "{events:?}");
+    for e in &events {
+        let at = e["at_ms"].as_u64().expect("at_ms");
+        assert_eq!(e["time_ms"].as_u64(), Some(base + at), "{e}");
+        if let Some(start) = e["start_ms"].as_u64() {
+            assert_eq!(e["start_time_ms"].as_u64(), Some(base + start), "{e}");
+            assert_eq!(e["cut"], false);
+        }
+    }
+}
+
+fn base64_of(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+#[test]
+fn voice_activity_carries_an_odd_byte_to_the_next_chunk() {
+    // Odd-sized chunks split samples between messages: every sample must still pair up.
+    let run = replay(
+        &plugin_dir("voice-activity"),
+        &speech_chunks("porch", 1001).join("\n"),
+        &[],
+    );
+    assert!(run.success, "{}", run.log);
+    assert_segments_match(&detected_segments(&vad_events(&run)), &spoken_segments());
+}
+
+#[test]
+fn voice_activity_refuses_a_chunk_that_is_not_raw_pcm_and_the_stream_goes_on() {
+    let wav = std::fs::read(repo().join("plugins/voice-activity/testdata/speech.wav"))
+        .expect("speech.wav");
+    let mut input = vec![replay_line("audio/kitchen/pcm", &wav[..4096])];
+    input.push(replay_line("audio/kitchen/pcm", br#"{"level": 0.3}"#));
+    input.extend(speech_chunks("kitchen", 1024));
+    let run = replay(&plugin_dir("voice-activity"), &input.join("\n"), &[]);
+    assert!(!run.success, "two messages failed");
+    assert!(
+        run.log.contains(
+            "is a WAV file, not audio/pcm; rate=16000; channels=1; format=s16le: send the samples alone"
+        ),
+        "{}",
+        run.log
+    );
+    assert!(
+        run.log.contains("is JSON text, not audio/pcm"),
+        "{}",
+        run.log
+    );
+    assert!(run.log.contains("2 of "), "{}", run.log);
+    assert_segments_match(&detected_segments(&vad_events(&run)), &spoken_segments());
+}
+
+#[test]
+fn voice_activity_refuses_a_threshold_under_its_hysteresis_at_start() {
+    let run = replay(
+        &plugin_dir("voice-activity"),
+        &speech_chunks("kitchen", 1024)[..2].join("\n"),
+        &["--set", "threshold=0.1"],
+    );
+    assert!(!run.success);
+    assert!(
+        run.log
+            .contains("threshold 0.1 with hysteresis 0.15: speech would never end"),
+        "{}",
+        run.log
+    );
+}
+
+#[test]
+fn voice_activity_drops_speech_under_the_minimum_and_cuts_speech_over_the_maximum() {
+    let input = speech_chunks("kitchen", 1024).join("\n");
+    // Only the second command lasts over two seconds.
+    let run = replay(
+        &plugin_dir("voice-activity"),
+        &input,
+        &["--set", "min-speech-ms=2000"],
+    );
+    assert!(run.success, "{}", run.log);
+    let spoken = spoken_segments();
+    assert_segments_match(&detected_segments(&vad_events(&run)), &spoken[1..2]);
+
+    // At most a second each (cut at the first 32 ms frame that reaches it): the 3.4 s command
+    // comes in back-to-back pieces.
+    let run = replay(
+        &plugin_dir("voice-activity"),
+        &input,
+        &["--set", "max-speech-ms=1000"],
+    );
+    assert!(run.success, "{}", run.log);
+    let events = vad_events(&run);
+    let segments = detected_segments(&events);
+    assert!(
+        segments.iter().all(|(s, e)| e - s <= 1000.0 + 32.0),
+        "{segments:?}"
+    );
+    let cut: Vec<&Value> = events.iter().filter(|e| e["cut"] == true).collect();
+    assert!(cut.len() >= 3, "{events:?}");
+    for end in cut {
+        let at = end["at_ms"].as_u64();
+        assert!(
+            events
+                .iter()
+                .any(|e| e["event"] == "speech-start" && e["at_ms"].as_u64() == at),
+            "a cut segment goes on at once: {events:?}"
+        );
+    }
+    assert_eq!(
+        segments.first().map(|s| s.0),
+        detected_segments(&vad_events(&replay(
+            &plugin_dir("voice-activity"),
+            &input,
+            &[]
+        )))
+        .first()
+        .map(|s| s.0)
+    );
+}
+
+#[test]
+fn voice_activity_keeps_its_memory_bounded_whatever_device_names_arrive() {
+    // Each new name was a new stream, kept forever: about 2 770 names filled 16 MiB and every
+    // stream was lost with the instance. Now the stalest stream makes room.
+    let (_, pcm) = wav_pcm(&repo().join("plugins/voice-activity/testdata/speech.wav"));
+    let chunk = &pcm[..1024];
+    let mut input: Vec<String> = (0..5000)
+        .map(|i| replay_line(&format!("audio/dev-{i}/pcm"), chunk))
+        .collect();
+    input.extend(speech_chunks("kitchen", 1024));
+    let run = replay(&plugin_dir("voice-activity"), &input.join("\n"), &[]);
+    assert!(run.success, "{}", run.log);
+    assert!(
+        run.log
+            .contains("32 devices at once (max-devices): dropped the stream of"),
+        "{}",
+        run.log
+    );
+    let kitchen: Vec<Value> = run
+        .published
+        .iter()
+        .filter(|p| p.topic == "audio/kitchen/vad")
+        .map(|p| p.json())
+        .collect();
+    assert_segments_match(&detected_segments(&kitchen), &spoken_segments());
+}
