@@ -4,7 +4,7 @@
 //! ```toml
 //! [evaluate]
 //! data = ["eval/heldout.jsonl"]        # replay JSON Lines, each line with its `expect`
-//! kind = "classification"              # or "segments", "regression"
+//! kind = "classification"              # or "segments", "detection", "regression"
 //! topic = "plant/+/vibration/diagnosis" # only outputs on these topics count (default: all)
 //! label = "/class"                     # JSON pointer to the predicted label
 //! scores = "/probabilities"            # optional: {label: score}, for ROC AUC
@@ -39,9 +39,13 @@ pub struct Evaluate {
     pub start: Option<String>,
     /// Segments: a JSON pointer to its end (ms).
     pub end: Option<String>,
-    /// Segments: the overlap over union an expected segment needs with a found one to count
-    /// as found (default 0.5).
+    /// Segments and detection: the overlap over union a labelled segment or box needs with a
+    /// found one to count as found (default 0.5).
     pub min_overlap: Option<f64>,
+    /// Detection: a JSON pointer to a found box, `[x1, y1, x2, y2]`, in an output (one output
+    /// per box).
+    #[serde(rename = "box")]
+    pub bbox: Option<String>,
     /// Regression: a JSON pointer to the predicted number.
     pub value: Option<String>,
     /// Regression: how far a prediction may be from the truth and still count as right.
@@ -59,6 +63,8 @@ pub enum TaskKind {
     Classification,
     /// Time intervals per input topic (a stream), e.g. speech in audio.
     Segments,
+    /// Boxes per input message, e.g. plates in a frame, matched by overlap over union.
+    Detection,
     /// One number per input message.
     Regression,
 }
@@ -76,6 +82,7 @@ impl TaskKind {
                 "segment_recall",
                 "segment_precision",
             ],
+            TaskKind::Detection => &["precision", "recall", "f1", "mean_iou"],
             TaskKind::Regression => &["mae", "rmse", "max_error", "within_tolerance", "unanswered"],
         }
     }
@@ -84,7 +91,7 @@ impl TaskKind {
     pub fn labelled_metrics(self) -> &'static [&'static str] {
         match self {
             TaskKind::Classification => &["precision", "recall", "f1", "auc"],
-            TaskKind::Segments | TaskKind::Regression => &[],
+            TaskKind::Segments | TaskKind::Detection | TaskKind::Regression => &[],
         }
     }
 
@@ -92,6 +99,7 @@ impl TaskKind {
         match self {
             TaskKind::Classification => "classification",
             TaskKind::Segments => "segments",
+            TaskKind::Detection => "detection",
             TaskKind::Regression => "regression",
         }
     }
@@ -277,6 +285,7 @@ impl Evaluate {
         let needs: &[(&str, &Option<String>)] = match self.kind {
             TaskKind::Classification => &[("label", &self.label)],
             TaskKind::Segments => &[("start", &self.start), ("end", &self.end)],
+            TaskKind::Detection => &[("box", &self.bbox)],
             TaskKind::Regression => &[("value", &self.value)],
         };
         for (key, pointer) in needs {
@@ -295,6 +304,7 @@ impl Evaluate {
             ("scores", &self.scores),
             ("start", &self.start),
             ("end", &self.end),
+            ("box", &self.bbox),
             ("value", &self.value),
         ] {
             if let Some(p) = pointer

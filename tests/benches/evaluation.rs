@@ -69,15 +69,7 @@ fn gate_time(plugin: &str) {
 fn gateway(broker: &Broker, work: &Path, release: &SecretKey) -> Gateway {
     let operator = SecretKey::generate().expect("key");
     let keyring = work.join("keyring.toml");
-    std::fs::write(
-        &keyring,
-        format!(
-            "version = 1\n[[keys]]\nname = \"release\"\nrole = \"release\"\npublic-key = \"{}\"\n[[keys]]\nname = \"ops\"\nrole = \"operator\"\npublic-key = \"{}\"\n",
-            release.public(),
-            operator.public()
-        ),
-    )
-    .expect("keyring");
+    edgewise_tests::write_keyring(&keyring, release, &operator);
     std::fs::write(work.join("ops.key"), operator.to_pem().expect("PEM")).expect("key");
     let mut gw = Gateway::prepare(broker, "bench-shadow", &[], "");
     gw.signed_only(&keyring);

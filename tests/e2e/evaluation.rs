@@ -19,6 +19,20 @@ use crate::management::{Managed, join_group};
 
 const WAIT: Duration = Duration::from_secs(30);
 
+/// vibration-fault v2: the same plugin, a new release.
+const V2: &[(&str, &str)] = &[
+    ("release = 1", "release = 2"),
+    ("version = \"0.1.0\"", "version = \"0.2.0\""),
+];
+
+/// vibration-fault v2 with a default that reports almost every window `uncertain`: it fails
+/// its gate.
+const GATE_FAILING_V2: &[(&str, &str)] = &[
+    ("release = 1", "release = 2"),
+    ("version = \"0.1.0\"", "version = \"0.2.0\""),
+    ("default = 0.0", "default = 0.999"),
+];
+
 fn eval(args: &[&str]) -> Output {
     Command::new(edgewise())
         .arg("eval")
@@ -232,15 +246,7 @@ fn store_of(m: &Managed) -> Store {
 fn an_update_that_fails_its_gate_is_refused_the_store_unchanged_and_the_stream_served_by_the_old() {
     let m = Managed::start("gate-refuses", "vibration-fault", &[], "");
     // v2 ships a default that makes it report almost everything as `uncertain`.
-    let v2 = m.bundle(
-        "vibration-v2.ewb",
-        "vibration-fault",
-        &[
-            ("release = 1", "release = 2"),
-            ("version = \"0.1.0\"", "version = \"0.2.0\""),
-            ("default = 0.0", "default = 0.999"),
-        ],
-    );
+    let v2 = m.bundle("vibration-v2.ewb", "vibration-fault", GATE_FAILING_V2);
     let sub = m.broker.subscribe(&["plant/+/vibration/diagnosis"]);
     let before = store_of(&m).inventory().expect("inventory");
     let publisher = m.broker.publisher();
@@ -287,14 +293,7 @@ fn an_update_that_fails_its_gate_is_refused_the_store_unchanged_and_the_stream_s
 #[test]
 fn an_update_that_passes_its_gate_goes_live_with_its_metrics_kept_with_the_release() {
     let mut m = Managed::start("gate-passes", "vibration-fault", &[], "");
-    let v2 = m.bundle(
-        "vibration-v2.ewb",
-        "vibration-fault",
-        &[
-            ("release = 1", "release = 2"),
-            ("version = \"0.1.0\"", "version = \"0.2.0\""),
-        ],
-    );
+    let v2 = m.bundle("vibration-v2.ewb", "vibration-fault", V2);
     let pushed = m.push(&v2);
     let out = text(&pushed.stdout);
     assert!(pushed.status.success(), "{out}\n{}", text(&pushed.stderr));
@@ -360,14 +359,7 @@ const UNSURE_V2: &[(&str, &str)] = &[
 #[test]
 fn a_shadow_that_agrees_publishes_nothing_of_its_own_reports_agreement_and_is_promoted() {
     let m = Managed::start("shadow-promotes", "vibration-fault", &[], "");
-    let v2 = m.bundle(
-        "vibration-v2.ewb",
-        "vibration-fault",
-        &[
-            ("release = 1", "release = 2"),
-            ("version = \"0.1.0\"", "version = \"0.2.0\""),
-        ],
-    );
+    let v2 = m.bundle("vibration-v2.ewb", "vibration-fault", V2);
     let diagnoses = m.broker.subscribe(&["plant/+/vibration/diagnosis"]);
     let shadowed = m.broker.subscribe(&["edgewise/shadow-promotes/shadow/#"]);
     let stop = Arc::new(AtomicBool::new(false));
@@ -493,14 +485,7 @@ fn a_shadow_that_disagrees_is_abandoned_with_its_disagreements_and_nothing_chang
 #[test]
 fn a_shadow_that_waits_for_the_operator_is_promoted_by_command() {
     let m = Managed::start("shadow-by-hand", "vibration-fault", &[], "");
-    let v2 = m.bundle(
-        "vibration-v2.ewb",
-        "vibration-fault",
-        &[
-            ("release = 1", "release = 2"),
-            ("version = \"0.1.0\"", "version = \"0.2.0\""),
-        ],
-    );
+    let v2 = m.bundle("vibration-v2.ewb", "vibration-fault", V2);
     let stop = Arc::new(AtomicBool::new(false));
     let stream = stream_until(&m, stop.clone());
     let pushed = m.cli(&[
@@ -549,15 +534,7 @@ impl Group {
         let (release, operator) = (key(), key());
         let work = tempfile::tempdir().expect("temporary directory");
         let keyring = work.path().join("keyring.toml");
-        std::fs::write(
-            &keyring,
-            format!(
-                "version = 1\n[[keys]]\nname = \"release\"\nrole = \"release\"\npublic-key = \"{}\"\n[[keys]]\nname = \"ops\"\nrole = \"operator\"\npublic-key = \"{}\"\n",
-                release.public(),
-                operator.public()
-            ),
-        )
-        .expect("keyring");
+        edgewise_tests::write_keyring(&keyring, &release, &operator);
         std::fs::write(work.path().join("ops.key"), operator.to_pem().expect("PEM")).expect("key");
         let v1 = pack_example("vibration-fault", &release, &[], false);
         let gateways = ids
@@ -674,15 +651,7 @@ fn a_canary_that_fails_its_gate_halts_the_group_and_one_that_passes_leads_it() {
     }
 
     // A release whose gate fails: the canary refuses it, the others never try it.
-    let canary = group.push_with_canary(
-        "vibration-v2.ewb",
-        &[
-            ("release = 1", "release = 2"),
-            ("version = \"0.1.0\"", "version = \"0.2.0\""),
-            ("default = 0.0", "default = 0.999"),
-        ],
-        "1",
-    );
+    let canary = group.push_with_canary("vibration-v2.ewb", GATE_FAILING_V2, "1");
     let failed = group.status_until(&canary, |s| s["fleet"]["state"] == "failed");
     assert!(
         failed["fleet"]["error"]
@@ -813,4 +782,53 @@ fn a_canary_whose_shadow_disagrees_halts_the_group_with_the_shadows_numbers() {
         );
         assert_eq!(versions(&halted), ["0.1.0"]);
     }
+}
+
+#[test]
+fn detection_boxes_are_matched_by_overlap_and_label() {
+    // `template` republishes what it gets: its outputs are the boxes the input names.
+    let dir = copy_plugin("template");
+    let manifest = dir.path().join("plugin.toml");
+    let mut text = std::fs::read_to_string(&manifest).expect("manifest");
+    text.push_str(
+        "\n[evaluate]\ndata = [\"eval/boxes.jsonl\"]\nkind = \"detection\"\nbox = \"/box\"\nlabel = \"/plate\"\ngates = [\"recall >= 0.5\", \"precision >= 0.9\"]\n",
+    );
+    std::fs::write(&manifest, text).expect("manifest");
+    std::fs::create_dir_all(dir.path().join("eval")).expect("eval dir");
+    let line = |found: Value, expect: Value| {
+        serde_json::json!({ "topic": "sensors/gate/frame", "payload": found, "expect": expect })
+            .to_string()
+    };
+    let lines = [
+        // Found exactly.
+        line(
+            serde_json::json!({ "box": [0, 0, 10, 10], "plate": "AB123" }),
+            serde_json::json!([{ "box": [0, 0, 10, 10], "label": "AB123" }]),
+        ),
+        // Found half off: overlap over union 1/3, under the default 0.5.
+        line(
+            serde_json::json!({ "box": [5, 0, 15, 10], "plate": "CD456" }),
+            serde_json::json!([[0, 0, 10, 10]]),
+        ),
+        // Two plates, one found.
+        line(
+            serde_json::json!({ "box": [20, 0, 30, 10], "plate": "EF789" }),
+            serde_json::json!([
+                { "box": [0, 0, 10, 10], "label": "GH000" },
+                { "box": [20, 0, 30, 10], "label": "EF789" }
+            ]),
+        ),
+    ];
+    std::fs::write(dir.path().join("eval/boxes.jsonl"), lines.join("\n")).expect("eval set");
+    let (passed, e) = eval_json(&[&dir.path().to_string_lossy()]);
+    let m = &e["report"]["metrics"];
+    // 4 labelled, 3 found, 2 matched (both exactly).
+    assert_eq!(m["samples"], 3.0, "{e:#}");
+    assert_eq!(m["recall"], 0.5, "{e:#}");
+    assert!(
+        (m["precision"].as_f64().unwrap_or_default() - 2.0 / 3.0).abs() < 1e-9,
+        "{e:#}"
+    );
+    assert_eq!(m["mean_iou"], 1.0, "{e:#}");
+    assert!(!passed, "precision 2/3 fails its gate: {e:#}");
 }

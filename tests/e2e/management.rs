@@ -55,15 +55,7 @@ impl Managed {
         let (release, operator) = (key(), key());
         let mut gateway = Gateway::prepare(&broker, id, &[], extra);
         let keyring = gateway.dir().join("keyring.toml");
-        std::fs::write(
-            &keyring,
-            format!(
-                "version = 1\n[[keys]]\nname = \"release\"\nrole = \"release\"\npublic-key = \"{}\"\n[[keys]]\nname = \"ops\"\nrole = \"operator\"\npublic-key = \"{}\"\n",
-                release.public(),
-                operator.public()
-            ),
-        )
-        .expect("keyring");
+        edgewise_tests::write_keyring(&keyring, &release, &operator);
         gateway.signed_only(&keyring);
         let store = Store::open(
             &gateway.dir().join("store"),
@@ -587,15 +579,7 @@ fn two_gateways_of_a_group_converge_on_a_new_desired_state_one_of_them_after_bei
     let (release, operator) = (key(), key());
     let work = tempfile::tempdir().expect("temporary directory");
     let keyring = work.path().join("keyring.toml");
-    std::fs::write(
-        &keyring,
-        format!(
-            "version = 1\n[[keys]]\nname = \"release\"\nrole = \"release\"\npublic-key = \"{}\"\n[[keys]]\nname = \"ops\"\nrole = \"operator\"\npublic-key = \"{}\"\n",
-            release.public(),
-            operator.public()
-        ),
-    )
-    .expect("keyring");
+    edgewise_tests::write_keyring(&keyring, &release, &operator);
     let v1 = pack_example("template", &release, &[], false);
     let mut gateways: Vec<Gateway> = ["line-a", "line-b"]
         .iter()

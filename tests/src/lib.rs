@@ -100,6 +100,24 @@ pub fn eval_set(plugin: &str) -> PathBuf {
     path
 }
 
+/// Writes a keyring at `path` trusting `release` to sign bundles and `operator` to sign
+/// commands and desired states.
+pub fn write_keyring(
+    path: &Path,
+    release: &edgewise_signing::SecretKey,
+    operator: &edgewise_signing::SecretKey,
+) {
+    std::fs::write(
+        path,
+        format!(
+            "version = 1\n[[keys]]\nname = \"release\"\nrole = \"release\"\npublic-key = \"{}\"\n[[keys]]\nname = \"ops\"\nrole = \"operator\"\npublic-key = \"{}\"\n",
+            release.public(),
+            operator.public()
+        ),
+    )
+    .expect("keyring");
+}
+
 /// A copy of example plugin `name` in a temporary directory, to be altered by a test.
 pub fn copy_plugin(name: &str) -> tempfile::TempDir {
     let from = plugin_dir(name);

@@ -148,7 +148,7 @@ fn render(e: &Evaluation, spec: &Evaluate, sources: &str) -> String {
     let mut out = String::new();
     let what = match spec.kind {
         TaskKind::Segments => "labelled segments",
-        TaskKind::Classification | TaskKind::Regression => "labelled samples",
+        TaskKind::Classification | TaskKind::Detection | TaskKind::Regression => "labelled samples",
     };
     let _ = writeln!(
         out,

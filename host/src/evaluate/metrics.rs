@@ -266,6 +266,93 @@ fn iou(a: Interval, b: Interval) -> f64 {
     if union > 0.0 { overlap / union } else { 0.0 }
 }
 
+/// A box `[x1, y1, x2, y2]` with its label, if it has one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Boxed {
+    /// The corners: left, top, right, bottom.
+    pub corners: [f64; 4],
+    /// Its label.
+    pub label: Option<String>,
+}
+
+/// How found boxes match labelled ones, over any number of frames.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct BoxCounts {
+    /// Labelled boxes.
+    pub expected: u64,
+    /// Found boxes.
+    pub predicted: u64,
+    /// Pairs matched.
+    pub matched: u64,
+    /// The sum of the matched pairs' overlap over union.
+    pub iou_sum: f64,
+}
+
+impl BoxCounts {
+    /// Matches one frame's boxes: greedily, the pair with the largest overlap over union
+    /// first, each box at most once, a pair only with an IoU of at least `min_iou` and the same
+    /// label when both have one.
+    pub fn add_frame(&mut self, expected: &[Boxed], predicted: &[Boxed], min_iou: f64) {
+        let mut pairs: Vec<(f64, usize, usize)> = Vec::new();
+        for (i, e) in expected.iter().enumerate() {
+            for (j, p) in predicted.iter().enumerate() {
+                let same = match (&e.label, &p.label) {
+                    (Some(a), Some(b)) => a == b,
+                    _ => true,
+                };
+                let iou = box_iou(&e.corners, &p.corners);
+                if same && iou >= min_iou {
+                    pairs.push((iou, i, j));
+                }
+            }
+        }
+        pairs.sort_by(|a, b| b.0.total_cmp(&a.0));
+        let (mut used_e, mut used_p) = (vec![false; expected.len()], vec![false; predicted.len()]);
+        for (iou, i, j) in pairs {
+            if !used_e[i] && !used_p[j] {
+                used_e[i] = true;
+                used_p[j] = true;
+                self.matched += 1;
+                self.iou_sum += iou;
+            }
+        }
+        self.expected += expected.len() as u64;
+        self.predicted += predicted.len() as u64;
+    }
+
+    /// The detection metrics by name.
+    pub fn metrics(&self) -> [(&'static str, f64); 4] {
+        let precision = ratio(self.matched, self.predicted);
+        let recall = ratio(self.matched, self.expected);
+        let f1 = if precision + recall > 0.0 {
+            2.0 * precision * recall / (precision + recall)
+        } else {
+            0.0
+        };
+        let mean_iou = if self.matched > 0 {
+            self.iou_sum / self.matched as f64
+        } else {
+            0.0
+        };
+        [
+            ("precision", precision),
+            ("recall", recall),
+            ("f1", f1),
+            ("mean_iou", mean_iou),
+        ]
+    }
+}
+
+/// Overlap over union of two boxes.
+fn box_iou(a: &[f64; 4], b: &[f64; 4]) -> f64 {
+    let area = |r: &[f64; 4]| (r[2] - r[0]).max(0.0) * (r[3] - r[1]).max(0.0);
+    let w = (a[2].min(b[2]) - a[0].max(b[0])).max(0.0);
+    let h = (a[3].min(b[3]) - a[1].max(b[1])).max(0.0);
+    let overlap = w * h;
+    let union = area(a) + area(b) - overlap;
+    if union > 0.0 { overlap / union } else { 0.0 }
+}
+
 /// The regression metrics by name, of (truth, prediction) pairs.
 pub fn regression(pairs: &[(f64, f64)], tolerance: f64) -> [(&'static str, f64); 4] {
     let errors: Vec<f64> = pairs.iter().map(|(t, p)| (p - t).abs()).collect();
@@ -419,6 +506,42 @@ mod tests {
     fn overlapping_found_segments_count_their_time_once() {
         let c = SegmentCounts::compare(&[(0.0, 100.0)], &[(0.0, 60.0), (40.0, 100.0)], 0.5);
         assert!(close(c.predicted_ms, 100.0) && close(c.overlap_ms, 100.0));
+    }
+
+    #[test]
+    fn boxes_match_greedily_by_overlap_and_label() {
+        let b = |x1: f64, y1: f64, x2: f64, y2: f64, label: Option<&str>| Boxed {
+            corners: [x1, y1, x2, y2],
+            label: label.map(str::to_owned),
+        };
+        // Two plates labelled; found: one on the first (IoU 80/100 = 0.8), one half off the
+        // second (IoU 50/150 = 1/3, under 0.5), one with the wrong label on the first.
+        let expected = [
+            b(0.0, 0.0, 10.0, 10.0, Some("AB123")),
+            b(20.0, 0.0, 30.0, 10.0, Some("CD456")),
+        ];
+        let predicted = [
+            b(0.0, 0.0, 10.0, 8.0, Some("AB123")),
+            b(25.0, 0.0, 35.0, 10.0, Some("CD456")),
+            b(0.0, 0.0, 10.0, 10.0, Some("XX999")),
+        ];
+        let mut c = BoxCounts::default();
+        c.add_frame(&expected, &predicted, 0.5);
+        assert_eq!((c.expected, c.predicted, c.matched), (2, 3, 1));
+        let m: std::collections::BTreeMap<_, _> = c.metrics().into_iter().collect();
+        assert!(close(m["precision"], 1.0 / 3.0));
+        assert!(close(m["recall"], 0.5));
+        assert!(close(m["f1"], 0.4));
+        assert!(close(m["mean_iou"], 0.8));
+        // Without labels the best pair wins and each box is used once.
+        let mut c = BoxCounts::default();
+        c.add_frame(
+            &[b(0.0, 0.0, 10.0, 10.0, None)],
+            &[b(0.0, 0.0, 10.0, 9.0, None), b(0.0, 0.0, 10.0, 10.0, None)],
+            0.5,
+        );
+        assert_eq!(c.matched, 1);
+        assert!(close(c.iou_sum, 1.0));
     }
 
     #[test]

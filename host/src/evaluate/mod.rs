@@ -3,8 +3,9 @@
 //!
 //! The same code serves `edgewise eval` on an author's machine and the gateway's gate before an
 //! update goes live. An evaluation set is replay JSON Lines (see [`crate::replay`]) whose lines
-//! carry `expect`: a label (classification), a number (regression), or a list of
-//! `[start_ms, end_ms]` segments for the stream of the line's topic (segments). Lines without
+//! carry `expect`: a label (classification), a number (regression), a list of
+//! `[start_ms, end_ms]` segments for the stream of the line's topic (segments), or a list of
+//! boxes `[x1, y1, x2, y2]` (or `{"box", "label"}`) in the message (detection). Lines without
 //! `expect` still run (a stream needs its whole audio), they are just not scored. The
 //! manifest's `[evaluate]` table ([`edgewise_signing::evaluate`]) says how to read a prediction
 //! from the plugin's outputs; [`metrics`] computes the numbers, [`gate`] judges them.
@@ -149,6 +150,7 @@ pub fn evaluate(
     let scored = match spec.kind {
         TaskKind::Classification => classification(spec, samples, &runs, &mut report),
         TaskKind::Segments => segments(spec, samples, &runs, &mut report),
+        TaskKind::Detection => detection(spec, samples, &runs, &mut report),
         TaskKind::Regression => regression(spec, samples, &runs, &mut report),
     };
     latencies.sort_by(f64::total_cmp);
@@ -305,6 +307,66 @@ fn segments(
 fn interval(v: &Value) -> Option<metrics::Interval> {
     match v.as_array()?.as_slice() {
         [s, e] => Some((s.as_f64()?, e.as_f64()?)).filter(|(s, e)| e >= s),
+        _ => None,
+    }
+}
+
+fn detection(
+    spec: &Evaluate,
+    samples: &[Sample],
+    runs: &[Option<Vec<Value>>],
+    report: &mut Report,
+) -> usize {
+    let pointer = spec.bbox.as_deref().unwrap_or_default();
+    let label_of = |v: &Value| {
+        spec.label
+            .as_deref()
+            .and_then(|p| v.pointer(p))
+            .map(|l| l.as_str().map_or_else(|| l.to_string(), str::to_owned))
+    };
+    let mut counts = metrics::BoxCounts::default();
+    let mut scored = 0;
+    for (sample, run) in samples.iter().zip(runs) {
+        let Some(Value::Array(expected)) = &sample.expect else {
+            continue;
+        };
+        scored += 1;
+        // Labelled as `[x1, y1, x2, y2]`, or `{"box": [...], "label": "..."}`.
+        let expected: Vec<metrics::Boxed> = expected
+            .iter()
+            .filter_map(|e| {
+                let (corners, label) = match e {
+                    Value::Object(o) => (o.get("box")?, o.get("label")),
+                    corners => (corners, None),
+                };
+                Some(metrics::Boxed {
+                    corners: corners_of(corners)?,
+                    label: label.map(|l| l.as_str().map_or_else(|| l.to_string(), str::to_owned)),
+                })
+            })
+            .collect();
+        let found: Vec<metrics::Boxed> = run
+            .iter()
+            .flatten()
+            .filter_map(|o| {
+                Some(metrics::Boxed {
+                    corners: corners_of(o.pointer(pointer)?)?,
+                    label: label_of(o),
+                })
+            })
+            .collect();
+        counts.add_frame(&expected, &found, spec.min_overlap.unwrap_or(0.5));
+    }
+    for (name, value) in counts.metrics() {
+        report.metrics.insert(name.into(), value);
+    }
+    scored
+}
+
+/// `[x1, y1, x2, y2]` as corners, if it is four numbers.
+fn corners_of(v: &Value) -> Option<[f64; 4]> {
+    match v.as_array()?.as_slice() {
+        [a, b, c, d] => Some([a.as_f64()?, b.as_f64()?, c.as_f64()?, d.as_f64()?]),
         _ => None,
     }
 }

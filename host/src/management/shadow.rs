@@ -194,13 +194,7 @@ impl Manager {
     /// Promotes `plugin`'s shadow: an update to its bundle, gated again, with probation. The
     /// replies go to `command`'s (a `promote` command), else to the update's that started it.
     pub(super) fn promote(&mut self, plugin: &str, command: Option<&Replier>, why: Option<String>) {
-        let Some(running) = self.end_shadow(plugin) else {
-            if let Some(reply) = command {
-                reply.send(
-                    "failed",
-                    json!({ "reason": format!("no shadow of `{plugin}` runs") }),
-                );
-            }
+        let Some(running) = self.end_shadow(plugin, command) else {
             return;
         };
         let reply = command.unwrap_or(&running.reply).clone();
@@ -238,13 +232,7 @@ impl Manager {
 
     /// Abandons `plugin`'s shadow: the live version goes on, the candidate is dropped.
     pub(super) fn abandon(&mut self, plugin: &str, command: Option<&Replier>, reason: &str) {
-        let Some(running) = self.end_shadow(plugin) else {
-            if let Some(reply) = command {
-                reply.send(
-                    "failed",
-                    json!({ "reason": format!("no shadow of `{plugin}` runs") }),
-                );
-            }
+        let Some(running) = self.end_shadow(plugin, command) else {
             return;
         };
         let _ = std::fs::remove_file(&running.kept);
@@ -260,9 +248,16 @@ impl Manager {
         }
     }
 
-    /// Forgets `plugin`'s shadow and has its live thread drop the tap (its thread then ends).
-    fn end_shadow(&mut self, plugin: &str) -> Option<Running> {
-        let running = self.shadows.remove(plugin)?;
+    /// Forgets `plugin`'s shadow and has its live thread drop the tap (its thread then ends);
+    /// with none, tells `command` so.
+    fn end_shadow(&mut self, plugin: &str, command: Option<&Replier>) -> Option<Running> {
+        let Some(running) = self.shadows.remove(plugin) else {
+            if let Some(reply) = command {
+                let reason = format!("no shadow of `{plugin}` runs");
+                reply.send("failed", json!({ "reason": reason }));
+            }
+            return None;
+        };
         let _ = self.changes.send(Change::Shadow {
             plugin: plugin.to_owned(),
             tap: None,
