@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use edgewise_host::management::store::{Admit, Store};
+use edgewise_host::management::store::Store;
 use edgewise_signing::SecretKey;
 use edgewise_signing::bundle::DEFAULT_MAX_BYTES;
 use edgewise_tests::mqtt::{Broker, Gateway};
@@ -15,7 +15,7 @@ use edgewise_tests::{
 };
 use serde_json::Value;
 
-use crate::management::{Managed, join_group};
+use crate::management::{Managed, group_member};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -539,21 +539,7 @@ impl Group {
         let v1 = pack_example("vibration-fault", &release, &[], false);
         let gateways = ids
             .iter()
-            .map(|id| {
-                let mut gw = Gateway::prepare(&broker, id, &[], "");
-                gw.signed_only(&keyring);
-                join_group(&gw, "line");
-                Store::open(
-                    &gw.dir().join("store"),
-                    edgewise_signing::Keyring::from_file(&keyring).expect("keyring"),
-                    DEFAULT_MAX_BYTES,
-                )
-                .expect("store")
-                .install(&v1, std::path::Path::new("v1.ewb"), Admit::Update)
-                .expect("v1 installs");
-                gw.launch(&broker);
-                gw
-            })
+            .map(|id| group_member(&broker, id, "line", &keyring, &v1))
             .collect();
         Group {
             broker,

@@ -583,21 +583,7 @@ fn two_gateways_of_a_group_converge_on_a_new_desired_state_one_of_them_after_bei
     let v1 = pack_example("template", &release, &[], false);
     let mut gateways: Vec<Gateway> = ["line-a", "line-b"]
         .iter()
-        .map(|id| {
-            let mut gw = Gateway::prepare(&broker, id, &[], "");
-            gw.signed_only(&keyring);
-            join_group(&gw, "line");
-            Store::open(
-                &gw.dir().join("store"),
-                edgewise_signing::Keyring::from_file(&keyring).expect("keyring"),
-                DEFAULT_MAX_BYTES,
-            )
-            .expect("store")
-            .install(&v1, Path::new("v1.ewb"), Admit::Update)
-            .expect("v1 installs");
-            gw.launch(&broker);
-            gw
-        })
+        .map(|id| group_member(&broker, id, "line", &keyring, &v1))
         .collect();
     let broker_url = format!("mqtt://127.0.0.1:{}", broker.port);
     let fleet_status = || {
@@ -1003,6 +989,30 @@ fn the_operator_tools_speak_tls_with_a_password_and_a_client_certificate() {
         "{}",
         text(&fleet.stdout)
     );
+}
+
+/// A gateway of fleet group `group`, running bundle `first` from its store, checked against
+/// `keyring`, started.
+pub(crate) fn group_member(
+    broker: &Broker,
+    id: &str,
+    group: &str,
+    keyring: &Path,
+    first: &[u8],
+) -> Gateway {
+    let mut gw = Gateway::prepare(broker, id, &[], "");
+    gw.signed_only(keyring);
+    join_group(&gw, group);
+    Store::open(
+        &gw.dir().join("store"),
+        edgewise_signing::Keyring::from_file(keyring).expect("keyring"),
+        DEFAULT_MAX_BYTES,
+    )
+    .expect("store")
+    .install(first, Path::new("first.ewb"), Admit::Update)
+    .expect("the first bundle installs");
+    gw.launch(broker);
+    gw
 }
 
 /// Puts the gateway in fleet group `group` (a top-level key: before the `[broker]` table).
