@@ -1294,3 +1294,29 @@ fn a_sighup_applies_gateway_toml_settings_and_refuses_a_bad_table_whole() {
     assert!(log.contains("broker"), "{log}");
     assert!(m.gateway.is_running(), "{log}");
 }
+
+#[test]
+fn the_store_size_is_measured_off_the_message_path_and_shown_in_metrics() {
+    let port = edgewise_tests::mqtt::free_port();
+    let m = Managed::start(
+        "store-size",
+        "template",
+        &[],
+        &format!("[metrics]\nlisten = \"127.0.0.1:{port}\"\n"),
+    );
+    let bundle_bytes = std::fs::read_dir(m.gateway.dir().join("store/bundles"))
+        .expect("bundles")
+        .flatten()
+        .map(|e| e.metadata().map_or(0, |m| m.len()))
+        .sum::<u64>();
+    let measured = edgewise_tests::eventually(WAIT, "edgewise_store_bytes", || {
+        let text = edgewise_tests::mqtt::http_get(port, "/metrics");
+        let bytes = edgewise_tests::mqtt::sample(&text, "edgewise_store_bytes");
+        if bytes >= bundle_bytes as f64 {
+            Ok(bytes)
+        } else {
+            Err(format!("{bytes}"))
+        }
+    });
+    assert!(measured > 0.0, "{measured}");
+}

@@ -149,6 +149,8 @@ pub struct Gateway {
     gauges: GatewayMetrics,
     /// When the store's size was last measured.
     store_measured: Option<Instant>,
+    /// The walk measuring it, off this task.
+    store_measuring: Option<tokio::task::JoinHandle<()>>,
     /// What `/readyz` says.
     health: Arc<Health>,
     /// systemd, when it runs the gateway as a `Type=notify` service.
@@ -322,6 +324,7 @@ impl Gateway {
             gauges: metrics.gateway(),
             service: ServiceManager::from_env(),
             store_measured: None,
+            store_measuring: None,
             health,
             metrics,
             slots,
@@ -595,10 +598,18 @@ impl Gateway {
         if self
             .store_measured
             .is_none_or(|at| at.elapsed() >= STORE_MEASURE_PERIOD)
+            && self
+                .store_measuring
+                .as_ref()
+                .is_none_or(|m| m.is_finished())
         {
+            // Walking the store's files is disk I/O (an SD card may take long): never on this
+            // task, which every message passes through, and one walk at a time.
             self.store_measured = Some(Instant::now());
-            let bytes = crate::management::store::bytes_on_disk(&self.config.store);
-            self.gauges.store_bytes.set(bytes as i64);
+            let (root, gauge) = (self.config.store.clone(), self.gauges.store_bytes.clone());
+            self.store_measuring = Some(tokio::task::spawn_blocking(move || {
+                gauge.set(crate::management::store::bytes_on_disk(&root) as i64);
+            }));
         }
     }
 
