@@ -10,7 +10,8 @@
 //! stages bundles in the store, compiles the new version and runs its `init` (all before
 //! anything changes for the running plugin), and sends the gateway task a [`Change`] to apply.
 //! The swap itself happens on the plugin's thread, between two messages (see `gateway`).
-//! Replies go to `edgewise/<gateway>/reply/<id>`: `received`, `verified`, `staged`, `live`,
+//! Replies go to `edgewise/<gateway>/reply/<id>`: `received`, `verified`, `evaluating`,
+//! `evaluated`, `shadowing`, `ready`, `promoted`, `abandoned`, `staged`, `live`,
 //! `rolled-back`, `failed`, `refused`, or `done` with the result.
 //!
 //! An update whose bundle ships an evaluation set passes its [`gate`] first: the new version
@@ -20,10 +21,11 @@
 //! only if the two agree.
 //!
 //! Rooms: [`commands`] checks each command, [`reply`] answers it, [`fleet`] applies desired
-//! states ([`canary`] holds one back until its canaries are healthy),
-//! states, [`keyring`] applies keyring updates and reports how fresh the gateway's trust is,
-//! [`settings`] changes plugin settings (`ctl config`, a reload of `gateway.toml`), [`trust`]
-//! keeps the counters and the clock documents are judged by, [`store`] keeps the bundles.
+//! states ([`canary`] holds one back until its canaries are healthy), [`gate`] evaluates an
+//! update, [`shadow`] runs trials, [`keyring`] applies keyring updates and reports how fresh
+//! the gateway's trust is, [`settings`] changes plugin settings (`ctl config`, a reload of
+//! `gateway.toml`), [`trust`] keeps the counters and the clock documents are judged by,
+//! [`store`] keeps the bundles.
 
 pub mod canary;
 pub mod commands;
