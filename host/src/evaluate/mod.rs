@@ -168,18 +168,16 @@ pub fn evaluate(
     Ok(report)
 }
 
-/// What a JSON pointer finds in an output, as text (a label may be a number or a bool).
-fn label_at(output: &Value, pointer: &str) -> Option<String> {
-    match output.pointer(pointer)? {
-        Value::String(s) => Some(s.clone()),
-        v @ (Value::Number(_) | Value::Bool(_)) => Some(v.to_string()),
-        _ => None,
-    }
-}
-
-/// The first output of a run that has a value at `pointer`.
-fn first_with<'a>(run: &'a [Value], pointer: &str) -> Option<&'a Value> {
-    run.iter().find(|o| o.pointer(pointer).is_some())
+/// The prediction in a message's outputs: the label at `pointer` in the first output that has
+/// a value there (a string, or a number or bool as written), with that output; `(none)` when no
+/// output has one or it is not a label. The shadow reads a prediction the same way.
+pub fn predicted_label<'a>(outputs: &'a [Value], pointer: &str) -> (String, Option<&'a Value>) {
+    let output = outputs.iter().find(|o| o.pointer(pointer).is_some());
+    let label = match output.and_then(|o| o.pointer(pointer)) {
+        Some(v @ (Value::String(_) | Value::Number(_) | Value::Bool(_))) => label_text(v),
+        _ => NO_PREDICTION.to_owned(),
+    };
+    (label, output)
 }
 
 fn classification(
@@ -196,11 +194,9 @@ fn classification(
         let Some(expected) = sample.expect.as_ref().map(label_text) else {
             continue;
         };
-        let output = run.as_deref().and_then(|r| first_with(r, label));
-        let predicted = match (run, output) {
-            (None, _) => FAILED.to_owned(),
-            (Some(_), None) => NO_PREDICTION.to_owned(),
-            (Some(_), Some(o)) => label_at(o, label).unwrap_or_else(|| NO_PREDICTION.into()),
+        let (predicted, output) = match run {
+            None => (FAILED.to_owned(), None),
+            Some(outputs) => predicted_label(outputs, label),
         };
         let sample_scores = spec
             .scores
@@ -248,9 +244,9 @@ fn classification(
     pairs.len()
 }
 
-/// An expected label as text: `"bearing"`, or `1`, `true` as written.
-fn label_text(expect: &Value) -> String {
-    match expect {
+/// A label as text: `"bearing"`, or `1`, `true` as written.
+fn label_text(label: &Value) -> String {
+    match label {
         Value::String(s) => s.clone(),
         other => other.to_string(),
     }
@@ -322,7 +318,7 @@ fn detection(
         spec.label
             .as_deref()
             .and_then(|p| v.pointer(p))
-            .map(|l| l.as_str().map_or_else(|| l.to_string(), str::to_owned))
+            .map(label_text)
     };
     let mut counts = metrics::BoxCounts::default();
     let mut scored = 0;
@@ -341,7 +337,7 @@ fn detection(
                 };
                 Some(metrics::Boxed {
                     corners: corners_of(corners)?,
-                    label: label.map(|l| l.as_str().map_or_else(|| l.to_string(), str::to_owned)),
+                    label: label.map(label_text),
                 })
             })
             .collect();
@@ -384,10 +380,12 @@ fn regression(
         let Some(truth) = sample.expect.as_ref().and_then(Value::as_f64) else {
             continue;
         };
+        // The value in the first output that has one.
         let predicted = run
-            .as_deref()
-            .and_then(|r| first_with(r, pointer))
-            .and_then(|o| o.pointer(pointer)?.as_f64());
+            .iter()
+            .flatten()
+            .find_map(|o| o.pointer(pointer))
+            .and_then(Value::as_f64);
         match predicted {
             Some(p) => pairs.push((truth, p)),
             None => unanswered += 1,

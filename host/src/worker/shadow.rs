@@ -169,15 +169,12 @@ impl Comparison {
         let Some(outputs) = outputs else {
             return crate::evaluate::FAILED.into();
         };
-        outputs
+        let outputs: Vec<Value> = outputs
             .iter()
             .filter(|(t, _)| topic.as_ref().is_none_or(|f| f.matches(t)))
-            .filter_map(|(_, p)| serde_json::from_slice::<Value>(p).ok())
-            .find_map(|v| match v.pointer(pointer)? {
-                Value::String(s) => Some(s.clone()),
-                other => Some(other.to_string()),
-            })
-            .unwrap_or_else(|| crate::evaluate::NO_PREDICTION.into())
+            .filter_map(|(_, p)| serde_json::from_slice(p).ok())
+            .collect();
+        crate::evaluate::predicted_label(&outputs, pointer).0
     }
 }
 
