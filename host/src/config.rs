@@ -301,6 +301,11 @@ pub struct UpdateConfig {
     /// by itself (default 0.1).
     #[serde(default = "default_trap_share")]
     pub max_trap_share: f64,
+    /// The longest an update's evaluation gate may run, new and running version together, in
+    /// seconds; past it the update is refused (default 120). The manager waits on it, so a
+    /// slow or hostile evaluation set cannot hold every other command back.
+    #[serde(default = "default_gate_timeout")]
+    pub gate_timeout_s: u64,
 }
 
 impl Default for UpdateConfig {
@@ -308,6 +313,7 @@ impl Default for UpdateConfig {
         Self {
             probation_messages: default_probation(),
             max_trap_share: default_trap_share(),
+            gate_timeout_s: default_gate_timeout(),
         }
     }
 }
@@ -317,6 +323,10 @@ fn default_probation() -> u32 {
 }
 fn default_trap_share() -> f64 {
     0.1
+}
+
+fn default_gate_timeout() -> u64 {
+    120
 }
 
 /// How the gateway judges signed documents in time (see `management::trust`).
@@ -627,6 +637,12 @@ impl Config {
         }
         if config.queue.depth == 0 {
             return Err(invalid("queue.depth", "must be at least 1".into()));
+        }
+        if config.update.gate_timeout_s == 0 {
+            return Err(invalid(
+                "update.gate-timeout-s",
+                "must be at least 1".into(),
+            ));
         }
         if !(0.0..=1.0).contains(&config.update.max_trap_share) {
             return Err(invalid(
@@ -952,6 +968,17 @@ mod tests {
             .map(|e| e.to_string())
             .unwrap_or_default();
         assert!(err.contains("drop-some") && err.contains("block"), "{err}");
+    }
+
+    #[test]
+    fn the_gate_timeout_defaults_to_two_minutes_and_is_never_zero() {
+        let c = parse(GOOD).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.update.gate_timeout_s, 120);
+        let err = parse(&format!("{GOOD}\n[update]\ngate-timeout-s = 0\n"))
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains("update.gate-timeout-s"), "{err}");
     }
 
     #[test]

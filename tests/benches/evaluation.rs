@@ -49,12 +49,18 @@ fn gate_time(plugin: &str) {
     let mut alone = Vec::new();
     for _ in 0..5 {
         let t = Instant::now();
-        let e = Evaluation::run(candidate.clone(), Some(running.clone()), &spec, &samples)
-            .expect("evaluation runs");
+        let e = Evaluation::run(
+            candidate.clone(),
+            Some(running.clone()),
+            &spec,
+            &samples,
+            None,
+        )
+        .expect("evaluation runs");
         gate.push(t.elapsed().as_secs_f64() * 1e3);
         assert!(e.verdict.passed, "the example passes its own gate");
         let t = Instant::now();
-        Evaluation::run(candidate.clone(), None, &spec, &samples).expect("evaluation runs");
+        Evaluation::run(candidate.clone(), None, &spec, &samples, None).expect("evaluation runs");
         alone.push(t.elapsed().as_secs_f64() * 1e3);
     }
     println!(

@@ -818,3 +818,59 @@ fn detection_boxes_are_matched_by_overlap_and_label() {
     assert_eq!(m["mean_iou"], 1.0, "{e:#}");
     assert!(!passed, "precision 2/3 fails its gate: {e:#}");
 }
+
+#[test]
+fn an_evaluation_that_outruns_the_gate_timeout_is_refused_while_the_old_version_serves_on() {
+    let m = Managed::start(
+        "gate-too-slow",
+        "hostile",
+        &[],
+        "[update]\ngate-timeout-s = 1\n",
+    );
+    // v2 ships a thousand messages of a few ms each: seconds of evaluation, over the limit.
+    let dir = copy_plugin("hostile");
+    edit(dir.path(), "plugin.toml", "release = 1", "release = 2");
+    let manifest = dir.path().join("plugin.toml");
+    let mut toml = std::fs::read_to_string(&manifest).expect("manifest");
+    toml.push_str(
+        "\n[evaluate]\ndata = [\"eval/slow.jsonl\"]\nkind = \"classification\"\nlabel = \"/x\"\n",
+    );
+    std::fs::write(&manifest, toml).expect("manifest");
+    std::fs::create_dir_all(dir.path().join("eval")).expect("eval dir");
+    let line = r#"{"topic": "hostile/in/x", "payload": "log-flood", "expect": "x"}"#;
+    std::fs::write(
+        dir.path().join("eval/slow.jsonl"),
+        vec![line; 1000].join("\n"),
+    )
+    .expect("eval set");
+    let v2 = m.pack_dir("hostile-v2.ewb", dir.path());
+    let before = store_of(&m).inventory().expect("inventory");
+
+    let counts = m.broker.subscribe(&["hostile/count"]);
+    let publisher = m.broker.publisher();
+    let stream = std::thread::spawn(move || {
+        for batch in vec!["count".to_owned(); 200].chunks(10) {
+            publisher.publish_lines("hostile/in/x", batch);
+        }
+    });
+    let pushed = m.push(&v2);
+    stream.join().expect("stream");
+    let out = text(&pushed.stdout);
+    assert!(!pushed.status.success(), "{out}");
+    assert!(
+        out.contains("\"state\":\"refused\"")
+            && out.contains("the evaluation could not run: the evaluation took longer than 1 s"),
+        "{out}"
+    );
+    let got: Vec<u64> = counts
+        .collect_until(WAIT, |got| got.len() >= 200)
+        .iter()
+        .map(|(_, c)| c.parse().expect("count"))
+        .collect();
+    assert_eq!(got, (1..=200).collect::<Vec<u64>>(), "v1 counted every one");
+    let after = store_of(&m).inventory().expect("inventory");
+    assert_eq!(
+        serde_json::to_value(&before).expect("json"),
+        serde_json::to_value(&after).expect("json")
+    );
+}

@@ -89,6 +89,15 @@ impl Managed {
         path
     }
 
+    /// Packs the plugin directory `dir` with the release key into `name`; returns its path.
+    pub(crate) fn pack_dir(&self, name: &str, dir: &Path) -> PathBuf {
+        let path = self.work.path().join(name);
+        let bundle = edgewise_signing::bundle::pack(dir, &self.release, false, &mut |_| {})
+            .unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(&path, bundle.to_bytes()).expect("bundle");
+        path
+    }
+
     /// `edgewise push <bundle>` to this gateway.
     pub(crate) fn push(&self, bundle: &Path) -> Output {
         self.cli(&[

@@ -85,7 +85,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .map(|path| load(&runtime, path, keyring.as_ref(), &BTreeMap::new()))
         .transpose()?
         .map(|b| Arc::new(b.plugin));
-    let evaluation = Evaluation::run(Arc::new(candidate.plugin), baseline, &spec, &samples)?;
+    let evaluation = Evaluation::run(Arc::new(candidate.plugin), baseline, &spec, &samples, None)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&evaluation)?);
     } else {

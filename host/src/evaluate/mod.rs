@@ -59,6 +59,16 @@ pub enum EvalError {
     /// The set has no labelled sample.
     #[error("the evaluation set has no line with `expect`: there is nothing to score")]
     Unlabelled,
+    /// The evaluation ran out of time.
+    #[error("the evaluation took longer than {seconds} s ({done} of {total} messages run)")]
+    TooSlow {
+        /// The limit.
+        seconds: u64,
+        /// Messages run by then.
+        done: usize,
+        /// Messages in the set.
+        total: usize,
+    },
     /// The plugin could not start.
     #[error("plugin `{plugin}` did not start: {reason}")]
     Start {
@@ -88,6 +98,25 @@ pub fn read_samples(text: &str, source: &str) -> Result<Vec<Sample>, EvalError> 
     Ok(samples)
 }
 
+/// When an evaluation must be done by, and the limit it came from (for the error).
+#[derive(Debug, Clone, Copy)]
+pub struct Deadline {
+    /// The instant.
+    pub at: Instant,
+    /// The limit in seconds.
+    pub seconds: u64,
+}
+
+impl Deadline {
+    /// `seconds` from now.
+    pub fn after(seconds: u64) -> Self {
+        Self {
+            at: Instant::now() + std::time::Duration::from_secs(seconds),
+            seconds,
+        }
+    }
+}
+
 /// What an evaluation measured.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
@@ -104,11 +133,13 @@ pub struct Report {
     pub elapsed_ms: f64,
 }
 
-/// Runs `plugin` over `samples` as `spec` says to read its outputs, on a worker of its own.
+/// Runs `plugin` over `samples` as `spec` says to read its outputs, on a worker of its own;
+/// gives up with [`EvalError::TooSlow`] once `deadline` has passed, if one is given.
 pub fn evaluate(
     plugin: Arc<CompiledPlugin>,
     spec: &Evaluate,
     samples: &[Sample],
+    deadline: Option<Deadline>,
 ) -> Result<Report, EvalError> {
     if samples.iter().all(|s| s.expect.is_none()) {
         return Err(EvalError::Unlabelled);
@@ -127,7 +158,16 @@ pub fn evaluate(
         .and_then(|t| TopicFilter::parse(t).ok());
     let mut runs = Vec::with_capacity(samples.len());
     let mut latencies = Vec::with_capacity(samples.len());
-    for sample in samples {
+    for (done, sample) in samples.iter().enumerate() {
+        if let Some(d) = deadline
+            && Instant::now() >= d.at
+        {
+            return Err(EvalError::TooSlow {
+                seconds: d.seconds,
+                done,
+                total: samples.len(),
+            });
+        }
         let t = Instant::now();
         let outcome = worker.handle(&sample.message);
         latencies.push(t.elapsed().as_secs_f64() * 1e3);
@@ -416,17 +456,19 @@ pub struct Evaluation {
 
 impl Evaluation {
     /// Evaluates `candidate` (and `baseline`, for relative gates) over `samples` and judges
-    /// the candidate's gates. A baseline that cannot run the set is left out, with a warning:
-    /// its gates are then judged as for a first install.
+    /// the candidate's gates, both within `deadline` if one is given. A baseline that cannot
+    /// run the set is left out, with a warning: its gates are then judged as for a first
+    /// install.
     pub fn run(
         candidate: Arc<CompiledPlugin>,
         baseline: Option<Arc<CompiledPlugin>>,
         spec: &Evaluate,
         samples: &[Sample],
+        deadline: Option<Deadline>,
     ) -> Result<Self, EvalError> {
-        let report = evaluate(candidate, spec, samples)?;
+        let report = evaluate(candidate, spec, samples, deadline)?;
         let baseline = baseline.and_then(|b| {
-            evaluate(b, spec, samples)
+            evaluate(b, spec, samples, deadline)
                 .inspect_err(|e| {
                     tracing::warn!("the version to compare with could not be evaluated: {e}")
                 })

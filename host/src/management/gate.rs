@@ -10,7 +10,7 @@ use edgewise_signing::VerifiedBundle;
 use serde_json::{Value, json};
 
 use super::{Change, Manager, Replier, Unfinished, describe};
-use crate::evaluate::{Evaluation, Sample, read_samples};
+use crate::evaluate::{Deadline, Evaluation, Sample, read_samples};
 use crate::runtime::plugin::CompiledPlugin;
 
 impl Manager {
@@ -64,8 +64,15 @@ impl Manager {
                     })
                     .ok()
             });
-        let evaluation = Evaluation::run(candidate.clone(), running.map(Arc::new), spec, &samples)
-            .map_err(|e| refuse(format!("the evaluation could not run: {e}"), None))?;
+        let deadline = Deadline::after(self.config.update.gate_timeout_s);
+        let evaluation = Evaluation::run(
+            candidate.clone(),
+            running.map(Arc::new),
+            spec,
+            &samples,
+            Some(deadline),
+        )
+        .map_err(|e| refuse(format!("the evaluation could not run: {e}"), None))?;
         let summary = evaluation.summary();
         tracing::info!(
             plugin,
