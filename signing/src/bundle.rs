@@ -24,6 +24,7 @@ use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
+use crate::encryption::{ContentKey, GatewaySecretKey};
 use crate::keyring::{Keyring, Role};
 use crate::manifest::{Manifest, ManifestError};
 use crate::signature::{PayloadType, PublicKey, SecretKey, Signature};
@@ -83,6 +84,19 @@ pub enum BundleError {
         /// What is wrong.
         problem: String,
     },
+    /// Its models are encrypted and this gateway has no key to read them.
+    #[error(
+        "the bundle's models are encrypted for {recipients} gateway(s) and this gateway has no key: make one with `edgewise keygen --gateway --store {store}` and have the bundle packed with `--encrypt-for` its public key"
+    )]
+    NoGatewayKey {
+        /// How many gateways it was encrypted for.
+        recipients: usize,
+        /// The store the key belongs in.
+        store: String,
+    },
+    /// Its models are encrypted and could not be decrypted here.
+    #[error(transparent)]
+    Encryption(#[from] crate::encryption::EncryptionError),
 }
 
 /// A bundle as read from its bytes: framing checked, nothing else yet.
@@ -202,6 +216,8 @@ pub struct VerifiedBundle {
     /// Where its files are, by path.
     files: BTreeMap<String, Span>,
     source: Source,
+    /// The key to its encrypted models, once [`VerifiedBundle::unlock`] found it.
+    content_key: Option<Arc<ContentKey>>,
 }
 
 impl VerifiedBundle {
@@ -228,6 +244,44 @@ impl VerifiedBundle {
             });
         }
         Ok(bytes)
+    }
+
+    /// Like [`VerifiedBundle::file`], decrypted in memory when the file is one the bundle
+    /// encrypts (after [`VerifiedBundle::unlock`]).
+    pub fn plain_file(&self, path: &Path) -> Result<zeroize::Zeroizing<Vec<u8>>, BundleError> {
+        let bytes = self.file(path)?;
+        let name = canonical(path).unwrap_or_default();
+        match (&self.manifest.encryption, self.content_key.as_deref()) {
+            (Some(enc), Some(key)) if enc.covers(&name) => Ok(key.decrypt(&name, &bytes)?),
+            (Some(enc), None) if enc.covers(&name) => Err(BundleError::File {
+                path: name,
+                problem: "encrypted, and no content key was given".into(),
+            }),
+            _ => Ok(zeroize::Zeroizing::new(bytes)),
+        }
+    }
+
+    /// Makes its encrypted models readable with this gateway's `secret`: unwraps the content
+    /// key and decrypts every encrypted file once, to check it authenticates (the plaintext is
+    /// dropped, zeroized, at once). Nothing to do for a bundle without encryption. `store` names
+    /// where a missing key belongs, for the refusal.
+    pub fn unlock(
+        &mut self,
+        secret: Option<&GatewaySecretKey>,
+        store: &Path,
+    ) -> Result<(), BundleError> {
+        let Some(enc) = &self.manifest.encryption else {
+            return Ok(());
+        };
+        let secret = secret.ok_or_else(|| BundleError::NoGatewayKey {
+            recipients: enc.recipients.len(),
+            store: store.display().to_string(),
+        })?;
+        self.content_key = Some(Arc::new(enc.content_key(secret)?));
+        for file in &enc.files {
+            self.plain_file(Path::new(file))?;
+        }
+        Ok(())
     }
 
     /// The paths of its files.
@@ -415,6 +469,7 @@ impl Bundle {
             digest,
             files,
             source,
+            content_key: None,
         })
     }
 }
@@ -511,16 +566,41 @@ pub enum PackError {
     },
 }
 
-/// Packs the plugin directory `dir` into a bundle signed by `key`. The manifest is the
-/// directory's `plugin.toml` as written, with `rollback = true` put first if asked and a
-/// `[files]` table appended that pins the component and every model. `progress` hears the
-/// bytes hashed so far, for large models.
+/// Packs the plugin directory `dir` into a bundle signed by `key`; see [`pack_with`].
 pub fn pack(
     dir: &Path,
     key: &SecretKey,
     rollback: bool,
     progress: &mut dyn FnMut(u64),
 ) -> Result<Bundle, PackError> {
+    let options = PackOptions {
+        rollback,
+        ..PackOptions::default()
+    };
+    pack_with(dir, key, &options, progress)
+}
+
+/// How `pack` writes a bundle.
+#[derive(Debug, Clone, Default)]
+pub struct PackOptions {
+    /// Mark the bundle as allowed to replace a higher release.
+    pub rollback: bool,
+    /// Encrypt the model files for these gateways only (none: models in the clear).
+    pub encrypt_for: Vec<crate::encryption::GatewayPublicKey>,
+}
+
+/// Packs the plugin directory `dir` into a bundle signed by `key`. The manifest is the
+/// directory's `plugin.toml` as written, with `rollback = true` put first if asked, a
+/// `[files]` table appended that pins the component and every model and, when encrypting, an
+/// `[encryption]` table: the models are then stored and pinned as ciphertext. `progress` hears
+/// the bytes hashed so far, for large models.
+pub fn pack_with(
+    dir: &Path,
+    key: &SecretKey,
+    options: &PackOptions,
+    progress: &mut dyn FnMut(u64),
+) -> Result<Bundle, PackError> {
+    let rollback = options.rollback;
     let manifest_path = dir.join("plugin.toml");
     let text = std::fs::read_to_string(&manifest_path).map_err(|source| PackError::Io {
         path: manifest_path.clone(),
@@ -536,11 +616,27 @@ pub fn pack(
             "add a `release = <n>` counter (raise it with every release)",
         ));
     }
-    if !manifest.files.is_empty() || manifest.rollback {
+    if !manifest.files.is_empty() || manifest.rollback || manifest.encryption.is_some() {
         return Err(refuse(
-            "`files` and `rollback` are written by `edgewise pack`, not by hand",
+            "`files`, `rollback` and `encryption` are written by `edgewise pack`, not by hand",
         ));
     }
+    let models: Vec<String> = manifest
+        .models
+        .iter()
+        .filter_map(|m| canonical(&m.file))
+        .collect();
+    let content_key = match options.encrypt_for.is_empty() {
+        true => None,
+        false if models.is_empty() => {
+            return Err(refuse(
+                "--encrypt-for: the plugin has no model files to encrypt",
+            ));
+        }
+        false => {
+            Some(crate::encryption::ContentKey::generate().map_err(|e| refuse(&e.to_string()))?)
+        }
+    };
     let mut paths: Vec<String> = std::iter::once(&manifest.component)
         .chain(manifest.models.iter().map(|m| &m.file))
         .chain(manifest.evaluate.iter().flat_map(|e| &e.data))
@@ -554,8 +650,14 @@ pub fn pack(
     let mut hashed = 0u64;
     for path in paths {
         let file = dir.join(&path);
-        let content =
+        let mut content =
             std::fs::read(&file).map_err(|source| PackError::Io { path: file, source })?;
+        if let Some(key) = content_key.as_ref().filter(|_| models.contains(&path)) {
+            let plain = zeroize::Zeroizing::new(content);
+            content = key
+                .encrypt(&path, &plain)
+                .map_err(|e| refuse(&e.to_string()))?;
+        }
         let mut hasher = Sha256::new();
         for chunk in content.chunks(1 << 20) {
             hasher.update(chunk);
@@ -578,6 +680,23 @@ pub fn pack(
         signed.push('\n');
     }
     signed += &pins;
+    if let Some(key) = &content_key {
+        let recipients = options
+            .encrypt_for
+            .iter()
+            .map(|gateway| key.wrap_for(gateway))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| refuse(&e.to_string()))?;
+        let mut files = models.clone();
+        files.sort();
+        files.dedup();
+        signed += &crate::encryption::Encryption {
+            scheme: crate::encryption::SCHEME.into(),
+            files,
+            recipients,
+        }
+        .to_toml();
+    }
     // What is signed must parse as what was meant.
     let check = Manifest::parse(&signed, &manifest_path)?;
     debug_assert_eq!(check.files.len(), files.len());

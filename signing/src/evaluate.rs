@@ -82,7 +82,14 @@ impl TaskKind {
                 "segment_recall",
                 "segment_precision",
             ],
-            TaskKind::Detection => &["precision", "recall", "f1", "mean_iou"],
+            TaskKind::Detection => &[
+                "precision",
+                "recall",
+                "f1",
+                "mean_iou",
+                "exact_match",
+                "cer",
+            ],
             TaskKind::Regression => &["mae", "rmse", "max_error", "within_tolerance", "unanswered"],
         }
     }

@@ -6,6 +6,7 @@
 
 pub mod bundle;
 pub mod command;
+pub mod encryption;
 pub mod envelope;
 pub mod evaluate;
 pub mod keyring;

@@ -129,6 +129,10 @@ pub struct Manifest {
     /// with its size and SHA-256. Not written by hand.
     #[serde(default)]
     pub files: BTreeMap<String, FileDigest>,
+    /// In a bundle's manifest, written by `edgewise pack --encrypt-for`: which files are
+    /// ciphertext and the content key wrapped for each gateway that may read them (see
+    /// [`crate::encryption`]).
+    pub encryption: Option<crate::encryption::Encryption>,
 }
 
 /// A file pinned by a bundle manifest.
@@ -551,6 +555,23 @@ impl Manifest {
         for (key, decl) in &self.settings {
             decl.validate()
                 .or_else(|problem| bad(&format!("settings.{key}"), problem))?;
+        }
+        if let Some(encryption) = &self.encryption {
+            encryption
+                .check()
+                .or_else(|e| bad("encryption", e.to_string()))?;
+            for file in &encryption.files {
+                let model = self
+                    .models
+                    .iter()
+                    .any(|m| crate::bundle::canonical(&m.file).as_deref() == Some(file.as_str()));
+                if !model || !self.files.contains_key(file) {
+                    return bad(
+                        "encryption.files",
+                        format!("`{file}` is not a pinned model file: only models are encrypted"),
+                    );
+                }
+            }
         }
         if let Some(evaluate) = &self.evaluate {
             evaluate.validate()?;

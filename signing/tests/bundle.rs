@@ -2,7 +2,8 @@
 
 use std::path::Path;
 
-use edgewise_signing::bundle::{self, pack};
+use edgewise_signing::bundle::{self, PackOptions, pack, pack_with};
+use edgewise_signing::encryption::GatewaySecretKey;
 use edgewise_signing::{Bundle, BundleError, Keyring, PayloadType, SecretKey};
 
 const MANIFEST: &str = r#"name = "demo"
@@ -269,4 +270,138 @@ fn a_rollback_bundle_says_so_in_its_signed_manifest() {
             .map(|v| v.manifest.rollback)
             .unwrap_or(true)
     );
+}
+
+fn encrypted_for(f: &Fixture, gateways: &[&GatewaySecretKey]) -> Bundle {
+    let options = PackOptions {
+        encrypt_for: gateways.iter().map(|g| g.public()).collect(),
+        ..PackOptions::default()
+    };
+    pack_with(f.dir.path(), &f.release, &options, &mut |_| {}).unwrap_or_else(|e| panic!("{e}"))
+}
+
+#[test]
+fn an_encrypted_bundle_verifies_without_a_key_and_only_its_gateways_read_the_models() {
+    let f = fixture(MANIFEST);
+    let (a, b, stranger) = (gateway_key(), gateway_key(), gateway_key());
+    let bundle = encrypted_for(&f, &[&a, &b]);
+    let bytes = bundle.to_bytes();
+    assert!(
+        !bytes.windows(64).any(|w| w == [7u8; 64]),
+        "the weights are not in the clear"
+    );
+    assert!(
+        bytes.windows(20).any(|w| w == b"\0asm component bytes"),
+        "the component is"
+    );
+
+    // The signature and the pins need no key: they cover the ciphertext.
+    let v = f.verify(&bundle).unwrap_or_else(|e| panic!("{e}"));
+    let store = Path::new("/var/lib/edgewise/store");
+    assert!(
+        v.plain_file(Path::new("model/m.onnx")).is_err(),
+        "locked until unlocked"
+    );
+    for gateway in [&a, &b] {
+        let mut v = v.clone();
+        v.unlock(Some(gateway), store)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let model = v
+            .plain_file(Path::new("model/m.onnx"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(model.as_slice(), vec![7u8; 5000].as_slice());
+    }
+    let refusal = v
+        .clone()
+        .unlock(Some(&stranger), store)
+        .expect_err("refused")
+        .to_string();
+    assert!(
+        refusal.contains("encrypted for 2 other gateway key(s)"),
+        "{refusal}"
+    );
+    assert!(refusal.contains(&stranger.public().id()), "{refusal}");
+    let refusal = v
+        .clone()
+        .unlock(None, store)
+        .expect_err("refused")
+        .to_string();
+    assert!(
+        refusal.contains("edgewise keygen --gateway --store /var/lib/edgewise/store"),
+        "{refusal}"
+    );
+    // Without encryption there is nothing to unlock, and the model reads as it is.
+    let mut plain = f.verify(&f.bundle()).unwrap_or_else(|e| panic!("{e}"));
+    plain.unlock(None, store).unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        plain
+            .plain_file(Path::new("model/m.onnx"))
+            .is_ok_and(|m| m.len() == 5000)
+    );
+}
+
+#[test]
+fn a_ciphertext_changed_and_signed_again_fails_authentication() {
+    let f = fixture(MANIFEST);
+    let a = gateway_key();
+    let mut bundle = encrypted_for(&f, &[&a]);
+    // Flip a byte of the ciphertext, then pin and sign the change with the trusted key: the
+    // signature holds, the encryption does not.
+    let model = bundle
+        .files
+        .iter_mut()
+        .find(|(p, _)| p == "model/m.onnx")
+        .expect("model");
+    let at = model.1.len() / 2;
+    model.1[at] ^= 1;
+    let digest = bundle::sha256_hex(&model.1);
+    let text = String::from_utf8(bundle.manifest.clone()).expect("UTF-8");
+    let start = text.find("\"model/m.onnx\" = ").expect("pin");
+    let old = &text[start..start + text[start..].find('\n').expect("line")];
+    let new = format!(
+        "\"model/m.onnx\" = {{ size = {}, sha256 = \"{digest}\" }}",
+        model.1.len()
+    );
+    bundle.manifest = text.replace(old, &new).into_bytes();
+    bundle.signatures = vec![f.release.sign(PayloadType::Manifest, &bundle.manifest)];
+    let mut v = f.verify(&bundle).unwrap_or_else(|e| panic!("{e}"));
+    let refusal = v
+        .unlock(Some(&a), Path::new("store"))
+        .expect_err("refused")
+        .to_string();
+    assert!(
+        refusal.contains("model file model/m.onnx does not decrypt"),
+        "{refusal}"
+    );
+}
+
+#[test]
+fn encryption_is_written_by_pack_only_and_needs_a_model() {
+    let by_hand = format!(
+        "{MANIFEST}\n[encryption]\nscheme = \"{}\"\nfiles = [\"model/m.onnx\"]\nrecipients = []\n",
+        edgewise_signing::encryption::SCHEME
+    );
+    let f = fixture(&by_hand);
+    let refusal = pack(f.dir.path(), &f.release, false, &mut |_| {})
+        .expect_err("refused")
+        .to_string();
+    assert!(refusal.contains("`encryption`"), "{refusal}");
+    let no_model = MANIFEST
+        .split("[[models]]")
+        .next()
+        .expect("head")
+        .to_owned();
+    let f = fixture(&no_model);
+    let options = PackOptions {
+        encrypt_for: vec![gateway_key().public()],
+        ..PackOptions::default()
+    };
+    let refusal = pack_with(f.dir.path(), &f.release, &options, &mut |_| {})
+        .expect_err("refused")
+        .to_string();
+    assert!(refusal.contains("no model files to encrypt"), "{refusal}");
+}
+
+fn gateway_key() -> GatewaySecretKey {
+    GatewaySecretKey::generate().unwrap_or_else(|e| panic!("{e}"))
 }

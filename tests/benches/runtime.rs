@@ -259,6 +259,18 @@ fn main() {
         ],
         "<= 1.15",
     );
+    inference(
+        "PP-OCRv4 text detector, 640x384 frame",
+        &model_file("plate-reader", "text_det.onnx"),
+        &[("x", &[1, 3, 384, 640], signal(3 * 384 * 640))],
+        "<= 1.05",
+    );
+    inference(
+        "PP-OCRv4 text recogniser, 48x320 line",
+        &model_file("plate-reader", "text_rec.onnx"),
+        &[("x", &[1, 3, 48, 320], signal(3 * 48 * 320))],
+        "<= 1.05",
+    );
     let convnet = repo().join("target/bench/convnet.onnx");
     if convnet.is_file() {
         inference(

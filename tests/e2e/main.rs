@@ -2,8 +2,10 @@
 //! and the real `edgewise` binary.
 //!
 //! - `bundles`: signed bundles, the author and operator commands, the store, every refusal.
+//! - `encryption`: models encrypted for chosen gateways, refused elsewhere, never at rest.
 //! - `gateway`: `edgewise run` against Mosquitto and rumqttd: routing, dead letters, a kill -9.
 //! - `examples`: each example plugin produces the right outputs on real data.
+//! - `traffic`: the plate reader on gate frames, live through a broker and replayed.
 //! - `evaluation`: `edgewise eval` on the examples' evaluation sets, and the gateway's gate
 //!   refusing or passing an update under a live stream.
 //! - `fleet_page`: `edgewise fleet serve`'s page, rendered by headless Chromium.
@@ -46,6 +48,7 @@ mod authoring;
 mod bundles;
 mod cli;
 mod containment;
+mod encryption;
 mod evaluation;
 mod examples;
 mod fleet_page;
@@ -57,4 +60,5 @@ mod nn;
 mod packaging;
 mod replay;
 mod sandbox;
+mod traffic;
 mod trust;

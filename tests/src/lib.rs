@@ -89,6 +89,7 @@ pub fn model_file(plugin: &str, file: &str) -> PathBuf {
 pub fn eval_set(plugin: &str) -> PathBuf {
     let path = match plugin {
         "vibration-fault" => "eval/heldout.jsonl",
+        "plate-reader" => "eval/frames.jsonl",
         _ => "eval/speech.jsonl",
     };
     let path = plugin_dir(plugin).join(path);

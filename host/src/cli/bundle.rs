@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use edgewise_signing::bundle::{self, DEFAULT_MAX_BYTES, EXTENSION};
+use edgewise_signing::encryption::GatewayPublicKey;
 use edgewise_signing::{Bundle, Keyring, Manifest, SecretKey};
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -15,7 +16,7 @@ use crate::management::store::{Admit, Installed, Store};
 /// Pack a plugin directory into a signed bundle.
 #[derive(clap::Args)]
 #[command(
-    after_help = "Examples:\n  edgewise pack plugins/threshold --key release.key              # threshold-0.1.0.ewb\n  edgewise pack plugins/threshold --key release.key --rollback -o threshold-back.ewb"
+    after_help = "Examples:\n  edgewise pack plugins/threshold --key release.key              # threshold-0.1.0.ewb\n  edgewise pack plugins/threshold --key release.key --rollback -o threshold-back.ewb\n  edgewise pack plugins/plate-reader --key release.key --encrypt-for gate-1.x25519.pub --encrypt-for LWm3...="
 )]
 pub struct PackArgs {
     /// The plugin directory (with plugin.toml).
@@ -29,6 +30,38 @@ pub struct PackArgs {
     /// Sign it as a rollback: gateways accept it over a higher release.
     #[arg(long)]
     rollback: bool,
+    /// Encrypt the model files for these gateways only: a public key (base64, as `edgewise
+    /// keygen --gateway` prints and a gateway's status shows), or a file of them, one per line
+    /// (`#` starts a comment; `edgewise fleet keys` writes one). Repeatable. The bundle still
+    /// verifies anywhere; only these gateways can install it.
+    #[arg(long, value_name = "KEY|FILE")]
+    encrypt_for: Vec<String>,
+}
+
+/// The gateway public keys given to --encrypt-for: a key, or a file of keys.
+fn gateway_keys(given: &str) -> anyhow::Result<Vec<GatewayPublicKey>> {
+    if !Path::new(given).is_file() {
+        return Ok(vec![
+            given
+                .parse()
+                .with_context(|| format!("--encrypt-for {given}"))?,
+        ]);
+    }
+    let text = std::fs::read_to_string(given).with_context(|| format!("reading {given}"))?;
+    let keys = text
+        .lines()
+        .enumerate()
+        .map(|(i, line)| (i, line.split('#').next().unwrap_or_default().trim()))
+        .filter(|(_, key)| !key.is_empty())
+        .map(|(i, key)| {
+            key.parse()
+                .with_context(|| format!("{given} line {}", i + 1))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    if keys.is_empty() {
+        anyhow::bail!("--encrypt-for {given}: the file holds no key");
+    }
+    Ok(keys)
 }
 
 /// Check a bundle's signature and files against a keyring.
@@ -81,7 +114,16 @@ pub fn pack(args: PackArgs) -> anyhow::Result<ExitCode> {
         ProgressStyle::with_template("hashing {bar:30} {bytes}/{total_bytes} {bytes_per_sec}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
-    let packed = bundle::pack(&args.dir, &key, args.rollback, &mut |done| {
+    let options = bundle::PackOptions {
+        rollback: args.rollback,
+        encrypt_for: args
+            .encrypt_for
+            .iter()
+            .map(|k| gateway_keys(k))
+            .collect::<anyhow::Result<Vec<_>>>()?
+            .concat(),
+    };
+    let packed = bundle::pack_with(&args.dir, &key, &options, &mut |done| {
         bar.set_position(done)
     });
     bar.finish_and_clear();
@@ -94,8 +136,20 @@ pub fn pack(args: PackArgs) -> anyhow::Result<ExitCode> {
     });
     let bytes = packed.to_bytes();
     std::fs::write(&output, &bytes).with_context(|| format!("writing {}", output.display()))?;
+    let encrypted = match options.encrypt_for.len() {
+        0 => String::new(),
+        n => format!(
+            ", models encrypted for {n} gateway(s) ({})",
+            options
+                .encrypt_for
+                .iter()
+                .map(|k| k.id())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    };
     println!(
-        "packed {} {} (release {}{}) into {}: {} bytes, {} files, digest {}, signed by key {}",
+        "packed {} {} (release {}{}{encrypted}) into {}: {} bytes, {} files, digest {}, signed by key {}",
         manifest.name,
         manifest.version,
         manifest.release.unwrap_or_default(),

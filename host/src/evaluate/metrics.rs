@@ -286,6 +286,13 @@ pub struct BoxCounts {
     pub matched: u64,
     /// The sum of the matched pairs' overlap over union.
     pub iou_sum: f64,
+    /// Labelled boxes whose best-overlapping found box (by place alone) has exactly its label.
+    pub exact: u64,
+    /// Characters of the labels of labelled boxes.
+    pub label_chars: u64,
+    /// Character edits (insertions, deletions, substitutions) from each labelled box's label to
+    /// the label of the found box in its place; a box nothing was found at costs its whole label.
+    pub char_errors: u64,
 }
 
 impl BoxCounts {
@@ -318,10 +325,49 @@ impl BoxCounts {
         }
         self.expected += expected.len() as u64;
         self.predicted += predicted.len() as u64;
+        self.add_readings(expected, predicted, min_iou);
+    }
+
+    /// How well the labels were read where the boxes were found, for `exact_match` and `cer`:
+    /// boxes paired by place alone (greedily, largest overlap first, at least `min_iou`), so
+    /// that a misread label costs its wrong characters, not the whole box.
+    fn add_readings(&mut self, expected: &[Boxed], predicted: &[Boxed], min_iou: f64) {
+        let mut pairs: Vec<(f64, usize, usize)> = Vec::new();
+        for (i, e) in expected
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| e.label.is_some())
+        {
+            for (j, p) in predicted.iter().enumerate() {
+                let iou = box_iou(&e.corners, &p.corners);
+                if iou >= min_iou {
+                    pairs.push((iou, i, j));
+                }
+            }
+        }
+        pairs.sort_by(|a, b| b.0.total_cmp(&a.0));
+        let mut read: Vec<Option<&str>> = vec![None; expected.len()];
+        let mut used = vec![false; predicted.len()];
+        for (_, i, j) in pairs {
+            if read[i].is_none() && !used[j] {
+                used[j] = true;
+                read[i] = Some(predicted[j].label.as_deref().unwrap_or(""));
+            }
+        }
+        for (e, found) in expected.iter().zip(read) {
+            let Some(label) = &e.label else { continue };
+            let chars = label.chars().count() as u64;
+            self.label_chars += chars;
+            match found {
+                Some(text) if text == label => self.exact += 1,
+                Some(text) => self.char_errors += edit_distance(label, text) as u64,
+                None => self.char_errors += chars,
+            }
+        }
     }
 
     /// The detection metrics by name.
-    pub fn metrics(&self) -> [(&'static str, f64); 4] {
+    pub fn metrics(&self) -> [(&'static str, f64); 6] {
         let precision = ratio(self.matched, self.predicted);
         let recall = ratio(self.matched, self.expected);
         let f1 = if precision + recall > 0.0 {
@@ -339,8 +385,33 @@ impl BoxCounts {
             ("recall", recall),
             ("f1", f1),
             ("mean_iou", mean_iou),
+            ("exact_match", ratio(self.exact, self.expected)),
+            (
+                "cer",
+                if self.label_chars > 0 {
+                    self.char_errors as f64 / self.label_chars as f64
+                } else {
+                    0.0
+                },
+            ),
         ]
     }
+}
+
+/// Levenshtein distance in characters.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let substitute = diagonal + usize::from(ca != *cb);
+            diagonal = row[j + 1];
+            row[j + 1] = substitute.min(row[j] + 1).min(row[j + 1] + 1);
+        }
+    }
+    row[b.len()]
 }
 
 /// Overlap over union of two boxes.
@@ -533,6 +604,10 @@ mod tests {
         assert!(close(m["recall"], 0.5));
         assert!(close(m["f1"], 0.4));
         assert!(close(m["mean_iou"], 0.8));
+        // Read by place alone, the box of XX999 overlaps the first plate best (IoU 1): 5 edits
+        // of 5; nothing lies on the second at 0.5 or more: 5 missed. CER 10/10, no exact match.
+        assert_eq!((c.exact, c.char_errors, c.label_chars), (0, 10, 10));
+        assert!(close(m["exact_match"], 0.0) && close(m["cer"], 1.0));
         // Without labels the best pair wins and each box is used once.
         let mut c = BoxCounts::default();
         c.add_frame(
@@ -542,6 +617,37 @@ mod tests {
         );
         assert_eq!(c.matched, 1);
         assert!(close(c.iou_sum, 1.0));
+    }
+
+    #[test]
+    fn reading_metrics_count_character_edits_where_boxes_were_found() {
+        let b = |x1: f64, label: &str| Boxed {
+            corners: [x1, 0.0, x1 + 10.0, 10.0],
+            label: Some(label.to_owned()),
+        };
+        let mut c = BoxCounts::default();
+        // One read exactly, one with a letter wrong (1 edit), one missing a letter (1 edit),
+        // one not found at all (its 4 characters); an extra found box costs no characters.
+        c.add_frame(
+            &[
+                b(0.0, "AB12"),
+                b(20.0, "CD34"),
+                b(40.0, "EF56"),
+                b(60.0, "GH78"),
+            ],
+            &[
+                b(0.0, "AB12"),
+                b(20.0, "CO34"),
+                b(40.0, "EF5"),
+                b(90.0, "ZZ99"),
+            ],
+            0.5,
+        );
+        assert_eq!((c.exact, c.char_errors, c.label_chars), (1, 6, 16));
+        let m: std::collections::BTreeMap<_, _> = c.metrics().into_iter().collect();
+        assert!(close(m["exact_match"], 0.25) && close(m["cer"], 6.0 / 16.0));
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+        assert_eq!(edit_distance("", "abc"), 3);
     }
 
     #[test]

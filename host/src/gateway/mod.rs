@@ -215,6 +215,10 @@ impl Gateway {
         let (requests, requests_rx) = std::sync::mpsc::channel();
         let (changes_tx, changes) = mpsc::unbounded_channel();
         let managed = store.is_some();
+        let decryption_key = store
+            .as_ref()
+            .and_then(|store| store.gateway_public_key())
+            .map(|key| key.to_string());
         if let Some(store) = store {
             let trust = Trust::open(store.root(), config.trust)?;
             let manager = Manager::new(
@@ -252,6 +256,7 @@ impl Gateway {
             control.instance(),
             refused,
         );
+        status.decryption_key = decryption_key;
 
         let mut slots: Vec<Slot> = Vec::new();
         for (source, stopped) in sources {

@@ -24,6 +24,9 @@ pub struct Status {
     pub fleet: Value,
     /// The state of the gateway's trust: keyring, what is stale (`null` when unmanaged).
     pub trust: Value,
+    /// The gateway's public decryption key, base64, for `edgewise pack --encrypt-for`
+    /// (`null` when it has none).
+    pub decryption_key: Option<String>,
 }
 
 impl Status {
@@ -46,6 +49,7 @@ impl Status {
                 |group| json!({ "group": group, "version": null, "state": "waiting" }),
             ),
             trust: Value::Null,
+            decryption_key: None,
         }
     }
 
@@ -60,6 +64,7 @@ impl Status {
             "plugins": self.plugins.values().collect::<Vec<_>>(),
             "fleet": self.fleet,
             "trust": self.trust,
+            "decryption_key": self.decryption_key,
         })
         .to_string()
     }

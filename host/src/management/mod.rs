@@ -466,12 +466,15 @@ impl Manager {
         digest: &str,
         staged: &std::path::Path,
     ) -> Result<VerifiedBundle, String> {
-        let verified = edgewise_signing::Bundle::verify_file(
+        let mut verified = edgewise_signing::Bundle::verify_file(
             staged,
             self.config.max_bundle_bytes(),
             self.store.keyring(),
         )
         .map_err(|e| e.to_string())?;
+        self.store
+            .unlock(&mut verified)
+            .map_err(|e| e.to_string())?;
         if verified.digest != digest {
             return Err(format!(
                 "the bundle under {} is {}, not that bundle",

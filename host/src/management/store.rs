@@ -22,6 +22,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use edgewise_signing::bundle::{self, BundleError, EXTENSION};
+use edgewise_signing::encryption::{GatewayPublicKey, GatewaySecretKey};
 use edgewise_signing::{Bundle, Keyring, VerifiedBundle};
 use serde::{Deserialize, Serialize};
 
@@ -187,11 +188,38 @@ pub struct Loaded {
     pub bundle: Result<VerifiedBundle, StoreError>,
 }
 
+/// The file in the store that holds the gateway's X25519 private key, which decrypts the
+/// models of bundles encrypted for it (`edgewise keygen --gateway`).
+pub const GATEWAY_KEY_FILE: &str = "gateway.x25519";
+
 /// The store in one directory, checked against one keyring.
 pub struct Store {
     root: PathBuf,
     keyring: Keyring,
     max_bundle_bytes: u64,
+    gateway_key: Option<std::sync::Arc<GatewaySecretKey>>,
+}
+
+/// The gateway's decryption key in `root`, if it has one.
+pub fn read_gateway_key(root: &Path) -> Result<Option<GatewaySecretKey>, StoreError> {
+    let path = root.join(GATEWAY_KEY_FILE);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => zeroize::Zeroizing::new(text),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => return Err(StoreError::Io { path, source }),
+    };
+    let key = GatewaySecretKey::from_text(&text).map_err(|e| StoreError::State {
+        path: path.clone(),
+        problem: e.to_string(),
+    })?;
+    #[cfg(unix)]
+    if let Ok(meta) = std::fs::metadata(&path) {
+        use std::os::unix::fs::PermissionsExt;
+        if meta.permissions().mode() & 0o077 != 0 {
+            tracing::warn!(path = %path.display(), "the gateway's decryption key is readable by others: chmod 600 it");
+        }
+    }
+    Ok(Some(key))
 }
 
 impl Store {
@@ -206,11 +234,35 @@ impl Store {
         ] {
             create_private_dir(&dir)?;
         }
+        let gateway_key = read_gateway_key(root)?.map(std::sync::Arc::new);
         Ok(Self {
             root: root.to_owned(),
             keyring,
             max_bundle_bytes,
+            gateway_key,
         })
+    }
+
+    /// The gateway's public decryption key, if it has a key pair (shown in its status, for
+    /// `edgewise pack --encrypt-for`).
+    pub fn gateway_public_key(&self) -> Option<GatewayPublicKey> {
+        self.gateway_key.as_ref().map(|k| k.public())
+    }
+
+    /// Makes the encrypted models of `verified` readable here, or refuses it: encrypted for
+    /// other gateways, no key here, or a file that does not decrypt. A bundle without
+    /// encryption passes unchanged.
+    pub fn unlock(&self, verified: &mut VerifiedBundle) -> Result<(), StoreError> {
+        verified.unlock(self.gateway_key.as_deref(), &self.root)?;
+        Ok(())
+    }
+
+    /// Verifies the bundle file at `path` where it lies, its models unlocked (see
+    /// [`Store::unlock`]).
+    pub fn verify_file(&self, path: &Path) -> Result<VerifiedBundle, StoreError> {
+        let mut verified = Bundle::verify_file(path, self.max_bundle_bytes, &self.keyring)?;
+        self.unlock(&mut verified)?;
+        Ok(verified)
     }
 
     /// The store's directory.
@@ -245,7 +297,7 @@ impl Store {
     /// (a copy of the file goes into the store). Nothing in the store changes unless every
     /// check passed.
     pub fn install_file(&self, path: &Path, admit: Admit) -> Result<Installed, StoreError> {
-        let verified = Bundle::verify_file(path, self.max_bundle_bytes, &self.keyring)?;
+        let verified = self.verify_file(path)?;
         self.admit(&verified, admit, |to| {
             durable_file::copy_atomically(path, to)
         })
@@ -264,7 +316,8 @@ impl Store {
             }
             .into());
         }
-        let verified = Bundle::verify(bytes, &self.keyring, origin)?;
+        let mut verified = Bundle::verify(bytes, &self.keyring, origin)?;
+        self.unlock(&mut verified)?;
         self.admit(&verified, admit, |to| {
             durable_file::write_atomically(to, bytes)
         })
@@ -591,7 +644,7 @@ impl Store {
 
     fn load(&self, digest: &str) -> Result<VerifiedBundle, StoreError> {
         let path = self.bundle_path(digest);
-        let verified = Bundle::verify_file(&path, self.max_bundle_bytes, &self.keyring)?;
+        let verified = self.verify_file(&path)?;
         if verified.digest != digest {
             return Err(BundleError::File {
                 path: path.display().to_string(),

@@ -145,8 +145,14 @@ impl CompiledPlugin {
         let settings = checked_settings(&manifest, settings)?;
         let origin = PathBuf::from(format!("bundle {}", &bundle.digest[..16]));
         let path = origin.join(&manifest.component);
-        // Read from the bundle and checked against its pin again (see `VerifiedBundle::file`).
-        let read = |file: &Path| bundle.file(file).map_err(std::io::Error::other);
+        // Read from the bundle and checked against its pin again (see `VerifiedBundle::file`);
+        // an encrypted model is decrypted here, in memory only.
+        let read = |file: &Path| {
+            bundle
+                .plain_file(file)
+                .map(|mut plain| std::mem::take(&mut *plain))
+                .map_err(std::io::Error::other)
+        };
         // Read only when it must be compiled: a cached component needs none of it.
         let compile = || {
             let bytes = read(&manifest.component).map_err(|source| LoadError::ReadComponent {

@@ -70,6 +70,23 @@ pub enum FleetCommand {
         #[command(flatten)]
         connection: Connection,
     },
+    /// Print the decryption keys of a group's gateways, from their retained statuses: one
+    /// `<key>  # <gateway>` line each, a file `pack --encrypt-for` reads. A gateway without a
+    /// key is named on stderr (exit 1). Statuses are as trustworthy as the broker's ACLs:
+    /// compare the key ids with `edgewise keygen --gateway`'s output when in doubt.
+    #[command(
+        after_help = "Example:\n  edgewise fleet keys --group line > line.keys\n  edgewise pack plugins/plate-reader --key release.key --encrypt-for line.keys"
+    )]
+    Keys {
+        /// The group.
+        #[arg(long)]
+        group: String,
+        /// Seconds to collect statuses for.
+        #[arg(long, default_value_t = 2)]
+        seconds: u64,
+        #[command(flatten)]
+        connection: Connection,
+    },
     /// Clear what the broker retains for decommissioned gateways (status, keyring update):
     /// one named gateway, or every offline gateway of a group. An online gateway is never
     /// touched.
@@ -137,6 +154,35 @@ async fn statuses(
             }
         }
     }
+}
+
+/// `fleet keys`: the group's decryption keys, as a file `pack --encrypt-for` reads.
+fn keys(group: &str, seconds: u64, connection: &Connection) -> anyhow::Result<ExitCode> {
+    let runtime = current_thread_runtime()?;
+    runtime.block_on(async move {
+        let (client, mut eventloop) = client(connection, "edgewise-fleet")?;
+        let statuses = statuses(&client, &mut eventloop, seconds).await?;
+        let mut out = std::io::stdout().lock();
+        let mut missing = 0;
+        for (id, status) in statuses
+            .iter()
+            .filter(|(_, s)| s["fleet"]["group"].as_str() == Some(group))
+        {
+            match status["decryption_key"].as_str() {
+                Some(key) => writeln!(out, "{key}  # {id}")?,
+                None => {
+                    missing += 1;
+                    eprintln!(
+                        "gateway {id} has no decryption key: run `edgewise keygen --gateway` on it"
+                    );
+                }
+            }
+        }
+        Ok(match missing {
+            0 => ExitCode::SUCCESS,
+            _ => ExitCode::FAILURE,
+        })
+    })
 }
 
 /// `fleet prune`: empty retained messages on every retained topic of the gateways chosen.
@@ -215,6 +261,11 @@ pub fn fleet(command: FleetCommand) -> anyhow::Result<ExitCode> {
             connection,
             ..
         } => return prune(gateway, group, seconds, &connection),
+        FleetCommand::Keys {
+            group,
+            seconds,
+            connection,
+        } => return keys(&group, seconds, &connection),
         FleetCommand::Serve {
             group,
             listen,
