@@ -11,7 +11,7 @@ use edgewise_signing::SecretKey;
 use edgewise_signing::bundle::DEFAULT_MAX_BYTES;
 use edgewise_tests::mqtt::{Broker, Gateway};
 use edgewise_tests::{
-    copy_plugin, edgewise, edit, eval_set, model_file, pack_example, plugin_dir, text,
+    copy_plugin, edgewise, edit, eval_set, model_file, pack_example, plugin_dir, repo, text,
 };
 use serde_json::Value;
 
@@ -873,4 +873,61 @@ fn an_evaluation_that_outruns_the_gate_timeout_is_refused_while_the_old_version_
         serde_json::to_value(&before).expect("json"),
         serde_json::to_value(&after).expect("json")
     );
+}
+
+#[test]
+fn the_int8_vibration_model_runs_in_tract_and_the_gateway_judges_it_as_eval_does() {
+    // tests/models/vibration.int8.onnx: `scripts/quantize vibration-fault`, committed.
+    let int8 = copy_plugin("vibration-fault");
+    std::fs::copy(
+        repo().join("tests/models/vibration.int8.onnx"),
+        int8.path().join("model/vibration.int8.onnx"),
+    )
+    .expect("int8 model");
+    edit(
+        int8.path(),
+        "plugin.toml",
+        "model/vibration.onnx",
+        "model/vibration.int8.onnx",
+    );
+    edit(int8.path(), "plugin.toml", "release = 1", "release = 2");
+    let f32 = plugin_dir("vibration-fault");
+    let (passed, e) = eval_json(&[
+        &int8.path().to_string_lossy(),
+        "--against",
+        &f32.to_string_lossy(),
+    ]);
+    let accuracy = |side: &str| e[side]["metrics"]["accuracy"].as_f64().expect("accuracy");
+    // QLinearMatMul runs in tract: the int8 model is close to the f32 one (0.955 vs 0.975 here).
+    assert!(
+        (accuracy("report") - accuracy("baseline")).abs() <= 0.05,
+        "{e:#}"
+    );
+
+    let m = Managed::start("int8", "vibration-fault", &[], "");
+    let bundle = m.pack_dir("vibration-int8.ewb", int8.path());
+    let pushed = m.push(&bundle);
+    let out = text(&pushed.stdout);
+    assert_eq!(
+        pushed.status.success(),
+        passed,
+        "the gateway agrees with eval: {out}"
+    );
+    let failed: Vec<&str> = e["gates"]
+        .as_array()
+        .expect("gates")
+        .iter()
+        .filter(|g| g["passed"] == false)
+        .filter_map(|g| g["gate"].as_str())
+        .collect();
+    for gate in &failed {
+        assert!(out.contains(gate), "the refusal names {gate}: {out}");
+    }
+    let status = text(&m.ctl(&["status"]).stdout);
+    let release = if passed {
+        "\"release\":2"
+    } else {
+        "\"release\":1"
+    };
+    assert!(status.contains(release), "{status}");
 }

@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
 """Writes the tiny ONNX models the tests use; the outputs are committed (beside this script, and
-plugins/hostile/model/square_512.onnx).
+plugins/hostile/model/square_512.onnx). One more is committed here that this script does not
+write: vibration.int8.onnx, the vibration-fault classifier quantised to int8 by
+`scripts/quantize vibration-fault` (the test command does not install onnxruntime).
 
   double_i64.onnx  `ids` i64 [1, 4] -> `doubled` i64 [1, 4] = ids * 2, and
                    `as_float` f32 [1, 4] = float(ids): i64 in, i64 and f32 out.
