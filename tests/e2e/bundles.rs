@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::Duration;
 
 use edgewise_host::management::store::{Admit, Installed, Store, StoreError};
@@ -15,15 +15,7 @@ use edgewise_signing::bundle::DEFAULT_MAX_BYTES;
 use edgewise_signing::signature::signed_bytes;
 use edgewise_signing::{Bundle, Keyring, PayloadType, SecretKey};
 use edgewise_tests::mqtt::{Broker, Gateway};
-use edgewise_tests::{copy_plugin, edgewise, message, runtime, text};
-
-fn cli(args: &[&str]) -> Output {
-    Command::new(edgewise())
-        .args(args)
-        .env("NO_COLOR", "1")
-        .output()
-        .expect("edgewise runs")
-}
+use edgewise_tests::{cli, copy_plugin, edgewise, message, runtime, text};
 
 /// Keys and a keyring trusting `release` for bundles and `operator` for commands.
 struct Trust {

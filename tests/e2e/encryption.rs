@@ -4,22 +4,14 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::Duration;
 
 use edgewise_signing::bundle::{self, PackOptions};
 use edgewise_signing::encryption::GatewayPublicKey;
 use edgewise_signing::{PayloadType, SecretKey};
 use edgewise_tests::mqtt::{Broker, Gateway};
-use edgewise_tests::{copy_plugin, edgewise, eval_set, model_file, text, write_keyring};
-
-fn cli(args: &[&str]) -> Output {
-    Command::new(edgewise())
-        .args(args)
-        .env("NO_COLOR", "1")
-        .output()
-        .expect("edgewise runs")
-}
+use edgewise_tests::{cli, copy_plugin, eval_set, model_file, text, write_keyring};
 
 fn path_arg(p: &Path) -> &str {
     p.to_str().expect("UTF-8 path")

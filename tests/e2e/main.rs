@@ -8,6 +8,7 @@
 //! - `traffic`: the plate reader on gate frames, live through a broker and replayed.
 //! - `evaluation`: `edgewise eval` on the examples' evaluation sets, and the gateway's gate
 //!   refusing or passing an update under a live stream.
+//! - `languages`: plugins in Python behave as their Rust twins; their errors are dead letters.
 //! - `fleet_page`: `edgewise fleet serve`'s page, rendered by headless Chromium.
 //! - `sandbox`: a hostile plugin cannot escape or exhaust the host, nor disturb a neighbour.
 //! - `containment`: the same under `edgewise run`, each offender beside a healthy stream.
@@ -53,6 +54,7 @@ mod evaluation;
 mod examples;
 mod fleet_page;
 mod gateway;
+mod languages;
 mod loading;
 mod management;
 mod message_path;

@@ -194,6 +194,15 @@ pub fn replay_line(topic: &str, payload: &[u8]) -> String {
     serde_json::json!({ "topic": topic, "payload_base64": BASE64.encode(payload) }).to_string()
 }
 
+/// Runs the `edgewise` binary with `args` (no colour) and waits for it.
+pub fn cli(args: &[&str]) -> std::process::Output {
+    Command::new(edgewise())
+        .args(args)
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("edgewise runs")
+}
+
 /// The path of the `edgewise` binary built beside this test.
 pub fn edgewise() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");

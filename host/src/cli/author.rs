@@ -1,11 +1,13 @@
 //! `edgewise new <name>` and `edgewise build [dir]`: a plugin author's loop outside this
 //! repository.
 //!
-//! `new` writes a plugin crate that builds on its own: its own cargo workspace, the template's
-//! code and manifest, and a copy of the guest SDK and the WIT world this `edgewise` was built
-//! with (under `sdk/`), so the plugin and the gateway that runs it agree on the contract and
-//! nothing needs this repository. `build` runs cargo for `wasm32-wasip2` and puts the component
-//! where the manifest says (`component`, `plugin.wasm`), ready for `replay` and `pack`.
+//! `new` writes a plugin that builds on its own: in Rust (the default) a crate with its own cargo
+//! workspace, in Python (`--lang python`) an `app.py`; with the template's manifest and a copy
+//! of the guest SDK and the WIT world this `edgewise` was built with (under `sdk/`), so the
+//! plugin and the gateway that runs it agree on the contract and nothing needs this repository.
+//! `build` runs cargo for `wasm32-wasip2`, or componentize-py (the pinned
+//! [`COMPONENTIZE_PY`]) for a Python plugin, and puts the component where the manifest says
+//! (`component`, `plugin.wasm`), ready for `replay` and `pack`.
 
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
@@ -39,6 +41,10 @@ const SDK: &[(&str, &str)] = &[
         "edgewise-guest/src/nn.rs",
         include_str!("../../../guest-sdk/src/nn.rs"),
     ),
+];
+
+/// The WIT world, as this binary was built with it: (path under `sdk/`, content).
+const WIT: &[(&str, &str)] = &[
     ("wit/plugin.wit", include_str!("../../../wit/plugin.wit")),
     (
         "wit/deps/wasi-nn/wasi-nn.wit",
@@ -70,6 +76,46 @@ json = ["dep:serde", "dep:serde_json"]
 const CODE: &str = include_str!("../../../plugins/template/src/lib.rs");
 const MANIFEST: &str = include_str!("../../../plugins/template/plugin.toml");
 
+/// The Python SDK, copied to `sdk/python/` of a Python plugin.
+const PYTHON_SDK: &str = include_str!("../../../guest-sdk/python/edgewise_plugin.py");
+
+/// The componentize-py release Python plugins are built with (`pip install
+/// componentize-py==<this>`); scripts/build-plugins pins the same.
+pub const COMPONENTIZE_PY: &str = "0.25.0";
+
+/// The template, in Python.
+const PYTHON_CODE: &str = r#""""Republishes every message under a prefix, counting as it goes.
+
+The whole shape of a plugin: settings read once in `init`, state kept on `self` between
+messages, a log line, and a publish to a topic the manifest grants. An exception raised in
+`on_message` is that message's failure (a dead letter), not a crash.
+"""
+import edgewise_plugin as edgewise
+
+
+class Template(edgewise.Plugin):
+    def init(self):
+        self.prefix = edgewise.setting("prefix", "echo")
+        self.seen = 0
+        edgewise.log.info(f"republishing under {self.prefix}/")
+
+    def on_message(self, msg):
+        self.seen += 1
+        edgewise.publish(f"{self.prefix}/{msg.topic}", msg.payload)
+
+
+Handler = edgewise.handler(Template)
+"#;
+
+/// The languages `edgewise new` writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Lang {
+    /// A Rust crate with the `edgewise-guest` SDK.
+    Rust,
+    /// An `app.py` with the `edgewise_plugin` SDK, built by componentize-py.
+    Python,
+}
+
 /// Start a plugin: a crate that builds on its own, outside any workspace, with the SDK.
 #[derive(clap::Args)]
 #[command(
@@ -81,6 +127,9 @@ pub struct NewArgs {
     /// Where to create the folder (default: here).
     #[arg(long, default_value = ".")]
     dir: PathBuf,
+    /// The language to write it in.
+    #[arg(long, value_enum, default_value = "rust")]
+    lang: Lang,
 }
 
 /// Build a plugin: cargo for wasm32-wasip2, then the component where its manifest expects it.
@@ -89,7 +138,7 @@ pub struct NewArgs {
     after_help = "Example:\n  edgewise build plugins/door-watch    # plugins/door-watch/plugin.wasm"
 )]
 pub struct BuildArgs {
-    /// The plugin folder (with Cargo.toml and plugin.toml).
+    /// The plugin folder (with plugin.toml, and Cargo.toml or app.py).
     #[arg(default_value = ".")]
     dir: PathBuf,
 }
@@ -122,6 +171,28 @@ pub fn new(args: NewArgs) -> anyhow::Result<ExitCode> {
             "# Built by `scripts/build-plugins` from this crate.",
             "# Built by `edgewise build` from this crate.",
         );
+    if args.lang == Lang::Python {
+        let manifest = manifest.replace("from this crate.", "from app.py (componentize-py).");
+        let files = [
+            ("plugin.toml", manifest.as_str()),
+            ("app.py", PYTHON_CODE),
+            ("sdk/python/edgewise_plugin.py", PYTHON_SDK),
+            ("messages.jsonl", MESSAGES),
+            (".gitignore", "/plugin.wasm\n__pycache__/\n"),
+        ]
+        .into_iter()
+        .map(|(path, text)| (PathBuf::from(path), text.to_owned()))
+        .chain(
+            WIT.iter()
+                .map(|(path, text)| (Path::new("sdk").join(path), (*text).to_owned())),
+        );
+        write_all(&root, files)?;
+        println!(
+            "created {root}: a Python plugin that republishes sensors/# under echo/\n\nnext:\n  cd {root}\n  edgewise build                       # plugin.wasm (needs `pip install componentize-py=={COMPONENTIZE_PY}`)\n  edgewise replay . messages.jsonl     # run it on recorded messages\n  edgewise pack . --key release.key    # a signed bundle for a gateway",
+            root = root.display()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
     let cargo = format!(
         r#"[package]
 name = "{name}"
@@ -145,7 +216,7 @@ debug = false
 [workspace]
 "#
     );
-    let files: Vec<(PathBuf, String)> = [
+    let files = [
         ("Cargo.toml".into(), cargo),
         ("plugin.toml".into(), manifest),
         ("src/lib.rs".into(), CODE.to_owned()),
@@ -153,26 +224,17 @@ debug = false
             "sdk/edgewise-guest/Cargo.toml".into(),
             SDK_MANIFEST.to_owned(),
         ),
-        (
-            "messages.jsonl".into(),
-            "{\"topic\": \"sensors/door/back\", \"payload\": {\"open\": true}}\n".to_owned(),
-        ),
+        ("messages.jsonl".into(), MESSAGES.to_owned()),
         (".gitignore".into(), "/target\n/plugin.wasm\n".to_owned()),
     ]
     .into_iter()
     .map(|(path, text): (String, String)| (PathBuf::from(path), text))
     .chain(
         SDK.iter()
+            .chain(WIT)
             .map(|(path, text)| (Path::new("sdk").join(path), (*text).to_owned())),
-    )
-    .collect();
-    for (path, text) in files {
-        let path = root.join(path);
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        }
-        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
-    }
+    );
+    write_all(&root, files)?;
     println!(
         "created {root}: a plugin that republishes sensors/# under echo/\n\nnext:\n  cd {root}\n  edgewise build                       # plugin.wasm (needs `rustup target add wasm32-wasip2`)\n  edgewise replay . messages.jsonl     # run it on recorded messages\n  edgewise pack . --key release.key    # a signed bundle for a gateway",
         root = root.display()
@@ -180,14 +242,35 @@ debug = false
     Ok(ExitCode::SUCCESS)
 }
 
+/// A recorded message for the template to run on.
+const MESSAGES: &str = "{\"topic\": \"sensors/door/back\", \"payload\": {\"open\": true}}\n";
+
+/// Writes `files` (paths relative to `root`), making directories as needed.
+fn write_all(
+    root: &Path,
+    files: impl IntoIterator<Item = (PathBuf, String)>,
+) -> anyhow::Result<()> {
+    for (path, text) in files {
+        let path = root.join(path);
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
 pub fn build(args: BuildArgs) -> anyhow::Result<ExitCode> {
     let dir = &args.dir;
     let manifest_path = dir.join("plugin.toml");
     let manifest = edgewise_signing::Manifest::from_file(&manifest_path)?;
     let cargo_toml = dir.join("Cargo.toml");
+    if !cargo_toml.is_file() && dir.join("app.py").is_file() {
+        return build_python(dir, &manifest);
+    }
     if !cargo_toml.is_file() {
         bail!(
-            "{}: no Cargo.toml: `edgewise build` builds a Rust plugin crate",
+            "{}: no Cargo.toml and no app.py: `edgewise build` builds a Rust crate or a Python plugin",
             dir.display()
         );
     }
@@ -232,7 +315,48 @@ pub fn build(args: BuildArgs) -> anyhow::Result<ExitCode> {
     let target = dir.join(&manifest.component);
     std::fs::copy(&built, &target)
         .with_context(|| format!("copying {} to {}", built.display(), target.display()))?;
-    let bytes = std::fs::metadata(&target)
+    report_built(&manifest, &target);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// componentize-py over `app.py`, with the SDK and WIT world `edgewise new` put under `sdk/`.
+/// `EDGEWISE_COMPONENTIZE_PY` names the program if it is not `componentize-py` on the PATH.
+fn build_python(dir: &Path, manifest: &edgewise_signing::Manifest) -> anyhow::Result<ExitCode> {
+    let program =
+        std::env::var_os("EDGEWISE_COMPONENTIZE_PY").unwrap_or_else(|| "componentize-py".into());
+    let target = dir.join(&manifest.component);
+    let status = Command::new(&program)
+        .current_dir(dir)
+        .args([
+            "-d",
+            "sdk/wit",
+            "-w",
+            "plugin",
+            "componentize",
+            "app",
+            "-p",
+            ".",
+            "-p",
+            "sdk/python",
+            "-o",
+        ])
+        .arg(std::path::absolute(&target).unwrap_or_else(|_| target.clone()))
+        .status()
+        .with_context(|| {
+            format!(
+                "running {} (install it: `pip install componentize-py=={COMPONENTIZE_PY}`)",
+                program.to_string_lossy()
+            )
+        })?;
+    if !status.success() {
+        bail!("componentize-py failed (see above)");
+    }
+    report_built(manifest, &target);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn report_built(manifest: &edgewise_signing::Manifest, target: &Path) {
+    let bytes = std::fs::metadata(target)
         .map(|m| m.len())
         .unwrap_or_default();
     println!(
@@ -242,7 +366,6 @@ pub fn build(args: BuildArgs) -> anyhow::Result<ExitCode> {
         target.display(),
         bytes / 1024
     );
-    Ok(ExitCode::SUCCESS)
 }
 
 #[cfg(test)]
@@ -270,6 +393,15 @@ mod tests {
         assert_eq!(
             copied, sources,
             "every file of guest-sdk/src is in the copy"
+        );
+    }
+
+    #[test]
+    fn python_plugins_are_built_with_the_componentize_py_the_scripts_pin() {
+        let script = include_str!("../../../scripts/build-plugins");
+        assert!(
+            script.contains(&format!("COMPONENTIZE_PY={COMPONENTIZE_PY}\n")),
+            "scripts/build-plugins pins another componentize-py than `edgewise build` names"
         );
     }
 }

@@ -8,7 +8,7 @@
 //! core of each line), is one [`TextLine`], in frame pixels.
 
 use crate::frame::Frame;
-use edgewise_guest::nn::{Model, Tensor};
+use edgewise_guest::nn::Model;
 use edgewise_guest::{Error, Result};
 
 /// The detector's input size, as fixed in plugin.toml.
@@ -77,16 +77,9 @@ impl Detector {
     /// The text lines in `frame`, in frame pixels.
     pub fn find(&mut self, frame: &Frame) -> Result<Vec<TextLine>> {
         let scale = self.fill_input(frame);
-        let out = self.model.run(&[(
-            "x",
-            Tensor::f32(&[1, 3, HEIGHT as u32, WIDTH as u32], &self.input)?,
-        )])?;
-        let name = out
-            .names()
-            .next()
-            .ok_or_else(|| Error::msg("the text detector gave no output"))?
-            .to_owned();
-        let probability = out.f32(&name)?;
+        let shape = [1, 3, HEIGHT, WIDTH];
+        let (_, probability) =
+            crate::run_model(&mut self.model, shape, &self.input, "text detector")?;
         if probability.len() != WIDTH * HEIGHT {
             return Err(Error::msg(format!(
                 "the text detector gave {} values, expected a {WIDTH}x{HEIGHT} map",

@@ -99,6 +99,24 @@ impl Plugin for PlateReader {
     }
 }
 
+/// Runs one of the OCR models on its single input `x` and returns its single output: shape and
+/// values. `what` names the model in errors.
+fn run_model(
+    model: &mut Model,
+    shape: [usize; 4],
+    input: &[f32],
+    what: &str,
+) -> Result<(Vec<u32>, Vec<f32>)> {
+    let shape = shape.map(|d| d as u32);
+    let out = model.run(&[("x", edgewise_guest::nn::Tensor::f32(&shape, input)?)])?;
+    let name = out
+        .names()
+        .next()
+        .ok_or_else(|| Error::msg(format!("the {what} gave no output")))?
+        .to_owned();
+    Ok((out.shape(&name)?, out.f32(&name)?))
+}
+
 fn round(value: f32, scale: f64) -> f64 {
     (f64::from(value) * scale).round() / scale
 }

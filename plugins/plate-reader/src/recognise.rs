@@ -7,7 +7,7 @@
 
 use crate::detect::TextLine;
 use crate::frame::Frame;
-use edgewise_guest::nn::{Model, Tensor};
+use edgewise_guest::nn::Model;
 use edgewise_guest::{Error, Result};
 
 /// The recogniser's input size, as fixed in plugin.toml.
@@ -49,23 +49,19 @@ impl Recogniser {
     /// Reads `line` in `frame`.
     pub fn read(&mut self, frame: &Frame, line: &TextLine) -> Result<Reading> {
         self.fill_input(frame, line);
-        let out = self.model.run(&[(
-            "x",
-            Tensor::f32(&[1, 3, HEIGHT as u32, WIDTH as u32], &self.input)?,
-        )])?;
-        let name = out
-            .names()
-            .next()
-            .ok_or_else(|| Error::msg("the text recogniser gave no output"))?
-            .to_owned();
-        let shape = out.shape(&name)?;
+        let (shape, probabilities) = crate::run_model(
+            &mut self.model,
+            [1, 3, HEIGHT, WIDTH],
+            &self.input,
+            "text recogniser",
+        )?;
         let classes = self.characters.len();
         if shape.last().map(|c| *c as usize) != Some(classes) {
             return Err(Error::msg(format!(
                 "the text recogniser's output {shape:?} does not end in the dictionary's {classes} classes"
             )));
         }
-        Ok(ctc_decode(&out.f32(&name)?, &self.characters))
+        Ok(ctc_decode(&probabilities, &self.characters))
     }
 
     /// Samples the line, straightened, into the input: normalised to [-1, 1], BGR.

@@ -1,0 +1,97 @@
+//! Plugins written in Python (componentize-py and guest-sdk/python) against the same WIT world:
+//! the same behaviour as the Rust examples, Python errors as dead letters.
+
+use std::time::Duration;
+
+use edgewise_tests::mqtt::{Broker, Gateway};
+use edgewise_tests::{plugin_dir, replay};
+use serde_json::json;
+
+/// Readings of a few sensors crossing the limit (80, hysteresis 2) back and forth, with a
+/// payload that is no JSON among them.
+fn stream() -> Vec<String> {
+    let mut lines = Vec::new();
+    for i in 0..200u32 {
+        let sensor = ["oven", "boiler", "freezer"][(i % 3) as usize];
+        let value = 70.0 + f64::from((i * 37) % 23);
+        lines.push(
+            json!({"topic": format!("sensors/{sensor}/reading"), "payload": {"value": value}})
+                .to_string(),
+        );
+        if i == 50 {
+            lines.push(json!({"topic": "sensors/oven/reading", "payload": "not json"}).to_string());
+        }
+    }
+    lines
+}
+
+#[test]
+fn threshold_in_python_publishes_what_threshold_in_rust_publishes_on_the_same_stream() {
+    let input = stream().join("\n");
+    let rust = replay(&plugin_dir("threshold"), &input, &[]);
+    let python = replay(&plugin_dir("threshold-py"), &input, &[]);
+    let outputs = |run: &edgewise_tests::ReplayRun| -> Vec<(String, String)> {
+        run.published
+            .iter()
+            .map(|p| {
+                (
+                    p.topic.clone(),
+                    String::from_utf8_lossy(&p.payload).into_owned(),
+                )
+            })
+            .collect()
+    };
+    assert!(
+        outputs(&rust).len() > 20,
+        "the stream crosses the limit often: {}",
+        rust.log
+    );
+    assert_eq!(outputs(&python), outputs(&rust), "{}", python.log);
+    // Both refuse the one bad payload, and only it.
+    for run in [&rust, &python] {
+        assert!(!run.success);
+        assert!(run.log.contains("1 of 201 messages failed"), "{}", run.log);
+    }
+    assert!(
+        python.log.contains("JSONDecodeError"),
+        "the Python error's own text: {}",
+        python.log
+    );
+}
+
+#[test]
+fn an_exception_in_python_is_a_dead_letter_with_its_text_and_the_plugin_keeps_its_state() {
+    let broker = Broker::start();
+    let gw = Gateway::start(&broker, "py", &["threshold-py"], "");
+    let sub = broker.subscribe(&["alerts/#", "edgewise/py/dead-letter/#"]);
+    broker.publish("sensors/oven/reading", br#"{"value": 91}"#, 1);
+    broker.publish("sensors/oven/reading", b"\xff not json", 1);
+    broker.publish("sensors/oven/reading", br#"{"reading": 3}"#, 1);
+    // Back to normal only below 78: the instance that alerted `high` is the one still running.
+    broker.publish("sensors/oven/reading", br#"{"value": 77.5}"#, 1);
+    let got = sub.collect_until(Duration::from_secs(60), |got| got.len() >= 4);
+    let topics: Vec<&str> = got.iter().map(|(t, _)| t.as_str()).collect();
+    assert_eq!(
+        topics,
+        [
+            "alerts/oven",
+            "edgewise/py/dead-letter/threshold-py",
+            "edgewise/py/dead-letter/threshold-py",
+            "alerts/oven"
+        ],
+        "{got:?}\n{}",
+        gw.log()
+    );
+    assert!(got[0].1.contains("\"state\":\"high\""), "{got:?}");
+    assert!(
+        got[1].1.contains("UnicodeDecodeError") || got[1].1.contains("JSONDecodeError"),
+        "{got:?}"
+    );
+    assert!(got[2].1.contains("KeyError: 'value'"), "{got:?}");
+    assert!(got[3].1.contains("\"state\":\"normal\""), "{got:?}");
+    assert!(
+        !gw.log().contains("trapped"),
+        "no instance was lost: {}",
+        gw.log()
+    );
+}
