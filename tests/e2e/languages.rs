@@ -1,5 +1,5 @@
 //! Plugins written in Python (componentize-py and guest-sdk/python) against the same WIT world:
-//! the same behaviour as the Rust examples, Python errors as dead letters.
+//! the same behaviour as the Rust examples, Python errors as dead letters, and the same sandbox.
 
 use std::time::Duration;
 
@@ -93,5 +93,82 @@ fn an_exception_in_python_is_a_dead_letter_with_its_text_and_the_plugin_keeps_it
         !gw.log().contains("trapped"),
         "no instance was lost: {}",
         gw.log()
+    );
+}
+
+#[test]
+fn python_gets_no_files_no_sockets_no_environment_and_no_processes() {
+    let input: Vec<String> = ["open", "socket", "environ", "subprocess"]
+        .iter()
+        .map(|what| json!({"topic": format!("sandbox-py/try/{what}"), "payload": ""}).to_string())
+        .collect();
+    let dir = edgewise_tests::copy_plugin("sandbox-py");
+    // A secret in the host's environment: the plugin must not see it.
+    let run = edgewise_tests::replay_with_env(
+        dir.path(),
+        &input.join("\n"),
+        &[],
+        &[("EDGEWISE_TEST_SECRET", "hunter2")],
+    );
+    assert!(run.success, "{}", run.log);
+    let results: std::collections::BTreeMap<String, serde_json::Value> = run
+        .published
+        .iter()
+        .map(|p| {
+            (
+                p.topic.rsplit('/').next().unwrap_or_default().to_owned(),
+                p.json(),
+            )
+        })
+        .collect();
+    for what in ["open", "socket", "subprocess"] {
+        assert_eq!(
+            results[what]["allowed"],
+            json!(false),
+            "{what}: {}",
+            results[what]
+        );
+    }
+    assert_eq!(
+        results["environ"]["detail"],
+        json!([]),
+        "no variable at all: {}",
+        results["environ"]
+    );
+    assert!(!dir.path().join("planted.txt").exists());
+    println!("{results:#?}");
+}
+
+#[test]
+fn vibration_fault_in_python_publishes_the_rust_plugins_diagnoses_bit_for_bit() {
+    let windows =
+        std::fs::read_to_string(edgewise_tests::eval_set("vibration-fault")).expect("windows");
+    let rust = replay(&plugin_dir("vibration-fault"), &windows, &[]);
+    let python = replay(&plugin_dir("vibration-fault-py"), &windows, &[]);
+    assert!(
+        rust.success && python.success,
+        "{}\n{}",
+        rust.log,
+        python.log
+    );
+    assert_eq!(rust.published.len(), 400);
+    let differ: Vec<(String, String)> = rust
+        .published
+        .iter()
+        .zip(&python.published)
+        .filter(|(r, p)| r.payload != p.payload || r.topic != p.topic)
+        .map(|(r, p)| {
+            (
+                String::from_utf8_lossy(&r.payload).into_owned(),
+                String::from_utf8_lossy(&p.payload).into_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(python.published.len(), 400);
+    assert!(
+        differ.is_empty(),
+        "{} of 400 differ, first: {:?}",
+        differ.len(),
+        differ.first()
     );
 }

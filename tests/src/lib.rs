@@ -249,12 +249,18 @@ pub struct ReplayRun {
 
 /// Runs `edgewise replay <dir> -` with `input` on stdin and extra arguments.
 pub fn replay(dir: &Path, input: &str, args: &[&str]) -> ReplayRun {
+    replay_with_env(dir, input, args, &[])
+}
+
+/// Like [`replay`], with variables added to the command's environment.
+pub fn replay_with_env(dir: &Path, input: &str, args: &[&str], env: &[(&str, &str)]) -> ReplayRun {
     let mut child = Command::new(edgewise())
         .arg("replay")
         .arg(dir)
         .arg("-")
         .args(args)
         .env("NO_COLOR", "1")
+        .envs(env.iter().copied())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
