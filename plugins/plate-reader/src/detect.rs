@@ -23,6 +23,10 @@ const LINE_THRESHOLD: f32 = 0.6;
 const UNCLIP_RATIO: f32 = 1.6;
 /// Regions of fewer pixels are noise.
 const MIN_PIXELS: usize = 8;
+/// The most text lines read in one frame, the largest first: each costs one run of the
+/// recogniser (≈ 19 ms), so a frame crowded with text (a hostile one, or a billboard) stays
+/// well within the plugin's time per message instead of trapping every time it is sent.
+const MAX_LINES: usize = 24;
 /// ImageNet statistics the detector was trained with, in its channel order (BGR).
 const MEAN: [f32; 3] = [0.485, 0.456, 0.406];
 const STD: [f32; 3] = [0.229, 0.224, 0.225];
@@ -132,10 +136,11 @@ impl Detector {
     }
 }
 
-/// The text lines of a `width` x `height` probability map, in map pixels.
+/// The text lines of a `width` x `height` probability map, in map pixels: at most
+/// [`MAX_LINES`], the largest.
 fn lines(probability: &[f32], width: usize, height: usize) -> Vec<TextLine> {
     let text: Vec<bool> = probability.iter().map(|p| *p > TEXT_THRESHOLD).collect();
-    regions(&text, width, height)
+    let mut found: Vec<TextLine> = regions(&text, width, height)
         .into_iter()
         .filter(|region| region.len() >= MIN_PIXELS)
         .filter(|region| {
@@ -157,7 +162,10 @@ fn lines(probability: &[f32], width: usize, height: usize) -> Vec<TextLine> {
                 ..r
             })
         })
-        .collect()
+        .collect();
+    found.sort_by(|a, b| (b.width * b.height).total_cmp(&(a.width * a.height)));
+    found.truncate(MAX_LINES);
+    found
 }
 
 /// The 8-connected regions of `true` pixels, each as its pixels' (x, y).
@@ -311,6 +319,41 @@ mod tests {
             "{l:?}"
         );
         assert!(close(l.angle.sin(), 0.0), "{l:?}");
+    }
+
+    #[test]
+    fn a_frame_crowded_with_text_gives_only_its_largest_lines() {
+        // 60 separate bars, 3 rows high, of growing length: only the longest MAX_LINES stay.
+        let (w, h) = (400, 240);
+        let mut map = vec![0.0; w * h];
+        for i in 0..60 {
+            let (row, col) = (i / 4, i % 4);
+            let len = 10 + i / 2;
+            for y in row * 16..row * 16 + 3 {
+                for x in col * 100..col * 100 + len {
+                    map[y * w + x] = 0.9;
+                }
+            }
+        }
+        let found = lines(&map, w, h);
+        assert_eq!(found.len(), MAX_LINES);
+        // Two bars of each length: the 24 kept are those of length 28 to 39.
+        let grown = |len: usize| {
+            let mut one = vec![0.0; w * h];
+            for y in 0..3 {
+                for x in 0..len {
+                    one[y * w + x] = 0.9;
+                }
+            }
+            lines(&one, w, h)[0].width
+        };
+        let shortest_kept = found.iter().map(|l| l.width).fold(f32::MAX, f32::min);
+        assert!(
+            close(shortest_kept, grown(28)),
+            "{shortest_kept} vs {}",
+            grown(28)
+        );
+        assert!(grown(27) < grown(28));
     }
 
     #[test]
