@@ -137,3 +137,41 @@ fn a_python_plugin_is_made_built_and_replayed_from_an_empty_folder() {
         "{out}"
     );
 }
+
+#[test]
+fn a_javascript_plugin_is_made_built_and_replayed_from_an_empty_folder() {
+    // componentize-qjs as scripts/build-plugins installed it (pinned) beside the builds.
+    let target = edgewise()
+        .parent()
+        .and_then(Path::parent)
+        .expect("target directory")
+        .to_owned();
+    let componentize = target.join("tools/js/node_modules/.bin/componentize-qjs");
+    assert!(
+        componentize.is_file(),
+        "{} is missing: run scripts/build-plugins",
+        componentize.display()
+    );
+    let empty = tempfile::tempdir().expect("temporary directory");
+    run(empty.path(), &["new", "--lang", "js", "door-log"]);
+    let plugin = empty.path().join("door-log");
+    assert!(plugin.join("app.js").is_file() && plugin.join("sdk/js/edgewise.js").is_file());
+    let built = Command::new(edgewise())
+        .arg("build")
+        .current_dir(&plugin)
+        .env("EDGEWISE_COMPONENTIZE_QJS", &componentize)
+        .output()
+        .expect("edgewise runs");
+    assert!(
+        built.status.success(),
+        "{}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    assert!(String::from_utf8_lossy(&built.stdout).contains("built door-log 0.1.0"));
+    let replayed = run(&plugin, &["replay", ".", "messages.jsonl"]);
+    let out = String::from_utf8_lossy(&replayed.stdout);
+    assert!(
+        out.contains("\"topic\":\"echo/sensors/door/back\""),
+        "{out}"
+    );
+}

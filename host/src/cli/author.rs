@@ -2,11 +2,13 @@
 //! repository.
 //!
 //! `new` writes a plugin that builds on its own: in Rust (the default) a crate with its own cargo
-//! workspace, in Python (`--lang python`) an `app.py`; with the template's manifest and a copy
+//! workspace, in Python (`--lang python`) an `app.py`, in JavaScript (`--lang js`) an `app.js`;
+//! with the template's manifest and a copy
 //! of the guest SDK and the WIT world this `edgewise` was built with (under `sdk/`), so the
 //! plugin and the gateway that runs it agree on the contract and nothing needs this repository.
-//! `build` runs cargo for `wasm32-wasip2`, or componentize-py (the pinned
-//! [`COMPONENTIZE_PY`]) for a Python plugin, and puts the component where the manifest says
+//! `build` runs cargo for `wasm32-wasip2`, componentize-py (the pinned [`COMPONENTIZE_PY`]) for
+//! a Python plugin or componentize-qjs ([`COMPONENTIZE_QJS`]) for a JavaScript one, and puts
+//! the component where the manifest says
 //! (`component`, `plugin.wasm`), ready for `replay` and `pack`.
 
 use std::io::BufRead;
@@ -107,6 +109,37 @@ class Template(edgewise.Plugin):
 Handler = edgewise.handler(Template)
 "#;
 
+/// The JavaScript SDK, copied to `sdk/js/` of a JavaScript plugin.
+const JS_SDK: &str = include_str!("../../../guest-sdk/js/edgewise.js");
+
+/// The componentize-qjs release JavaScript plugins are built with (`npm install
+/// componentize-qjs@<this>`); scripts/js-toolchain pins the same.
+pub const COMPONENTIZE_QJS: &str = "0.4.5";
+
+/// The template, in JavaScript.
+const JS_CODE: &str = r#"// Republishes every message under a prefix, counting as it goes.
+//
+// The whole shape of a plugin: settings read once in `init`, state kept on `this` between
+// messages, a log line, and a publish to a topic the manifest grants. An exception thrown in
+// `onMessage` is that message's failure (a dead letter), not a crash.
+import * as edgewise from "./sdk/js/edgewise.js";
+
+class Template extends edgewise.Plugin {
+  init() {
+    this.prefix = edgewise.setting("prefix", "echo");
+    this.seen = 0;
+    edgewise.log.info(`republishing under ${this.prefix}/`);
+  }
+
+  onMessage(msg) {
+    this.seen += 1;
+    edgewise.publish(`${this.prefix}/${msg.topic}`, msg.payload);
+  }
+}
+
+export const handler = edgewise.handler(Template);
+"#;
+
 /// The languages `edgewise new` writes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Lang {
@@ -114,6 +147,8 @@ pub enum Lang {
     Rust,
     /// An `app.py` with the `edgewise_plugin` SDK, built by componentize-py.
     Python,
+    /// An `app.js` with the `edgewise.js` SDK, built by componentize-qjs.
+    Js,
 }
 
 /// Start a plugin: a crate that builds on its own, outside any workspace, with the SDK.
@@ -171,16 +206,35 @@ pub fn new(args: NewArgs) -> anyhow::Result<ExitCode> {
             "# Built by `scripts/build-plugins` from this crate.",
             "# Built by `edgewise build` from this crate.",
         );
-    if args.lang == Lang::Python {
-        let manifest = manifest.replace("from this crate.", "from app.py (componentize-py).");
+    let script = match args.lang {
+        Lang::Rust => None,
+        Lang::Python => Some((
+            "Python",
+            "app.py (componentize-py)",
+            [
+                ("app.py", PYTHON_CODE),
+                ("sdk/python/edgewise_plugin.py", PYTHON_SDK),
+            ],
+            "/plugin.wasm\n__pycache__/\n",
+            format!("pip install componentize-py=={COMPONENTIZE_PY}"),
+        )),
+        Lang::Js => Some((
+            "JavaScript",
+            "app.js (componentize-qjs)",
+            [("app.js", JS_CODE), ("sdk/js/edgewise.js", JS_SDK)],
+            "/plugin.wasm\n",
+            format!("npm install -g componentize-qjs@{COMPONENTIZE_QJS}"),
+        )),
+    };
+    if let Some((language, source, code, ignore, install)) = script {
+        let manifest = manifest.replace("from this crate.", &format!("from {source}."));
         let files = [
             ("plugin.toml", manifest.as_str()),
-            ("app.py", PYTHON_CODE),
-            ("sdk/python/edgewise_plugin.py", PYTHON_SDK),
             ("messages.jsonl", MESSAGES),
-            (".gitignore", "/plugin.wasm\n__pycache__/\n"),
+            (".gitignore", ignore),
         ]
         .into_iter()
+        .chain(code)
         .map(|(path, text)| (PathBuf::from(path), text.to_owned()))
         .chain(
             WIT.iter()
@@ -188,7 +242,7 @@ pub fn new(args: NewArgs) -> anyhow::Result<ExitCode> {
         );
         write_all(&root, files)?;
         println!(
-            "created {root}: a Python plugin that republishes sensors/# under echo/\n\nnext:\n  cd {root}\n  edgewise build                       # plugin.wasm (needs `pip install componentize-py=={COMPONENTIZE_PY}`)\n  edgewise replay . messages.jsonl     # run it on recorded messages\n  edgewise pack . --key release.key    # a signed bundle for a gateway",
+            "created {root}: a {language} plugin that republishes sensors/# under echo/\n\nnext:\n  cd {root}\n  edgewise build                       # plugin.wasm (needs `{install}`)\n  edgewise replay . messages.jsonl     # run it on recorded messages\n  edgewise pack . --key release.key    # a signed bundle for a gateway",
             root = root.display()
         );
         return Ok(ExitCode::SUCCESS);
@@ -268,9 +322,12 @@ pub fn build(args: BuildArgs) -> anyhow::Result<ExitCode> {
     if !cargo_toml.is_file() && dir.join("app.py").is_file() {
         return build_python(dir, &manifest);
     }
+    if !cargo_toml.is_file() && dir.join("app.js").is_file() {
+        return build_js(dir, &manifest);
+    }
     if !cargo_toml.is_file() {
         bail!(
-            "{}: no Cargo.toml and no app.py: `edgewise build` builds a Rust crate or a Python plugin",
+            "{}: no Cargo.toml, app.py or app.js: `edgewise build` builds a Rust crate, a Python or a JavaScript plugin",
             dir.display()
         );
     }
@@ -355,6 +412,34 @@ fn build_python(dir: &Path, manifest: &edgewise_signing::Manifest) -> anyhow::Re
     Ok(ExitCode::SUCCESS)
 }
 
+/// componentize-qjs over `app.js` (which imports the SDK `edgewise new` put under `sdk/js/`),
+/// with the non-async runtime: the gateway calls plugins synchronously.
+/// `EDGEWISE_COMPONENTIZE_QJS` names the program if it is not `componentize-qjs` on the PATH.
+fn build_js(dir: &Path, manifest: &edgewise_signing::Manifest) -> anyhow::Result<ExitCode> {
+    let program =
+        std::env::var_os("EDGEWISE_COMPONENTIZE_QJS").unwrap_or_else(|| "componentize-qjs".into());
+    let target = dir.join(&manifest.component);
+    let status = Command::new(&program)
+        .current_dir(dir)
+        .args([
+            "--wit", "sdk/wit", "--world", "plugin", "--js", "app.js", "--sync", "-o",
+        ])
+        .arg(std::path::absolute(&target).unwrap_or_else(|_| target.clone()))
+        .stdout(Stdio::null())
+        .status()
+        .with_context(|| {
+            format!(
+                "running {} (install it: `npm install -g componentize-qjs@{COMPONENTIZE_QJS}`)",
+                program.to_string_lossy()
+            )
+        })?;
+    if !status.success() {
+        bail!("componentize-qjs failed (see above)");
+    }
+    report_built(manifest, &target);
+    Ok(ExitCode::SUCCESS)
+}
+
 fn report_built(manifest: &edgewise_signing::Manifest, target: &Path) {
     let bytes = std::fs::metadata(target)
         .map(|m| m.len())
@@ -393,6 +478,15 @@ mod tests {
         assert_eq!(
             copied, sources,
             "every file of guest-sdk/src is in the copy"
+        );
+    }
+
+    #[test]
+    fn javascript_plugins_are_built_with_the_componentize_qjs_the_scripts_pin() {
+        let toolchain = include_str!("../../../scripts/js-toolchain/package.json");
+        assert!(
+            toolchain.contains(&format!("\"componentize-qjs\": \"{COMPONENTIZE_QJS}\"")),
+            "scripts/js-toolchain pins another componentize-qjs than `edgewise build` names"
         );
     }
 
