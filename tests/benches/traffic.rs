@@ -1,16 +1,22 @@
 //! Smart-traffic benchmark: the plate reader's time per frame on its evaluation frames
 //! (decode, text detection, one recognition per text line, plate matching), by frame size, the
-//! frames per second one core reads, and the memory it takes. The models alone, plugin vs
-//! tract called directly, are rows of the `runtime` benchmark (`scripts/bench runtime`).
+//! frames per second one core reads, and the memory it takes. Each frame's time is split into
+//! the models' computes (tract, native in the host, timed by the host's inference observer: the
+//! first compute of a frame is the detector, the others the recogniser, one per text line) and
+//! the rest (the plugin's own work in wasm: decoding, geometry, crops, CTC, plates), with the
+//! frame's time as a ratio to its models' time: what running the pipeline as a plugin adds over
+//! running the same models with tract directly. The models alone, plugin vs tract called
+//! directly, are rows of the `runtime` benchmark (`scripts/bench runtime`).
 //!
 //! Run it with `scripts/bench traffic`.
 
-use std::time::Instant;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use edgewise_host::worker::Message;
-use edgewise_tests::{eval_set, worker};
+use edgewise_host::worker::{Message, Worker};
+use edgewise_tests::{eval_set, load, plugin_dir};
 
 const ROUNDS: usize = 5;
 
@@ -56,10 +62,18 @@ fn main() {
         .collect();
     let rss_before = peak_rss_mib();
     let started = Instant::now();
-    let mut w = worker("plate-reader", &[]);
+    let plugin = load(&plugin_dir("plate-reader"), &[]).unwrap_or_else(|e| panic!("{e}"));
+    let computes: Arc<Mutex<Vec<Duration>>> = Arc::default();
+    let observed = computes.clone();
+    plugin.observe_inference(Box::new(move |took| {
+        observed.lock().expect("computes").push(took)
+    }));
+    let mut w = Worker::new(Arc::new(plugin), Default::default());
     w.start().expect("plate-reader starts");
     let load_ms = started.elapsed().as_secs_f64() * 1e3;
     let mut by_size: std::collections::BTreeMap<(u16, u16), Vec<f64>> = Default::default();
+    // Per frame size: (detector ms, recogniser ms, recogniser runs), summed.
+    let mut models: std::collections::BTreeMap<(u16, u16), (f64, f64, usize)> = Default::default();
     let mut plates = 0;
     for round in 0..=ROUNDS {
         for (i, jpeg) in frames.iter().enumerate() {
@@ -69,12 +83,20 @@ fn main() {
                 payload: jpeg.clone(),
                 received_at_ms: ((round * frames.len() + i) as u64) * 61_000,
             };
+            computes.lock().expect("computes").clear();
             let start = Instant::now();
             let published = w.handle(&msg).expect("frame read");
             let ms = start.elapsed().as_secs_f64() * 1e3;
             if round > 0 {
                 // Round 0 warms up.
                 by_size.entry(jpeg_size(jpeg)).or_default().push(ms);
+                let took = computes.lock().expect("computes").clone();
+                let sum = models.entry(jpeg_size(jpeg)).or_default();
+                if let Some((det, rec)) = took.split_first() {
+                    sum.0 += det.as_secs_f64() * 1e3;
+                    sum.1 += rec.iter().map(Duration::as_secs_f64).sum::<f64>() * 1e3;
+                    sum.2 += rec.len();
+                }
                 plates += published
                     .iter()
                     .filter(|p| p.topic.ends_with("/plate"))
@@ -88,22 +110,39 @@ fn main() {
         plates / ROUNDS
     );
     println!(
-        "{:<12} {:>7} {:>9} {:>9} {:>9} {:>14}",
-        "frame", "frames", "p50", "p99", "mean", "frames/s/core"
+        "{:<12} {:>7} {:>9} {:>9} {:>9} {:>14} {:>9} {:>16} {:>9} {:>13}",
+        "frame",
+        "frames",
+        "p50",
+        "p99",
+        "mean",
+        "frames/s/core",
+        "det",
+        "rec (lines)",
+        "models",
+        "frame/models"
     );
     let mut all = Vec::new();
     for ((width, height), mut ms) in by_size {
         ms.sort_by(f64::total_cmp);
         all.extend_from_slice(&ms);
-        let mean = ms.iter().sum::<f64>() / ms.len() as f64;
+        let n = ms.len() as f64;
+        let mean = ms.iter().sum::<f64>() / n;
+        let (det, rec, lines) = models[&(width, height)];
+        let (det, rec) = (det / n, rec / n);
         println!(
-            "{:<12} {:>7} {:>6.1} ms {:>6.1} ms {:>6.1} ms {:>14.1}",
+            "{:<12} {:>7} {:>6.1} ms {:>6.1} ms {:>6.1} ms {:>14.1} {:>6.1} ms {:>7.1} ms ({:>4.1}) {:>6.1} ms {:>13.3}",
             format!("{width}x{height}"),
             ms.len() / ROUNDS,
             percentile(&ms, 0.5),
             percentile(&ms, 0.99),
             mean,
-            1e3 / mean
+            1e3 / mean,
+            det,
+            rec,
+            lines as f64 / n,
+            det + rec,
+            mean / (det + rec)
         );
     }
     all.sort_by(f64::total_cmp);

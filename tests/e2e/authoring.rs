@@ -88,40 +88,43 @@ fn the_author_guides_plugin_is_made_built_replayed_and_packed_from_an_empty_fold
         "{published}"
     );
 
+    packs(&plugin, "door-watch-0.1.0.ewb");
+}
+
+/// `edgewise pack` with a fresh release key writes `bundle` in `plugin`.
+fn packs(plugin: &Path, bundle: &str) {
     let key = tempfile::tempdir().expect("key folder");
     run(key.path(), &["keygen", "release"]);
     let key_file = key.path().join("release.key");
-    run(
-        &plugin,
-        &["pack", ".", "--key", &key_file.to_string_lossy()],
-    );
-    assert!(plugin.join("door-watch-0.1.0.ewb").is_file());
+    run(plugin, &["pack", ".", "--key", &key_file.to_string_lossy()]);
+    assert!(plugin.join(bundle).is_file(), "{bundle} was not written");
 }
 
-#[test]
-fn a_python_plugin_is_made_built_and_replayed_from_an_empty_folder() {
-    // componentize-py as scripts/build-plugins installed it (pinned) beside the builds.
+/// `edgewise new --lang <lang>` in an empty folder outside the repository, `edgewise build`
+/// with the toolchain scripts/build-plugins installed (pinned) beside the builds, named by
+/// `tool_env`, `edgewise replay` of the template's message, and `edgewise pack`.
+fn script_plugin_from_an_empty_folder(lang: &str, tool: &str, tool_env: &str, files: &[&str]) {
     let target = edgewise()
         .parent()
         .and_then(Path::parent)
         .expect("target directory")
         .to_owned();
-    let componentize = target.join("tools/python/bin/componentize-py");
+    let componentize = target.join(tool);
     assert!(
         componentize.is_file(),
         "{} is missing: run scripts/build-plugins",
         componentize.display()
     );
     let empty = tempfile::tempdir().expect("temporary directory");
-    run(empty.path(), &["new", "--lang", "python", "door-log"]);
+    run(empty.path(), &["new", "--lang", lang, "door-log"]);
     let plugin = empty.path().join("door-log");
-    assert!(
-        plugin.join("app.py").is_file() && plugin.join("sdk/python/edgewise_plugin.py").is_file()
-    );
+    for file in files {
+        assert!(plugin.join(file).is_file(), "{file} was not written");
+    }
     let built = Command::new(edgewise())
         .arg("build")
         .current_dir(&plugin)
-        .env("EDGEWISE_COMPONENTIZE_PY", &componentize)
+        .env(tool_env, &componentize)
         .output()
         .expect("edgewise runs");
     assert!(
@@ -135,43 +138,30 @@ fn a_python_plugin_is_made_built_and_replayed_from_an_empty_folder() {
     assert!(
         out.contains("\"topic\":\"echo/sensors/door/back\""),
         "{out}"
+    );
+    packs(&plugin, "door-log-0.1.0.ewb");
+}
+
+#[test]
+fn a_python_plugin_is_made_built_and_replayed_from_an_empty_folder() {
+    script_plugin_from_an_empty_folder(
+        "python",
+        "tools/python/bin/componentize-py",
+        "EDGEWISE_COMPONENTIZE_PY",
+        &[
+            "app.py",
+            "sdk/python/edgewise_plugin.py",
+            "sdk/wit/plugin.wit",
+        ],
     );
 }
 
 #[test]
 fn a_javascript_plugin_is_made_built_and_replayed_from_an_empty_folder() {
-    // componentize-qjs as scripts/build-plugins installed it (pinned) beside the builds.
-    let target = edgewise()
-        .parent()
-        .and_then(Path::parent)
-        .expect("target directory")
-        .to_owned();
-    let componentize = target.join("tools/js/node_modules/.bin/componentize-qjs");
-    assert!(
-        componentize.is_file(),
-        "{} is missing: run scripts/build-plugins",
-        componentize.display()
-    );
-    let empty = tempfile::tempdir().expect("temporary directory");
-    run(empty.path(), &["new", "--lang", "js", "door-log"]);
-    let plugin = empty.path().join("door-log");
-    assert!(plugin.join("app.js").is_file() && plugin.join("sdk/js/edgewise.js").is_file());
-    let built = Command::new(edgewise())
-        .arg("build")
-        .current_dir(&plugin)
-        .env("EDGEWISE_COMPONENTIZE_QJS", &componentize)
-        .output()
-        .expect("edgewise runs");
-    assert!(
-        built.status.success(),
-        "{}",
-        String::from_utf8_lossy(&built.stderr)
-    );
-    assert!(String::from_utf8_lossy(&built.stdout).contains("built door-log 0.1.0"));
-    let replayed = run(&plugin, &["replay", ".", "messages.jsonl"]);
-    let out = String::from_utf8_lossy(&replayed.stdout);
-    assert!(
-        out.contains("\"topic\":\"echo/sensors/door/back\""),
-        "{out}"
+    script_plugin_from_an_empty_folder(
+        "js",
+        "tools/js/node_modules/.bin/componentize-qjs",
+        "EDGEWISE_COMPONENTIZE_QJS",
+        &["app.js", "sdk/js/edgewise.js", "sdk/wit/plugin.wit"],
     );
 }

@@ -31,23 +31,13 @@ fn threshold_in_python_publishes_what_threshold_in_rust_publishes_on_the_same_st
     let input = stream().join("\n");
     let rust = replay(&plugin_dir("threshold"), &input, &[]);
     let python = replay(&plugin_dir("threshold-py"), &input, &[]);
-    let outputs = |run: &edgewise_tests::ReplayRun| -> Vec<(String, String)> {
-        run.published
-            .iter()
-            .map(|p| {
-                (
-                    p.topic.clone(),
-                    String::from_utf8_lossy(&p.payload).into_owned(),
-                )
-            })
-            .collect()
-    };
     assert!(
-        outputs(&rust).len() > 20,
+        rust.published.len() > 20,
         "the stream crosses the limit often: {}",
         rust.log
     );
-    assert_eq!(outputs(&python), outputs(&rust), "{}", python.log);
+    let differ = differences(&rust, &python, str::to_owned);
+    assert!(differ.is_empty(), "{differ:?}\n{}", python.log);
     // Both refuse the one bad payload, and only it.
     for run in [&rust, &python] {
         assert!(!run.success);
@@ -87,12 +77,8 @@ fn threshold_in_javascript_publishes_what_threshold_in_rust_publishes_on_the_sam
     assert!(alert_values(&rust).len() > 20, "{}", rust.log);
     assert_eq!(alert_values(&js), alert_values(&rust), "{}", js.log);
     // Byte for byte but for that: the same fields in the same order.
-    for (r, j) in rust.published.iter().zip(&js.published) {
-        let rust_text = String::from_utf8_lossy(&r.payload)
-            .replace(".0,", ",")
-            .replace(".0}", "}");
-        assert_eq!(String::from_utf8_lossy(&j.payload), rust_text);
-    }
+    let differ = differences(&rust, &js, as_javascript_writes);
+    assert!(differ.is_empty(), "{differ:?}\n{}", js.log);
     for run in [&rust, &js] {
         assert!(!run.success);
         assert!(run.log.contains("1 of 201 messages failed"), "{}", run.log);
@@ -101,43 +87,6 @@ fn threshold_in_javascript_publishes_what_threshold_in_rust_publishes_on_the_sam
         js.log.contains("SyntaxError"),
         "the JavaScript error's own text: {}",
         js.log
-    );
-}
-
-#[test]
-fn an_exception_in_javascript_is_a_dead_letter_with_its_text_and_the_plugin_keeps_its_state() {
-    let broker = Broker::start();
-    let gw = Gateway::start(&broker, "js", &["threshold-js"], "");
-    let sub = broker.subscribe(&["alerts/#", "edgewise/js/dead-letter/#"]);
-    broker.publish("sensors/oven/reading", br#"{"value": 91}"#, 1);
-    broker.publish("sensors/oven/reading", b"\xff not json", 1);
-    broker.publish("sensors/oven/reading", br#"{"reading": 3}"#, 1);
-    // Back to normal only below 78: the instance that alerted `high` is the one still running.
-    broker.publish("sensors/oven/reading", br#"{"value": 77.5}"#, 1);
-    let got = sub.collect_until(Duration::from_secs(60), |got| got.len() >= 4);
-    let topics: Vec<&str> = got.iter().map(|(t, _)| t.as_str()).collect();
-    assert_eq!(
-        topics,
-        [
-            "alerts/oven",
-            "edgewise/js/dead-letter/threshold-js",
-            "edgewise/js/dead-letter/threshold-js",
-            "alerts/oven"
-        ],
-        "{got:?}\n{}",
-        gw.log()
-    );
-    assert!(got[0].1.contains("\"state\":\"high\""), "{got:?}");
-    assert!(got[1].1.contains("TypeError: not UTF-8: byte 0"), "{got:?}");
-    assert!(
-        got[2].1.contains("TypeError: no \\\"value\\\" in"),
-        "{got:?}"
-    );
-    assert!(got[3].1.contains("\"state\":\"normal\""), "{got:?}");
-    assert!(
-        !gw.log().contains("trapped"),
-        "no instance was lost: {}",
-        gw.log()
     );
 }
 
@@ -173,43 +122,6 @@ fn javascript_gets_no_fetch_no_sockets_no_files_and_no_environment() {
         );
     }
     assert!(!run.log.contains("hunter2"));
-}
-
-#[test]
-fn an_exception_in_python_is_a_dead_letter_with_its_text_and_the_plugin_keeps_its_state() {
-    let broker = Broker::start();
-    let gw = Gateway::start(&broker, "py", &["threshold-py"], "");
-    let sub = broker.subscribe(&["alerts/#", "edgewise/py/dead-letter/#"]);
-    broker.publish("sensors/oven/reading", br#"{"value": 91}"#, 1);
-    broker.publish("sensors/oven/reading", b"\xff not json", 1);
-    broker.publish("sensors/oven/reading", br#"{"reading": 3}"#, 1);
-    // Back to normal only below 78: the instance that alerted `high` is the one still running.
-    broker.publish("sensors/oven/reading", br#"{"value": 77.5}"#, 1);
-    let got = sub.collect_until(Duration::from_secs(60), |got| got.len() >= 4);
-    let topics: Vec<&str> = got.iter().map(|(t, _)| t.as_str()).collect();
-    assert_eq!(
-        topics,
-        [
-            "alerts/oven",
-            "edgewise/py/dead-letter/threshold-py",
-            "edgewise/py/dead-letter/threshold-py",
-            "alerts/oven"
-        ],
-        "{got:?}\n{}",
-        gw.log()
-    );
-    assert!(got[0].1.contains("\"state\":\"high\""), "{got:?}");
-    assert!(
-        got[1].1.contains("UnicodeDecodeError") || got[1].1.contains("JSONDecodeError"),
-        "{got:?}"
-    );
-    assert!(got[2].1.contains("KeyError: 'value'"), "{got:?}");
-    assert!(got[3].1.contains("\"state\":\"normal\""), "{got:?}");
-    assert!(
-        !gw.log().contains("trapped"),
-        "no instance was lost: {}",
-        gw.log()
-    );
 }
 
 #[test]
@@ -255,32 +167,56 @@ fn python_gets_no_files_no_sockets_no_environment_and_no_processes() {
     println!("{results:#?}");
 }
 
-#[test]
-fn vibration_fault_in_python_publishes_the_rust_plugins_diagnoses_bit_for_bit() {
+/// `text` as JavaScript writes its numbers: whole ones without `.0`.
+fn as_javascript_writes(text: &str) -> String {
+    text.replace(".0,", ",").replace(".0}", "}")
+}
+
+/// Where `port` published other than `rust` did, `rust`'s payloads seen through `as_written`:
+/// (Rust's, the port's), for the messages whose outputs differ.
+fn differences(
+    rust: &edgewise_tests::ReplayRun,
+    port: &edgewise_tests::ReplayRun,
+    as_written: fn(&str) -> String,
+) -> Vec<(String, String)> {
+    assert_eq!(port.published.len(), rust.published.len(), "{}", port.log);
+    rust.published
+        .iter()
+        .zip(&port.published)
+        .map(|(r, p)| {
+            (
+                format!(
+                    "{} {}",
+                    r.topic,
+                    as_written(&String::from_utf8_lossy(&r.payload))
+                ),
+                format!("{} {}", p.topic, String::from_utf8_lossy(&p.payload)),
+            )
+        })
+        .filter(|(r, p)| r != p)
+        .collect()
+}
+
+/// The vibration classifier's 400 evaluation windows replayed through Rust's and `port`'s.
+fn vibration_diagnoses(port: &str) -> (edgewise_tests::ReplayRun, edgewise_tests::ReplayRun) {
     let windows =
         std::fs::read_to_string(edgewise_tests::eval_set("vibration-fault")).expect("windows");
     let rust = replay(&plugin_dir("vibration-fault"), &windows, &[]);
-    let python = replay(&plugin_dir("vibration-fault-py"), &windows, &[]);
+    let ported = replay(&plugin_dir(port), &windows, &[]);
     assert!(
-        rust.success && python.success,
+        rust.success && ported.success,
         "{}\n{}",
         rust.log,
-        python.log
+        ported.log
     );
     assert_eq!(rust.published.len(), 400);
-    let differ: Vec<(String, String)> = rust
-        .published
-        .iter()
-        .zip(&python.published)
-        .filter(|(r, p)| r.payload != p.payload || r.topic != p.topic)
-        .map(|(r, p)| {
-            (
-                String::from_utf8_lossy(&r.payload).into_owned(),
-                String::from_utf8_lossy(&p.payload).into_owned(),
-            )
-        })
-        .collect();
-    assert_eq!(python.published.len(), 400);
+    (rust, ported)
+}
+
+#[test]
+fn vibration_fault_in_python_publishes_the_rust_plugins_diagnoses_bit_for_bit() {
+    let (rust, python) = vibration_diagnoses("vibration-fault-py");
+    let differ = differences(&rust, &python, str::to_owned);
     assert!(
         differ.is_empty(),
         "{} of 400 differ, first: {:?}",
@@ -291,28 +227,9 @@ fn vibration_fault_in_python_publishes_the_rust_plugins_diagnoses_bit_for_bit() 
 
 #[test]
 fn vibration_fault_in_javascript_publishes_the_rust_plugins_diagnoses_number_for_number() {
-    let windows =
-        std::fs::read_to_string(edgewise_tests::eval_set("vibration-fault")).expect("windows");
-    let rust = replay(&plugin_dir("vibration-fault"), &windows, &[]);
-    let js = replay(&plugin_dir("vibration-fault-js"), &windows, &[]);
-    assert!(rust.success && js.success, "{}\n{}", rust.log, js.log);
-    assert_eq!(rust.published.len(), 400);
-    assert_eq!(js.published.len(), 400);
-    // JavaScript writes 1.0 as `1`: the same JSON number, so compare with Rust's `.0` dropped.
-    let differ: Vec<(String, String)> = rust
-        .published
-        .iter()
-        .zip(&js.published)
-        .map(|(r, j)| {
-            (
-                String::from_utf8_lossy(&r.payload)
-                    .replace(".0,", ",")
-                    .replace(".0}", "}"),
-                String::from_utf8_lossy(&j.payload).into_owned(),
-            )
-        })
-        .filter(|(r, j)| r != j)
-        .collect();
+    let (rust, js) = vibration_diagnoses("vibration-fault-js");
+    // JavaScript writes 1.0 as `1`, the same JSON number.
+    let differ = differences(&rust, &js, as_javascript_writes);
     assert!(
         differ.is_empty(),
         "{} of 400 differ, first: {:?}",
@@ -320,4 +237,59 @@ fn vibration_fault_in_javascript_publishes_the_rust_plugins_diagnoses_number_for
         differ.first()
     );
     assert_eq!(alert_values(&js), alert_values(&rust));
+}
+
+/// Through a gateway and Mosquitto, `plugin` (a port of `threshold`) gets a reading above the
+/// limit, a payload that is no UTF-8, one without a value, and a reading back to normal: the
+/// two bad ones are dead letters, and the instance that alerted `high` is the one that says
+/// `normal` (below 78 only, after two failures). Returns the dead letters' texts.
+fn failures_between_two_alerts(plugin: &str, id: &str) -> [String; 2] {
+    let broker = Broker::start();
+    let gw = Gateway::start(&broker, id, &[plugin], "");
+    let dead_letters = format!("edgewise/{id}/dead-letter/{plugin}");
+    let sub = broker.subscribe(&["alerts/#", &format!("edgewise/{id}/dead-letter/#")]);
+    broker.publish("sensors/oven/reading", br#"{"value": 91}"#, 1);
+    broker.publish("sensors/oven/reading", b"\xff not json", 1);
+    broker.publish("sensors/oven/reading", br#"{"reading": 3}"#, 1);
+    broker.publish("sensors/oven/reading", br#"{"value": 77.5}"#, 1);
+    let got = sub.collect_until(Duration::from_secs(60), |got| got.len() >= 4);
+    let topics: Vec<&str> = got.iter().map(|(t, _)| t.as_str()).collect();
+    assert_eq!(
+        topics,
+        ["alerts/oven", &dead_letters, &dead_letters, "alerts/oven"],
+        "{got:?}\n{}",
+        gw.log()
+    );
+    assert!(got[0].1.contains("\"state\":\"high\""), "{got:?}");
+    assert!(got[3].1.contains("\"state\":\"normal\""), "{got:?}");
+    assert!(
+        !gw.log().contains("trapped"),
+        "no instance was lost: {}",
+        gw.log()
+    );
+    [got[1].1.clone(), got[2].1.clone()]
+}
+
+#[test]
+fn an_exception_in_python_is_a_dead_letter_with_its_text_and_the_plugin_keeps_its_state() {
+    let [not_utf8, no_value] = failures_between_two_alerts("threshold-py", "py");
+    assert!(
+        not_utf8.contains("UnicodeDecodeError") || not_utf8.contains("JSONDecodeError"),
+        "{not_utf8}"
+    );
+    assert!(no_value.contains("KeyError: 'value'"), "{no_value}");
+}
+
+#[test]
+fn an_exception_in_javascript_is_a_dead_letter_with_its_text_and_the_plugin_keeps_its_state() {
+    let [not_utf8, no_value] = failures_between_two_alerts("threshold-js", "js");
+    assert!(
+        not_utf8.contains("TypeError: not UTF-8: byte 0"),
+        "{not_utf8}"
+    );
+    // The error's own text and the plugin's line.
+    assert!(
+        no_value.contains("TypeError: no \\\"value\\\" in") && no_value.contains("app.js:"),
+        "{no_value}"
+    );
 }
