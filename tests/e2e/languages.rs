@@ -26,23 +26,29 @@ fn stream() -> Vec<String> {
     lines
 }
 
-#[test]
-fn threshold_in_python_publishes_what_threshold_in_rust_publishes_on_the_same_stream() {
+/// The stream replayed through Rust's `threshold` and `port`: both refuse the one bad payload,
+/// and only it.
+fn threshold_alerts(port: &str) -> (edgewise_tests::ReplayRun, edgewise_tests::ReplayRun) {
     let input = stream().join("\n");
     let rust = replay(&plugin_dir("threshold"), &input, &[]);
-    let python = replay(&plugin_dir("threshold-py"), &input, &[]);
+    let ported = replay(&plugin_dir(port), &input, &[]);
     assert!(
         rust.published.len() > 20,
         "the stream crosses the limit often: {}",
         rust.log
     );
-    let differ = differences(&rust, &python, str::to_owned);
-    assert!(differ.is_empty(), "{differ:?}\n{}", python.log);
-    // Both refuse the one bad payload, and only it.
-    for run in [&rust, &python] {
+    for run in [&rust, &ported] {
         assert!(!run.success);
         assert!(run.log.contains("1 of 201 messages failed"), "{}", run.log);
     }
+    (rust, ported)
+}
+
+#[test]
+fn threshold_in_python_publishes_what_threshold_in_rust_publishes_on_the_same_stream() {
+    let (rust, python) = threshold_alerts("threshold-py");
+    let differ = differences(&rust, &python, str::to_owned);
+    assert!(differ.is_empty(), "{differ:?}\n{}", python.log);
     assert!(
         python.log.contains("JSONDecodeError"),
         "the Python error's own text: {}",
@@ -71,18 +77,11 @@ fn alert_values(run: &edgewise_tests::ReplayRun) -> Vec<(String, serde_json::Val
 
 #[test]
 fn threshold_in_javascript_publishes_what_threshold_in_rust_publishes_on_the_same_stream() {
-    let input = stream().join("\n");
-    let rust = replay(&plugin_dir("threshold"), &input, &[]);
-    let js = replay(&plugin_dir("threshold-js"), &input, &[]);
-    assert!(alert_values(&rust).len() > 20, "{}", rust.log);
+    let (rust, js) = threshold_alerts("threshold-js");
     assert_eq!(alert_values(&js), alert_values(&rust), "{}", js.log);
     // Byte for byte but for that: the same fields in the same order.
     let differ = differences(&rust, &js, as_javascript_writes);
     assert!(differ.is_empty(), "{differ:?}\n{}", js.log);
-    for run in [&rust, &js] {
-        assert!(!run.success);
-        assert!(run.log.contains("1 of 201 messages failed"), "{}", run.log);
-    }
     assert!(
         js.log.contains("SyntaxError"),
         "the JavaScript error's own text: {}",

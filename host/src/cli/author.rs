@@ -151,6 +151,105 @@ pub enum Lang {
     Js,
 }
 
+/// A language whose plugin is one source file that a pinned toolchain turns into a component:
+/// what `new` writes for it and how `build` runs its toolchain.
+struct Script {
+    /// The language's name, for people.
+    language: &'static str,
+    /// The source file, in the plugin folder; `build` knows the language by it.
+    source: &'static str,
+    /// The source and the SDK copy `new` writes (path in the folder, content).
+    files: [(&'static str, &'static str); 2],
+    /// The folder's .gitignore.
+    ignore: &'static str,
+    /// The toolchain's program, and the variable that names another.
+    program: &'static str,
+    program_env: &'static str,
+    /// How to install it, less the version, and the version `build` is tested with.
+    install: &'static str,
+    version: &'static str,
+    /// Its arguments, run in the plugin folder; the component's path follows.
+    args: &'static [&'static str],
+    /// Whether its own report is noise beside `build`'s (componentize-qjs prints a banner).
+    quiet: bool,
+}
+
+const PYTHON: Script = Script {
+    language: "Python",
+    source: "app.py",
+    files: [
+        ("app.py", PYTHON_CODE),
+        ("sdk/python/edgewise_plugin.py", PYTHON_SDK),
+    ],
+    ignore: "/plugin.wasm\n__pycache__/\n",
+    program: "componentize-py",
+    program_env: "EDGEWISE_COMPONENTIZE_PY",
+    install: "pip install componentize-py==",
+    version: COMPONENTIZE_PY,
+    args: &[
+        "-d",
+        "sdk/wit",
+        "-w",
+        "plugin",
+        "componentize",
+        "app",
+        "-p",
+        ".",
+        "-p",
+        "sdk/python",
+        "-o",
+    ],
+    quiet: false,
+};
+
+/// With the non-async runtime: the gateway calls plugins synchronously. `app.js` imports the
+/// SDK from `sdk/js/`.
+const JAVASCRIPT: Script = Script {
+    language: "JavaScript",
+    source: "app.js",
+    files: [("app.js", JS_CODE), ("sdk/js/edgewise.js", JS_SDK)],
+    ignore: "/plugin.wasm\n",
+    program: "componentize-qjs",
+    program_env: "EDGEWISE_COMPONENTIZE_QJS",
+    install: "npm install -g componentize-qjs@",
+    version: COMPONENTIZE_QJS,
+    args: &[
+        "--wit", "sdk/wit", "--world", "plugin", "--js", "app.js", "--sync", "-o",
+    ],
+    quiet: true,
+};
+
+impl Script {
+    /// The toolchain over the plugin in `dir`, the component where its manifest says.
+    fn build(&self, dir: &Path, manifest: &edgewise_signing::Manifest) -> anyhow::Result<ExitCode> {
+        let program = std::env::var_os(self.program_env).unwrap_or_else(|| self.program.into());
+        let target = dir.join(&manifest.component);
+        let status = Command::new(&program)
+            .current_dir(dir)
+            .args(self.args)
+            .arg(std::path::absolute(&target).unwrap_or_else(|_| target.clone()))
+            .stdout(if self.quiet {
+                Stdio::null()
+            } else {
+                Stdio::inherit()
+            })
+            .status()
+            .with_context(|| {
+                format!(
+                    "running {} (install it: `{}{}`)",
+                    program.to_string_lossy(),
+                    self.install,
+                    self.version
+                )
+            })?;
+        if !status.success() {
+            bail!("{} failed (see above)", self.program);
+        }
+        report_built(manifest, &target);
+        Ok(ExitCode::SUCCESS)
+    }
+}
+
 /// Start a plugin: a crate that builds on its own, outside any workspace, with the SDK.
 #[derive(clap::Args)]
 #[command(
@@ -208,33 +307,21 @@ pub fn new(args: NewArgs) -> anyhow::Result<ExitCode> {
         );
     let script = match args.lang {
         Lang::Rust => None,
-        Lang::Python => Some((
-            "Python",
-            "app.py (componentize-py)",
-            [
-                ("app.py", PYTHON_CODE),
-                ("sdk/python/edgewise_plugin.py", PYTHON_SDK),
-            ],
-            "/plugin.wasm\n__pycache__/\n",
-            format!("pip install componentize-py=={COMPONENTIZE_PY}"),
-        )),
-        Lang::Js => Some((
-            "JavaScript",
-            "app.js (componentize-qjs)",
-            [("app.js", JS_CODE), ("sdk/js/edgewise.js", JS_SDK)],
-            "/plugin.wasm\n",
-            format!("npm install -g componentize-qjs@{COMPONENTIZE_QJS}"),
-        )),
+        Lang::Python => Some(&PYTHON),
+        Lang::Js => Some(&JAVASCRIPT),
     };
-    if let Some((language, source, code, ignore, install)) = script {
-        let manifest = manifest.replace("from this crate.", &format!("from {source}."));
+    if let Some(script) = script {
+        let manifest = manifest.replace(
+            "from this crate.",
+            &format!("from {} ({}).", script.source, script.program),
+        );
         let files = [
             ("plugin.toml", manifest.as_str()),
             ("messages.jsonl", MESSAGES),
-            (".gitignore", ignore),
+            (".gitignore", script.ignore),
         ]
         .into_iter()
-        .chain(code)
+        .chain(script.files)
         .map(|(path, text)| (PathBuf::from(path), text.to_owned()))
         .chain(
             WIT.iter()
@@ -242,8 +329,11 @@ pub fn new(args: NewArgs) -> anyhow::Result<ExitCode> {
         );
         write_all(&root, files)?;
         println!(
-            "created {root}: a {language} plugin that republishes sensors/# under echo/\n\nnext:\n  cd {root}\n  edgewise build                       # plugin.wasm (needs `{install}`)\n  edgewise replay . messages.jsonl     # run it on recorded messages\n  edgewise pack . --key release.key    # a signed bundle for a gateway",
-            root = root.display()
+            "created {root}: a {language} plugin that republishes sensors/# under echo/\n\nnext:\n  cd {root}\n  edgewise build                       # plugin.wasm (needs `{install}{version}`)\n  edgewise replay . messages.jsonl     # run it on recorded messages\n  edgewise pack . --key release.key    # a signed bundle for a gateway",
+            root = root.display(),
+            language = script.language,
+            install = script.install,
+            version = script.version,
         );
         return Ok(ExitCode::SUCCESS);
     }
@@ -319,11 +409,12 @@ pub fn build(args: BuildArgs) -> anyhow::Result<ExitCode> {
     let manifest_path = dir.join("plugin.toml");
     let manifest = edgewise_signing::Manifest::from_file(&manifest_path)?;
     let cargo_toml = dir.join("Cargo.toml");
-    if !cargo_toml.is_file() && dir.join("app.py").is_file() {
-        return build_python(dir, &manifest);
-    }
-    if !cargo_toml.is_file() && dir.join("app.js").is_file() {
-        return build_js(dir, &manifest);
+    if !cargo_toml.is_file()
+        && let Some(script) = [&PYTHON, &JAVASCRIPT]
+            .into_iter()
+            .find(|script| dir.join(script.source).is_file())
+    {
+        return script.build(dir, &manifest);
     }
     if !cargo_toml.is_file() {
         bail!(
@@ -373,70 +464,6 @@ pub fn build(args: BuildArgs) -> anyhow::Result<ExitCode> {
     std::fs::copy(&built, &target)
         .with_context(|| format!("copying {} to {}", built.display(), target.display()))?;
     report_built(&manifest, &target);
-    Ok(ExitCode::SUCCESS)
-}
-
-/// componentize-py over `app.py`, with the SDK and WIT world `edgewise new` put under `sdk/`.
-/// `EDGEWISE_COMPONENTIZE_PY` names the program if it is not `componentize-py` on the PATH.
-fn build_python(dir: &Path, manifest: &edgewise_signing::Manifest) -> anyhow::Result<ExitCode> {
-    let program =
-        std::env::var_os("EDGEWISE_COMPONENTIZE_PY").unwrap_or_else(|| "componentize-py".into());
-    let target = dir.join(&manifest.component);
-    let status = Command::new(&program)
-        .current_dir(dir)
-        .args([
-            "-d",
-            "sdk/wit",
-            "-w",
-            "plugin",
-            "componentize",
-            "app",
-            "-p",
-            ".",
-            "-p",
-            "sdk/python",
-            "-o",
-        ])
-        .arg(std::path::absolute(&target).unwrap_or_else(|_| target.clone()))
-        .status()
-        .with_context(|| {
-            format!(
-                "running {} (install it: `pip install componentize-py=={COMPONENTIZE_PY}`)",
-                program.to_string_lossy()
-            )
-        })?;
-    if !status.success() {
-        bail!("componentize-py failed (see above)");
-    }
-    report_built(manifest, &target);
-    Ok(ExitCode::SUCCESS)
-}
-
-/// componentize-qjs over `app.js` (which imports the SDK `edgewise new` put under `sdk/js/`),
-/// with the non-async runtime: the gateway calls plugins synchronously.
-/// `EDGEWISE_COMPONENTIZE_QJS` names the program if it is not `componentize-qjs` on the PATH.
-fn build_js(dir: &Path, manifest: &edgewise_signing::Manifest) -> anyhow::Result<ExitCode> {
-    let program =
-        std::env::var_os("EDGEWISE_COMPONENTIZE_QJS").unwrap_or_else(|| "componentize-qjs".into());
-    let target = dir.join(&manifest.component);
-    let status = Command::new(&program)
-        .current_dir(dir)
-        .args([
-            "--wit", "sdk/wit", "--world", "plugin", "--js", "app.js", "--sync", "-o",
-        ])
-        .arg(std::path::absolute(&target).unwrap_or_else(|_| target.clone()))
-        .stdout(Stdio::null())
-        .status()
-        .with_context(|| {
-            format!(
-                "running {} (install it: `npm install -g componentize-qjs@{COMPONENTIZE_QJS}`)",
-                program.to_string_lossy()
-            )
-        })?;
-    if !status.success() {
-        bail!("componentize-qjs failed (see above)");
-    }
-    report_built(manifest, &target);
     Ok(ExitCode::SUCCESS)
 }
 
